@@ -1,0 +1,241 @@
+"""PeCA against the release's test vectors and a literal float64 restatement of method.md §2-3."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from drum_core import PeCA
+from drum_core.peca import PeCAConfig, PeCAFormatError
+
+DATA = Path(__file__).parent / "data"
+
+
+def read_vectors(name):
+    with safe_open(str(DATA / name), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        cases = json.loads(f.metadata()["cases"])
+    adapter = {k[len("adapter.") :]: v for k, v in tensors.items() if k.startswith("adapter.")}
+    return adapter, tensors, cases
+
+
+# ---------------------------------------------------------------- the naive oracle
+def naive_peca(sd, query, target, references, weights, alpha, kind):
+    """Equations written out literally: concatenated context, materialized scores,
+    one softmax per prompt segment, loops over heads. float64 throughout."""
+    layers = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("tf."))
+
+    def linear(x, name):
+        return x @ sd[name + ".weight"].T + sd[name + ".bias"]
+
+    def layer_norm(x, name):
+        mean = x.mean(-1, keepdim=True)
+        var = ((x - mean) ** 2).mean(-1, keepdim=True)
+        return (x - mean) / torch.sqrt(var + 1e-5) * sd[name + ".weight"] + sd[name + ".bias"]
+
+    if kind == "t5":
+        query, target = linear(query, "pre_proj"), linear(target, "pre_proj")
+        references = linear(references, "pre_proj") if references is not None else None
+    outputs = []
+    for b in range(target.shape[0]):
+        segments = [target[b]] + ([references[i] for i in range(references.shape[0])] if references is not None else [])
+        if len(segments) == 1:
+            shares = [1.0]
+        else:
+            p = [float(w) for w in weights]
+            shares = [1 - alpha] + [alpha * pi / sum(p) for pi in p]
+        context = torch.cat(segments, 0)  # [T*(1+R), d]
+        t = target.shape[1]
+        x = query[0]
+        d = x.shape[-1]
+        heads = d // 64
+        for layer in range(layers):
+            pre = f"tf.{layer}."
+            q = linear(x, pre + "attn.query")
+            k = linear(context, pre + "attn.key")
+            v = linear(context, pre + "attn.value")
+            head_outs = []
+            for h in range(heads):
+                sl = slice(h * 64, (h + 1) * 64)
+                scores = q[:, sl] @ k[:, sl].T / math.sqrt(64)  # [S, T*(1+R)] materialized
+                probs = torch.zeros_like(scores)
+                for j, share in enumerate(shares):
+                    seg = slice(j * t, (j + 1) * t)
+                    probs[:, seg] = torch.softmax(scores[:, seg], -1) * share
+                head_outs.append(probs @ v[:, sl])
+            a = linear(torch.cat(head_outs, -1), pre + "attn.proj")
+            x = layer_norm(x + a, pre + "norm1")
+            hidden = linear(x, pre + "ff.0")
+            hidden = hidden * torch.sigmoid(1.702 * hidden)
+            x = layer_norm(x + linear(hidden, pre + "ff.2"), pre + "norm2")
+        outputs.append(x)
+    x = torch.stack(outputs)
+    if kind == "t5":
+        return linear(x, "post_proj"), None
+    return x[:, :-1], x[:, -1]
+
+
+# ---------------------------------------------------------------- release test vectors
+@pytest.mark.parametrize("name,kind", [("peca_clip_d128_l3.safetensors", "clip"), ("peca_t5_e256_l2.safetensors", "t5")])
+def test_release_vectors(name, kind):
+    sd, tensors, cases = read_vectors(name)
+    model = PeCA.from_state_dict(sd).double()
+    assert model.config.kind == kind
+    for case in cases:
+        pre = f"case{case['case']}."
+        refs = tensors.get(pre + "references")
+        weights = tensors.get(pre + "weights")
+        tokens, pooled = model(tensors["query"], tensors[pre + "target"], refs, weights, case["alpha"])
+        torch.testing.assert_close(tokens, tensors[pre + "expected_tokens"], atol=1e-9, rtol=1e-9)
+        oracle_tokens, oracle_pooled = naive_peca(sd, tensors["query"], tensors[pre + "target"], refs, weights, case["alpha"], kind)
+        torch.testing.assert_close(oracle_tokens, tensors[pre + "expected_tokens"], atol=1e-9, rtol=1e-9)
+        if kind == "clip":
+            torch.testing.assert_close(pooled, tensors[pre + "expected_pooled"], atol=1e-9, rtol=1e-9)
+            torch.testing.assert_close(oracle_pooled, tensors[pre + "expected_pooled"], atol=1e-9, rtol=1e-9)
+        else:
+            assert pooled is None
+
+
+# ---------------------------------------------------------------- published layouts, random weights
+def random_adapter(config: PeCAConfig, seed=0):
+    torch.manual_seed(seed)
+    model = PeCA(config).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.05)
+        for block in model.tf:
+            block.norm1.weight.add_(1)
+            block.norm2.weight.add_(1)
+    return model
+
+
+SMALL = {  # published layouts with fewer blocks (the equations do not depend on depth)
+    "L": PeCAConfig("clip", 768, 768, 192, 2, 78),
+    "bigG": PeCAConfig("clip", 1280, 1280, 320, 1, 78),
+    "T5": PeCAConfig("t5", 4096, 1024, 1024, 1, 256),
+}
+
+
+@pytest.mark.parametrize("name", ["L", "bigG", "T5"])
+@pytest.mark.parametrize("refs", [0, 1, 3])
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
+def test_published_layouts_match_oracle(name, refs, alpha):
+    config = SMALL[name]
+    model = random_adapter(config, seed=refs)
+    assert model.config.name == name
+    g = torch.Generator().manual_seed(7)
+    t = 77 if config.kind == "clip" else 256
+    e = config.encoder_width
+    query = torch.randn(1, config.query_tokens, e, generator=g, dtype=torch.float64)
+    target = torch.randn(2 if config.kind == "clip" else 1, t, e, generator=g, dtype=torch.float64)
+    references = torch.randn(refs, t, e, generator=g, dtype=torch.float64) if refs else None
+    weights = torch.rand(refs, generator=g, dtype=torch.float64) + 0.5 if refs else None
+    sd = {k: v for k, v in model.state_dict().items()}
+    tokens, pooled = model(query, target, references, weights, alpha)
+    oracle_tokens, oracle_pooled = naive_peca(sd, query, target, references, weights, alpha, config.kind)
+    torch.testing.assert_close(tokens, oracle_tokens, atol=1e-10, rtol=1e-9)
+    if config.kind == "clip":
+        assert tokens.shape == (target.shape[0], 77, e) and pooled.shape == (target.shape[0], e)
+        torch.testing.assert_close(pooled, oracle_pooled, atol=1e-10, rtol=1e-9)
+
+
+def test_published_parameter_counts():
+    counts = {"L": 26.67e6, "H": 47.36e6, "bigG": 73.95e6, "T5": 71.67e6}
+    tensors = {"L": 161, "H": 161, "bigG": 161, "T5": 165}
+    for name, expected in counts.items():
+        model = PeCA(PeCAConfig.published(name))
+        assert abs(sum(p.numel() for p in model.parameters()) - expected) < 0.01e6, name
+        assert len(model.state_dict()) == tensors[name]
+
+
+# ---------------------------------------------------------------- guidance edge cases
+@pytest.fixture(scope="module")
+def tiny():
+    model = random_adapter(PeCAConfig("clip", 128, 128, 32, 2, 78))
+    g = torch.Generator().manual_seed(1)
+    query = torch.randn(1, 78, 128, generator=g, dtype=torch.float64)
+    target = torch.randn(3, 77, 128, generator=g, dtype=torch.float64)
+    refs = torch.randn(4, 77, 128, generator=g, dtype=torch.float64)
+    return model, query, target, refs
+
+
+def test_alpha_zero_and_zero_weights_equal_target_only(tiny):
+    model, query, target, refs = tiny
+    alone = model(query, target)[0]
+    torch.testing.assert_close(model(query, target, refs, None, 0.0)[0], alone)
+    torch.testing.assert_close(model(query, target, refs, torch.zeros(4), 0.7)[0], alone)
+
+
+def test_single_reference_weight_cancels_and_alpha_one_ignores_target(tiny):
+    model, query, target, refs = tiny
+    one = refs[:1]
+    torch.testing.assert_close(model(query, target, one, [0.2], 0.4)[0], model(query, target, one, [9.0], 0.4)[0])
+    other_target = torch.randn_like(target)
+    torch.testing.assert_close(model(query, target, refs, None, 1.0)[0], model(query, other_target, refs, None, 1.0)[0])
+
+
+def test_reference_state_reuse_and_per_row_alpha(tiny):
+    model, query, target, refs = tiny
+    state = model.encode_references(refs)
+    weights = torch.tensor([1.0, 2.0, 0.5, 3.0])
+    sweep = model(query, target[:1].expand(3, -1, -1), state, weights, [0.0, 0.5, 1.0])[0]
+    for i, alpha in enumerate([0.0, 0.5, 1.0]):
+        torch.testing.assert_close(sweep[i], model(query, target[:1], refs, weights, alpha)[0][0])
+
+
+def test_bad_inputs_are_named(tiny):
+    model, query, target, refs = tiny
+    with pytest.raises(ValueError, match="alpha must lie in"):
+        model(query, target, refs, None, 1.5)
+    with pytest.raises(ValueError, match="intensities"):
+        model(query, target, refs, [1.0, float("nan"), 1.0, 1.0], 0.3)
+    with pytest.raises(ValueError, match="4 references"):
+        model(query, target, refs, [1.0], 0.3)
+    with pytest.raises(ValueError, match=r"target must be \[N, T, 128\]"):
+        model(query, torch.zeros(1, 77, 768, dtype=torch.float64))
+
+
+# ---------------------------------------------------------------- files
+def test_save_and_load_round_trip(tmp_path, tiny):
+    model = tiny[0]
+    path = tmp_path / "adapter.safetensors"
+    model.save(path)
+    loaded = PeCA.from_file(path)
+    assert loaded.config == model.config
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k].double(), v.float().double())
+
+
+def test_published_layout_file_loads_strictly(tmp_path):
+    sd = PeCA(PeCAConfig.published("L")).state_dict()
+    path = tmp_path / "L.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))  # no metadata, like the release
+    model = PeCA.from_file(path)
+    assert model.config == PeCAConfig.published("L") and model.config.name == "L"
+
+
+def test_truncated_and_foreign_files_are_named(tmp_path, tiny):
+    sd = {k: v.float() for k, v in tiny[0].state_dict().items()}
+    partial = dict(sd)
+    del partial["tf.1.attn.key.weight"]
+    with pytest.raises(PeCAFormatError, match=r"missing keys: tf\.1\.attn\.key\.weight"):
+        PeCA.from_state_dict(partial)
+    bad = dict(sd, **{"tf.0.ff.2.weight": torch.zeros(128, 16)})
+    with pytest.raises(PeCAFormatError, match=r"mis-shaped: tf\.0\.ff\.2\.weight"):
+        PeCA.from_state_dict(bad)
+    foreign = tmp_path / "vae.safetensors"
+    save_file({"decoder.conv_in.weight": torch.zeros(4, 4)}, str(foreign))
+    with pytest.raises(PeCAFormatError, match="vae.safetensors: not a PeCA"):
+        PeCA.from_file(foreign)
+    truncated = tmp_path / "cut.safetensors"
+    good = tmp_path / "good.safetensors"
+    tiny[0].save(good)
+    truncated.write_bytes(good.read_bytes()[:5000])
+    with pytest.raises(PeCAFormatError, match="cut.safetensors: unreadable"):
+        PeCA.from_file(truncated)
+    with pytest.raises(FileNotFoundError, match="nothere.safetensors"):
+        PeCA.from_file(tmp_path / "nothere.safetensors")
