@@ -1,5 +1,25 @@
-"""drum_core: the DrUM method (arXiv 2508.03481) in plain PyTorch, no ComfyUI import."""
+"""drum_core: the DrUM method (arXiv 2508.03481) in plain PyTorch, no ComfyUI import.
 
+Public API (see README "drum_core API"): PeCA, coreset_sample, load_history / History /
+HistoryError, EmbeddingCache, Personalizer / detect_family, TextEncoderBackend.
+"""
+
+from .backend import TextEncoderBackend
+from .cache import EmbeddingCache
+from .coreset import coreset_sample
+from .families import AdapterMismatchError, Condition, Personalizer, detect_family
 from .peca import PeCA, PeCAConfig, PeCAFormatError, ReferenceState
 
-__all__ = ["PeCA", "PeCAConfig", "PeCAFormatError", "ReferenceState"]
+__all__ = [
+    "AdapterMismatchError",
+    "Condition",
+    "EmbeddingCache",
+    "PeCA",
+    "PeCAConfig",
+    "PeCAFormatError",
+    "Personalizer",
+    "ReferenceState",
+    "TextEncoderBackend",
+    "coreset_sample",
+    "detect_family",
+]

@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -53,14 +53,14 @@ class PeCAConfig:
 
     @property
     def name(self) -> str | None:
-        """"L", "H", "bigG" or "T5" for the published sizes, else None."""
+        """ "L", "H", "bigG" or "T5" for the published sizes, else None."""
         for name, (kind, width) in PUBLISHED_SIZES.items():
             if (kind, width) == (self.kind, self.encoder_width):
                 return name
         return None
 
     @classmethod
-    def published(cls, name: str) -> "PeCAConfig":
+    def published(cls, name: str) -> PeCAConfig:
         """The configuration of a published adapter ("L", "H", "bigG", "T5")."""
         kind, width = PUBLISHED_SIZES[name]
         if kind == "t5":
@@ -169,7 +169,7 @@ class PeCA(nn.Module):
 
     # ------------------------------------------------------------------ loading / saving
     @classmethod
-    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor], source: str = "state dict") -> "PeCA":
+    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor], source: str = "state dict") -> PeCA:
         """Build an adapter from tensors in the published layout; strict keys and shapes."""
         config = infer_config(state_dict, source)
         model = cls(config)
@@ -193,7 +193,7 @@ class PeCA(nn.Module):
         return model.eval()
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "PeCA":
+    def from_file(cls, path: str | os.PathLike) -> PeCA:
         """Load a `.safetensors` adapter file (never unpickles)."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file

@@ -1,0 +1,109 @@
+"""Coreset sampling of a prompt history (method.md §4, Algorithm 1), done right.
+
+    sim(e, r_i, p_i) = 100 * cos(e, r_i) * p_i
+    n = max(1, round(ratio * N));  A = k random prompts (seeded)
+    D_i = mean_{a in A} sim(a, e_i, p_i)
+    repeat n times: s = argmax D (ties -> lowest index); D = min(D, sim(e_s, e_i, p_i)); D_s = -inf
+
+The rule works on similarities, so it favours central, typical prompts of the dominant
+(p-weighted) themes — the published behaviour. `diverse=True` is the k-center variant on
+cosine distances (far-apart prompts), never the default.
+
+Speed: the greedy loop needs one similarity row per pick. Rows are computed in blocks for
+the current best candidates with one matrix product (compute-bound), and a step only goes
+back to the matrix when its pick falls outside the rows already computed. The picks are
+identical to the one-row-per-step loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+SIM_SCALE = 100.0
+
+
+def _normalized(embeddings: torch.Tensor) -> torch.Tensor:
+    if embeddings.dim() != 2 or embeddings.shape[0] == 0:
+        raise ValueError(f"coreset embeddings must be a non-empty [N, D] matrix, got {list(embeddings.shape)}")
+    if not torch.isfinite(embeddings).all():
+        bad = (~torch.isfinite(embeddings)).any(1).nonzero()[0, 0].item()
+        raise ValueError(f"coreset embeddings contain NaN/inf (row {bad})")
+    e = embeddings.float() if embeddings.dtype not in (torch.float32, torch.float64) else embeddings
+    return torch.nn.functional.normalize(e, dim=1)
+
+
+def _intensities(weights, n: int, like: torch.Tensor) -> torch.Tensor:
+    if weights is None:
+        return torch.ones(n, dtype=like.dtype)
+    p = torch.as_tensor(weights, dtype=like.dtype).reshape(-1)
+    if p.numel() != n:
+        raise ValueError(f"{p.numel()} preference intensities for {n} embeddings")
+    bad = (~torch.isfinite(p)) | (p < 0)
+    if bad.any():
+        i = bad.nonzero()[0, 0].item()
+        raise ValueError(f"preference intensity {p[i].item()} at index {i} must be finite and >= 0")
+    return p
+
+
+def sample_count(total: int, ratio: float = 0.1, n: int | None = None) -> int:
+    """How many prompts to pick: n if given, else max(1, round(ratio * total)); never > total."""
+    if n is None:
+        if not 0 < ratio <= 1:
+            raise ValueError(f"coreset ratio must lie in (0, 1], got {ratio}")
+        n = max(1, round(ratio * total))
+    if n < 1:
+        raise ValueError(f"coreset size must be >= 1, got {n}")
+    return min(n, total)
+
+
+def coreset_sample(
+    embeddings: torch.Tensor,
+    weights: Sequence[float] | torch.Tensor | None = None,
+    ratio: float = 0.1,
+    n: int | None = None,
+    k: int = 10,
+    seed: int = 42,
+    diverse: bool = False,
+    block: int = 64,
+) -> torch.Tensor:
+    """Pick representative prompts. embeddings [N, D] (pooled CLIP features), weights [N].
+
+    Returns a LongTensor [n] of indices in pick order. `n` overrides `ratio`; `k >= N`
+    uses the whole history as the approximation set A; deterministic for a seed.
+    """
+    e = _normalized(embeddings)
+    total = e.shape[0]
+    p = _intensities(weights, total, e)
+    count = sample_count(total, ratio, n)
+    if k < 1:
+        raise ValueError(f"coreset k must be >= 1, got {k}")
+    if k >= total:
+        anchors = torch.arange(total)
+    else:
+        anchors = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:k]
+    scale = SIM_SCALE * p  # [N]; sim(e_s, e_i, p_i) = (e_i . e_s) * scale_i
+    if diverse:  # k-center on cosine distance: maximise the distance to the nearest pick
+        score = (1 - e @ e[anchors].T).min(1).values * p
+        row = lambda rows: (1 - rows) * p  # noqa: E731
+    else:
+        score = (e @ e[anchors].mean(0)) * scale  # mean over a of sim(a, e_i, p_i)
+        row = lambda rows: rows * scale  # noqa: E731
+    picks: list[int] = []
+    rows: dict[int, torch.Tensor] = {}  # candidate index -> its similarity row [N]
+    for _ in range(count):
+        best = int(torch.argmax(score))  # first maximal value: ties -> lowest index
+        if best not in rows:
+            candidates = torch.topk(score, min(block, total - len(picks))).indices
+            if best not in candidates.tolist():
+                candidates = torch.cat([torch.tensor([best]), candidates[:-1]])
+            if len(rows) > 8 * block:  # bound memory: stale rows are still exact, just many
+                rows.clear()
+            new = [c for c in candidates.tolist() if c not in rows]
+            block_rows = row(e[new] @ e.T)  # [len(new), N]
+            rows.update(zip(new, block_rows.unbind(0)))
+        torch.minimum(score, rows.pop(best), out=score)
+        score[best] = -torch.inf
+        picks.append(best)
+    return torch.tensor(picks, dtype=torch.long)

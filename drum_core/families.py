@@ -1,0 +1,249 @@
+"""How each model family is fed (method.md §5), for any host of the text encoders.
+
+    family  prompt embeddings                                         pooled
+    sd1     LN_L(A_L(ctx@-1).tokens)                                  LN_L(A_L(@-1).pooled)
+    sd2     LN_H(A_H(ctx@-1).tokens)    (-1 = layer 23 of ViT-H)      P_H(LN_H(A_H(@-1).pooled))
+    sdxl    cat(A_L(@-2).tokens, A_G(@-2).tokens), no LN              P_G(LN_G(A_G(@-1).pooled))
+    sd3     cat(A_L(@-2), A_G(@-2)) padded to 4096, then A_T5 tokens  cat(P_L(LN_L(..)), P_G(LN_G(..)))
+    flux    A_T5 tokens                                               LN_L(A_L(@-1).pooled)
+
+`P` is the projection the host applies (TextEncoderBackend.project). The family is chosen by
+which encoders exist, never by a model name. Encoder names are ComfyUI's tokenizer keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .backend import TextEncoderBackend
+from .cache import EmbeddingCache
+from .peca import PeCA, ReferenceState
+
+ENCODER_ADAPTERS = {"l": "L", "h": "H", "g": "bigG", "t5": "T5"}
+SD3_CLIP_WIDTHS = {"l": 768, "g": 1280}  # what ComfyUI zero-fills for an absent SD3 CLIP
+SD3_WIDTH = 4096
+
+
+class AdapterMismatchError(ValueError):
+    """An adapter that is missing, or made for another encoder."""
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    token_encoders: tuple[str, ...]  # CLIP encoders whose tokens are concatenated on the last dim
+    normalize_tokens: bool  # apply the final LayerNorm to the token states
+    token_layer: int  # default context layer of the token states
+    pooled_encoders: tuple[str, ...]  # concatenated pooled vectors
+    uses_t5: bool = False
+
+
+FAMILIES = {
+    "sd1": FamilySpec(("l",), True, -1, ("l",)),
+    "sd2": FamilySpec(("h",), True, -1, ("h",)),
+    "sdxl": FamilySpec(("l", "g"), False, -2, ("g",)),
+    "sd3": FamilySpec(("l", "g"), False, -2, ("l", "g"), uses_t5=True),
+    "flux": FamilySpec((), False, -1, ("l",), uses_t5=True),
+}
+
+
+def detect_family(encoder_names: Iterable[str]) -> str:
+    """The family from the set of encoders present ("l", "h", "g", "t5")."""
+    names = frozenset(encoder_names)
+    if names == {"l"}:
+        return "sd1"
+    if names == {"h"}:
+        return "sd2"
+    if names == {"l", "g"}:
+        return "sdxl"
+    if "t5" in names and "g" in names or names == {"g"}:
+        return "sd3"
+    if names == {"l", "t5"}:
+        return "flux"
+    raise ValueError(
+        f"no supported model family uses the text encoders {sorted(names)} (SD1: l, SD2: h, SDXL: l+g, SD3: l+g+t5, FLUX: l+t5)"
+    )
+
+
+@dataclass
+class Condition:
+    """tokens [B, L, D] and pooled [B, P] (None where the family has none), float32."""
+
+    tokens: torch.Tensor
+    pooled: torch.Tensor | None
+
+
+@dataclass
+class _Run:
+    tokens: torch.Tensor  # [B, C * T, E] adapter (or plain) token states, raw
+    pooled: torch.Tensor | None  # [B, E] raw pooled token
+
+
+class Personalizer:
+    """Personalized conditions for one model: its encoders, their adapters, one history."""
+
+    def __init__(
+        self,
+        family: str,
+        encoders: Mapping[str, TextEncoderBackend],
+        adapters: Mapping[str, PeCA],
+        cache: EmbeddingCache | None = None,
+        token_layer: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ):
+        if family not in FAMILIES:
+            raise ValueError(f"unknown family {family!r}; one of {sorted(FAMILIES)}")
+        self.family = family
+        self.spec = FAMILIES[family]
+        self.encoders = {name: enc for name, enc in encoders.items() if enc is not None}
+        self.adapters = dict(adapters)
+        self.cache = cache if cache is not None else EmbeddingCache()
+        self.token_layer = token_layer if token_layer is not None else self.spec.token_layer
+        self.progress = progress
+        self.references: list[str] = []
+        self.weights: torch.Tensor | None = None
+        self._reference_states: dict[tuple[str, int], ReferenceState] = {}
+        self._queries: dict[str, torch.Tensor] = {}
+        for name, encoder in self.encoders.items():
+            check_adapter(name, encoder, self.adapters.get(name))
+
+    # ------------------------------------------------------------------ layers per encoder
+    def _layers(self, name: str) -> list[int]:
+        """Context layers this family reads from encoder `name` (tokens first)."""
+        if self.encoders[name].kind == "t5":
+            return [-1]
+        layers = [self.token_layer] if name in self.spec.token_encoders else []
+        if name in self.spec.pooled_encoders and -1 not in layers:
+            layers.append(-1)
+        return layers
+
+    # ------------------------------------------------------------------ history
+    def set_history(self, prompts: Sequence[str], weights: Sequence[float] | torch.Tensor | None = None) -> None:
+        """Encode the reference prompts (cached) and their per-block keys/values."""
+        self.references = list(prompts)
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+        if self.weights is not None and self.weights.numel() != len(self.references):
+            raise ValueError(f"{self.weights.numel()} intensities for {len(self.references)} history prompts")
+        self._reference_states = {}
+        if not self.references:
+            return
+        jobs = [(name, layer) for name in self.encoders for layer in self._layers(name)]
+        total = len(jobs) * len(self.references)
+        for j, (name, layer) in enumerate(jobs):
+            offset = j * len(self.references)
+            report = (lambda done, _n, offset=offset: self.progress(offset + done, total)) if self.progress else None
+            states = self.cache.hidden_states(self.encoders[name], self.references, layer, report)
+            adapter = self.adapters[name]
+            self._reference_states[(name, layer)] = adapter.encode_references(states.to(adapter.base_query.device))
+
+    # ------------------------------------------------------------------ conditions
+    def condition(self, target: str, alpha: float | Sequence[float] = 0.3) -> Condition:
+        """The personalized condition of `target`; one row per alpha. Empty history: plain output."""
+        if not self.references:
+            return self.plain_condition(target, batch=len(alpha) if isinstance(alpha, (list, tuple)) else 1)
+        alphas = list(alpha) if isinstance(alpha, (list, tuple)) else [alpha]
+        return self._assemble({name: self._personalize(name, target, alphas) for name in self.encoders}, len(alphas))
+
+    def plain_condition(self, target: str, batch: int = 1) -> Condition:
+        """The plain encoder output (no adapter), as the host's own text encode gives it."""
+        runs = {}
+        for name, encoder in self.encoders.items():
+            tokens = self._target_states(name, target, self._layers(name)[0])
+            runs[name] = _Run(tokens.reshape(1, -1, encoder.width).expand(batch, -1, -1), None)
+        return self._assemble(runs, batch, plain_target=target)
+
+    def _target_states(self, name: str, target: str, layer: int) -> torch.Tensor:
+        """[C, T, E]: every chunk of a long target where the host splits prompts, else one."""
+        encoder = self.encoders[name]
+        chunks = getattr(encoder, "prompt_chunks", None)
+        states = chunks(target, layer) if chunks is not None and encoder.kind == "clip" else encoder.hidden_states([target], layer)
+        return states.float()
+
+    def _query(self, name: str) -> torch.Tensor:
+        if name not in self._queries:
+            self._queries[name] = self.encoders[name].empty_query().float()
+        return self._queries[name]
+
+    def _personalize(self, name: str, target: str, alphas: list[float]) -> _Run:
+        adapter = self.adapters[name]
+        device = adapter.base_query.device
+        batch = len(alphas)
+        runs = []
+        for layer in self._layers(name):
+            chunks = self._target_states(name, target, layer)
+            if layer != self._layers(name)[0]:
+                chunks = chunks[:1]  # the pooled run needs the first chunk only
+            c = chunks.shape[0]
+            targets = chunks.to(device).repeat(batch, 1, 1)  # [B * C, T, E], chunks inner
+            row_alphas = [a for a in alphas for _ in range(c)]
+            with torch.inference_mode():
+                tokens, pooled = adapter(
+                    self._query(name).to(device), targets, self._reference_states[(name, layer)], self.weights, row_alphas
+                )
+            tokens = tokens.reshape(batch, c * tokens.shape[1], tokens.shape[2])
+            runs.append(_Run(tokens, pooled.reshape(batch, c, -1)[:, 0] if pooled is not None else None))
+        return _Run(runs[0].tokens, runs[-1].pooled)
+
+    def _assemble(self, runs: Mapping[str, _Run], batch: int, plain_target: str | None = None) -> Condition:
+        spec = self.spec
+        clip_parts = []
+        for name in spec.token_encoders:
+            if name in runs:
+                tokens = runs[name].tokens
+                if spec.normalize_tokens:
+                    tokens = self.encoders[name].final_norm(tokens)
+                clip_parts.append(tokens.float())
+            elif self.family == "sd3":
+                clip_parts.append(None)
+        pooled_parts = []
+        for name in spec.pooled_encoders:
+            if name not in runs:
+                pooled_parts.append(torch.zeros(batch, SD3_CLIP_WIDTHS[name]) if self.family == "sd3" else None)
+            elif plain_target is not None:
+                pooled_parts.append(self.encoders[name].pooled_features([plain_target]).float().expand(batch, -1))
+            else:
+                encoder = self.encoders[name]
+                pooled_parts.append(encoder.project(encoder.final_norm(runs[name].pooled)).float())
+        pooled = torch.cat([p.cpu() for p in pooled_parts], -1) if pooled_parts and None not in pooled_parts else None
+        t5 = runs["t5"].tokens.float().cpu() if "t5" in runs else None
+        if self.family == "sd3":
+            tokens = _sd3_tokens(clip_parts, t5, batch)
+        elif self.family == "flux":
+            if t5 is None:
+                raise AdapterMismatchError("FLUX needs its T5 text encoder")
+            tokens = t5
+        else:
+            tokens = torch.cat([p.cpu() for p in clip_parts], -1)
+        return Condition(tokens, pooled)
+
+
+def _sd3_tokens(clip_parts: list[torch.Tensor | None], t5: torch.Tensor | None, batch: int) -> torch.Tensor:
+    """cat(l, g) zero-padded to 4096 wide, then the T5 tokens along the sequence."""
+    present = [p for p in clip_parts if p is not None]
+    pieces = []
+    if present:
+        length = present[0].shape[1]
+        filled = [p.cpu() if p is not None else torch.zeros(batch, length, w) for p, w in zip(clip_parts, SD3_CLIP_WIDTHS.values())]
+        clip = torch.cat(filled, -1)
+        pieces.append(torch.nn.functional.pad(clip, (0, SD3_WIDTH - clip.shape[-1])))
+    if t5 is not None:
+        pieces.append(t5)
+    if not pieces:
+        raise AdapterMismatchError("SD3 needs at least one text encoder")
+    return torch.cat(pieces, 1)
+
+
+def check_adapter(name: str, encoder: TextEncoderBackend, adapter: PeCA | None) -> None:
+    """Raise AdapterMismatchError unless `adapter` was made for `encoder`."""
+    expected = ENCODER_ADAPTERS.get(name, name)
+    if adapter is None:
+        raise AdapterMismatchError(f"no PeCA adapter for text encoder '{name}' (expected the {expected} adapter, {expected}.safetensors)")
+    config = adapter.config
+    source = getattr(adapter, "source", f"the {config.name or config.kind} adapter")
+    if config.kind != encoder.kind or config.encoder_width != encoder.width:
+        raise AdapterMismatchError(
+            f"{source} is a {config.kind} adapter for width {config.encoder_width} ({config.name or 'custom'}), "
+            f"but text encoder '{name}' is {encoder.kind} of width {encoder.width}: use the {expected} adapter"
+        )
