@@ -8,12 +8,15 @@ from .backend import TextEncoderBackend
 from .cache import EmbeddingCache
 from .coreset import coreset_sample
 from .families import AdapterMismatchError, Condition, Personalizer, detect_family
+from .history import History, HistoryError, load_history, load_movielens, parse_history_text
 from .peca import PeCA, PeCAConfig, PeCAFormatError, ReferenceState
 
 __all__ = [
     "AdapterMismatchError",
     "Condition",
     "EmbeddingCache",
+    "History",
+    "HistoryError",
     "PeCA",
     "PeCAConfig",
     "PeCAFormatError",
@@ -22,4 +25,7 @@ __all__ = [
     "TextEncoderBackend",
     "coreset_sample",
     "detect_family",
+    "load_history",
+    "load_movielens",
+    "parse_history_text",
 ]

@@ -13,6 +13,7 @@ so the [heads, S, T * (1 + R)] score tensor is never built.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -75,21 +76,29 @@ class QuickGELU(nn.Module):
 
 @dataclass
 class ReferenceState:
-    """Per-layer keys and values of R references, reusable across targets and alphas.
+    """Per-block keys and values of R references, reusable across targets and alphas.
 
-    `keys[l]`, `values[l]`: [R, heads, T, d_head] for block l.
+    `keys[l]`, `values[l]`: [heads, R * T, d_head] for block l (references back to back).
     """
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
+    count: int  # R
+    tokens: int  # T, tokens per reference
 
-    @property
-    def count(self) -> int:
-        return self.keys[0].shape[0] if self.keys else 0
+
+# Scores held at once by the blocked kernel: heads * B*S * (references per block) * T.
+BLOCK_SCORES = 1 << 20
 
 
 class GuidedCrossAttention(nn.Module):
-    """Multi-head cross-attention with DrUM guidance (separate softmax per prompt)."""
+    """Multi-head cross-attention with DrUM guidance (separate softmax per prompt).
+
+    `kernel` picks how the reference segments are computed, both one softmax per prompt and
+    neither building the [heads, S, T * (1 + R)] scores: "sdpa" (fused scaled-dot-product
+    attention, R as its batch), "blocked" (a block of references at a time with batched
+    matmuls; faster on CPUs, see bench/), "auto" (sdpa on accelerators, blocked on CPU).
+    """
 
     def __init__(self, width: int, dropout: float = 0.0):
         super().__init__()
@@ -99,43 +108,75 @@ class GuidedCrossAttention(nn.Module):
         self.value = nn.Linear(width, width)
         self.proj = nn.Linear(width, width)
         self.dropout = nn.Dropout(dropout)
+        self.kernel = "auto"
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """[N, T, d] -> [N, heads, T, d_head]."""
         n, t, _ = x.shape
         return x.view(n, t, self.heads, -1).transpose(1, 2)
 
-    def keys_values(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """context [N, T, d] -> keys, values [N, heads, T, d_head]."""
-        return self.split_heads(self.key(context)), self.split_heads(self.value(context))
+    def reference_keys_values(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """context [R, T, d] -> keys, values [heads, R * T, d_head]."""
+        r, t, d = context.shape
+        weight = torch.cat([self.key.weight, self.value.weight])  # one GEMM for both: [2d, d]
+        bias = torch.cat([self.key.bias, self.value.bias])
+        keys, values = F.linear(context.reshape(1, r * t, d), weight, bias).chunk(2, dim=-1)
+        return self.split_heads(keys)[0].contiguous(), self.split_heads(values)[0].contiguous()
 
     def forward(
         self,
         x: torch.Tensor,
         target: torch.Tensor,
-        references: tuple[torch.Tensor, torch.Tensor] | None,
+        references: ReferenceState | None,
+        layer: int,
         target_share: torch.Tensor,
-        reference_shares: torch.Tensor | None,
+        reference_share: torch.Tensor,
+        reference_weights: torch.Tensor | None,
     ) -> torch.Tensor:
-        """x [B, S, d], target [B, T, d]; references: keys/values [R, heads, T, d_head].
+        """x [B, S, d], target [B, T, d]; references hold block `layer`'s keys/values.
 
-        target_share [B] = 1 - alpha; reference_shares [B, R] = alpha * p_i / sum p.
+        target_share [B] = 1 - alpha, reference_share [B] = alpha, reference_weights [R] =
+        p_i / sum p: out = target_share * Attn(target) + reference_share * sum_i w_i Attn(ref_i).
         """
         b, s, d = x.shape
         q = self.split_heads(self.query(x))  # [B, heads, S, d_head]
-        k_t, v_t = self.keys_values(target)
-        out = F.scaled_dot_product_attention(q, k_t, v_t)  # [B, heads, S, d_head]
-        if references is not None and reference_shares is not None:
-            k_r, v_r = references
-            r = k_r.shape[0]
-            # every reference attends to every batch row: [R, heads, B*S, d_head]
-            q_all = q.transpose(0, 1).reshape(1, self.heads, b * s, -1).expand(r, -1, -1, -1)
-            per_ref = F.scaled_dot_product_attention(q_all, k_r, v_r)
-            per_ref = per_ref.view(r, self.heads, b, s, -1)
-            mixed = torch.einsum("rhbsc,br->bhsc", per_ref, reference_shares)
-            out = out * target_share.view(b, 1, 1, 1) + mixed
+        out = F.scaled_dot_product_attention(q, self.split_heads(self.key(target)), self.split_heads(self.value(target)))
+        if references is not None and reference_weights is not None:
+            rows = q.transpose(0, 1).reshape(self.heads, b * s, -1)  # [heads, B*S, d_head]
+            keys, values = references.keys[layer], references.values[layer]
+            kernel = self.kernel if self.kernel != "auto" else ("blocked" if rows.device.type == "cpu" else "sdpa")
+            attend = _references_sdpa if kernel == "sdpa" else _references_blocked
+            mixed = attend(rows, keys, values, reference_weights, references.tokens)  # [heads, B*S, d_head]
+            mixed = mixed.view(self.heads, b, s, -1).transpose(0, 1)
+            out = out * target_share.view(b, 1, 1, 1) + mixed * reference_share.view(b, 1, 1, 1)
         out = out.transpose(1, 2).reshape(b, s, d)
         return self.dropout(self.proj(out))
+
+
+def _references_sdpa(rows, keys, values, weights, tokens: int) -> torch.Tensor:
+    """sum_i w_i Attn(rows, K_i, V_i) on fused SDPA, R as the batch. rows [h, L, c] -> [h, L, c]."""
+    h, length, c = rows.shape
+    r = weights.shape[0]
+    k = keys.view(h, r, tokens, c).transpose(0, 1)  # [R, h, T, c]
+    v = values.view(h, r, tokens, c).transpose(0, 1)
+    per_ref = F.scaled_dot_product_attention(rows.unsqueeze(0), k, v)  # [R, h, L, c], query broadcast
+    return (weights @ per_ref.reshape(r, -1)).view(h, length, c)
+
+
+def _references_blocked(rows, keys, values, weights, tokens: int) -> torch.Tensor:
+    """The same sum, a block of references at a time with batched matmuls (CPU)."""
+    h, length, c = rows.shape
+    r = weights.shape[0]
+    per_block = max(1, BLOCK_SCORES // (h * length * tokens))
+    scale = 1.0 / math.sqrt(c)
+    mixed = rows.new_zeros(h, length, c)
+    for first in range(0, r, per_block):
+        last = min(r, first + per_block)
+        segment = slice(first * tokens, last * tokens)
+        scores = torch.matmul(rows, keys[:, segment].transpose(1, 2)).mul_(scale)  # [h, L, n*T]
+        probs = scores.view(h, length, last - first, tokens).softmax(-1).mul_(weights[first:last].view(1, 1, -1, 1))
+        mixed.baddbmm_(probs.view(h, length, -1), values[:, segment])
+    return mixed
 
 
 class Block(nn.Module):
@@ -149,8 +190,8 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(width, eps=1e-5)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x, target, references, target_share, reference_shares):
-        x = self.norm1(x + self.attn(x, target, references, target_share, reference_shares))
+    def forward(self, x, target, references, layer, target_share, reference_share, reference_weights):
+        x = self.norm1(x + self.attn(x, target, references, layer, target_share, reference_share, reference_weights))
         return self.norm2(x + self.dropout(self.ff(x)))
 
 
@@ -223,6 +264,14 @@ class PeCA(nn.Module):
         os.replace(tmp, path)
 
     # ------------------------------------------------------------------ inference
+    def set_kernel(self, kernel: str) -> PeCA:
+        """Reference attention kernel: "auto", "sdpa" or "blocked" (see GuidedCrossAttention)."""
+        if kernel not in ("auto", "sdpa", "blocked"):
+            raise ValueError(f"unknown attention kernel {kernel!r}")
+        for block in self.tf:
+            block.attn.kernel = kernel
+        return self
+
     def _context(self, states: torch.Tensor) -> torch.Tensor:
         """Encoder states [N, T, E] -> block width [N, T, d]."""
         states = states.to(self.base_query.dtype)
@@ -239,12 +288,8 @@ class PeCA(nn.Module):
         """references [R, T, E] -> per-block keys/values, reused across targets and alphas."""
         self._check_states("references", references)
         context = self._context(references)
-        keys, values = [], []
-        for block in self.tf:
-            k, v = block.attn.keys_values(context)
-            keys.append(k)
-            values.append(v)
-        return ReferenceState(keys, values)
+        keys, values = zip(*(block.attn.reference_keys_values(context) for block in self.tf))
+        return ReferenceState(list(keys), list(values), references.shape[0], references.shape[1])
 
     def forward(
         self,
@@ -270,19 +315,16 @@ class PeCA(nn.Module):
         if references is not None and references.count == 0:
             references = None
         alphas = _alphas(alpha, b, dtype, target.device)
-        target_share = 1.0 - alphas if references is not None else torch.ones_like(alphas)
-        reference_shares = None
+        reference_weights = None
         if references is not None:
             p = _intensities(weights, references.count, dtype, target.device)
-            if p.sum() > 0:
-                reference_shares = alphas[:, None] * (p / p.sum())[None, :]  # [B, R]
-            else:  # all p_i = 0 behaves like alpha = 0
-                target_share = torch.ones_like(alphas)
+            if p.sum() > 0:  # all p_i = 0 behaves like alpha = 0
+                reference_weights = p / p.sum()
+        target_share = 1.0 - alphas if reference_weights is not None else torch.ones_like(alphas)
         x = self._context(query).expand(b, -1, -1)
         context = self._context(target)
         for i, block in enumerate(self.tf):
-            kv = (references.keys[i], references.values[i]) if reference_shares is not None else None
-            x = block(x, context, kv, target_share, reference_shares)
+            x = block(x, context, references, i, target_share, alphas, reference_weights)
         if self.config.kind == "t5":
             return self.post_proj(x), None
         return x[:, :-1], x[:, -1]

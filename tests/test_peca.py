@@ -9,6 +9,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+import drum_core.peca as peca_module
 from drum_core import PeCA
 from drum_core.peca import PeCAConfig, PeCAFormatError
 
@@ -80,10 +81,21 @@ def naive_peca(sd, query, target, references, weights, alpha, kind):
 
 
 # ---------------------------------------------------------------- release test vectors
+KERNELS = ["sdpa", "blocked"]
+
+
+@pytest.fixture(params=KERNELS)
+def kernel(request, monkeypatch):
+    """Both reference-attention kernels; the blocked one a reference per block."""
+    if request.param == "blocked":
+        monkeypatch.setattr(peca_module, "BLOCK_SCORES", 1)
+    return request.param
+
+
 @pytest.mark.parametrize("name,kind", [("peca_clip_d128_l3.safetensors", "clip"), ("peca_t5_e256_l2.safetensors", "t5")])
-def test_release_vectors(name, kind):
+def test_release_vectors(name, kind, kernel):
     sd, tensors, cases = read_vectors(name)
-    model = PeCA.from_state_dict(sd).double()
+    model = PeCA.from_state_dict(sd).double().set_kernel(kernel)
     assert model.config.kind == kind
     for case in cases:
         pre = f"case{case['case']}."
@@ -123,9 +135,9 @@ SMALL = {  # published layouts with fewer blocks (the equations do not depend on
 @pytest.mark.parametrize("name", ["L", "bigG", "T5"])
 @pytest.mark.parametrize("refs", [0, 1, 3])
 @pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
-def test_published_layouts_match_oracle(name, refs, alpha):
+def test_published_layouts_match_oracle(name, refs, alpha, kernel):
     config = SMALL[name]
-    model = random_adapter(config, seed=refs)
+    model = random_adapter(config, seed=refs).set_kernel(kernel)
     assert model.config.name == name
     g = torch.Generator().manual_seed(7)
     t = 77 if config.kind == "clip" else 256
@@ -178,8 +190,9 @@ def test_single_reference_weight_cancels_and_alpha_one_ignores_target(tiny):
     torch.testing.assert_close(model(query, target, refs, None, 1.0)[0], model(query, other_target, refs, None, 1.0)[0])
 
 
-def test_reference_state_reuse_and_per_row_alpha(tiny):
+def test_reference_state_reuse_and_per_row_alpha(tiny, kernel):
     model, query, target, refs = tiny
+    model.set_kernel(kernel)
     state = model.encode_references(refs)
     weights = torch.tensor([1.0, 2.0, 0.5, 3.0])
     sweep = model(query, target[:1].expand(3, -1, -1), state, weights, [0.0, 0.5, 1.0])[0]

@@ -1,0 +1,38 @@
+# Every target sets up what it needs first (tools/bootstrap.sh is idempotent).
+PY := .venv/bin/python
+PYTEST := $(PY) -m pytest -p no:cacheprovider
+
+.PHONY: setup demo test lint test-core test-comfy test-server test-web bench
+
+setup:
+	bash tools/bootstrap.sh
+
+# The main job: the full personalization pipeline on tiny random weights (verifies the install).
+demo:
+	bash tools/bootstrap.sh --no-comfy
+	.venv/bin/drum personalize --tiny-random --history example_workflows/example_history.txt \
+		--prompt "a lighthouse on a cliff at dusk" --alpha 0.3 --out test-artifacts/demo.png
+
+lint:
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test-core:
+	$(PYTEST) -q tests -m "not comfy and not server and not web"
+
+test-comfy:
+	$(PYTEST) -q tests -m comfy
+
+test-server:
+	$(PYTEST) -q tests -m server
+
+test-web:
+	$(PYTEST) -q tests -m web
+
+# All tiers, after setting everything up: what .ci/run runs.
+test: setup lint
+	$(PYTEST) -q tests -rs
+
+bench:
+	bash tools/bootstrap.sh --no-comfy
+	$(PY) bench/bench_peca.py

@@ -1,0 +1,474 @@
+"""A user's prompt history (method.md §3-4): prompts, preference intensities p_i, timestamps.
+
+    load_history(path)         by extension:
+      .txt                     one prompt a line, blank lines skipped; "prompt<TAB>rating" adds a rating
+      .csv / .tsv              header row; prompt column: prompt|text|caption|query|title|description,
+                               optional rating column: rating|weight|score|intensity|preference,
+                               optional time column: timestamp|time|created_at|date (names case-insensitive)
+      .json                    ["prompt", ...] or [{"prompt": ..., "rating": ...}, ...] (same field names),
+                               or {"prompts": [...]} / {"history": [...]}
+      .jsonl                   one string or object a line; PIP per-user files are detected by their
+                               `train_samples:` / `test_samples:` marker lines (is_test marks test records)
+    parse_history_text(text)   the pasted form of the ComfyUI node: the .txt rules
+    load_movielens(folder)     MovieLens latest-small -> one History per user
+
+Ratings become intensities p_i: finite and >= 0; a missing rating is 1.0. Timestamps are seconds
+since the epoch, given as numbers or ISO-8601 text (no zone = UTC); they are kept only when every
+record has one. Every malformed input raises HistoryError "<file> line <n>: <problem>".
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import operator
+import re
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+PROMPT_FIELDS = ("prompt", "text", "caption", "query", "title", "description")
+RATING_FIELDS = ("rating", "weight", "score", "intensity", "preference")
+TIME_FIELDS = ("timestamp", "time", "created_at", "date")
+JSON_LIST_KEYS = ("prompts", "history")
+PIP_MARKERS = {"train_samples:": False, "test_samples:": True}  # marker -> records after it are test records
+TABLE_DELIMITERS = {".csv": ",", ".tsv": "\t"}
+MOVIELENS_ARTICLE_TITLE = re.compile(r"^(.+?), (The|A|An)( \(.*)?$")  # "American President, The (1995)"
+
+
+class HistoryError(ValueError):
+    """A history file or text that cannot be read; the message names the file, line and problem."""
+
+
+class _Invalid(Exception):
+    """A bad value; the caller adds where it was found."""
+
+
+@dataclass
+class History:
+    """Prompts with aligned preference intensities (weights) and optional timestamps / PIP test flags.
+
+    weights=None means every prompt has intensity 1.0.
+    """
+
+    prompts: list[str]
+    weights: list[float] | None = None
+    timestamps: list[float] | None = None
+    source: str = "<memory>"
+    is_test: list[bool] | None = None
+
+    def __post_init__(self) -> None:
+        if self.weights is None:
+            self.weights = [1.0] * len(self.prompts)
+        for name in ("weights", "timestamps", "is_test"):
+            values = getattr(self, name)
+            if values is not None and len(values) != len(self.prompts):
+                raise HistoryError(f"{self.source}: {len(values)} {name} for {len(self.prompts)} prompts")
+        bad = next((i for i, w in enumerate(self.weights) if not (math.isfinite(w) and w >= 0)), None)
+        if bad is not None:
+            raise HistoryError(f"{self.source}: weight {self.weights[bad]} of prompt {bad} must be finite and >= 0")
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def subset(self, indices: Iterable[int]) -> History:
+        """The records at `indices` (ints or an integer tensor, e.g. coreset picks), in that order."""
+        picks = [operator.index(i) for i in indices]
+
+        def pick(values):
+            return None if values is None else [values[i] for i in picks]
+
+        return History(pick(self.prompts), pick(self.weights), pick(self.timestamps), self.source, pick(self.is_test))
+
+    def most_recent(self, n: int) -> list[int]:
+        """Indices of the n most recent records, newest first: by timestamp (ties: later in the file), else file order."""
+        if n < 0:
+            raise ValueError(f"most_recent needs n >= 0, got {n}")
+        order = range(len(self)) if self.timestamps is None else sorted(range(len(self)), key=lambda i: (self.timestamps[i], i))
+        return list(reversed(order))[:n]
+
+
+def _prompt(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"{field} must be a string, got {type(value).__name__} {value!r:.80}")
+    text = value.strip()
+    if not text:
+        raise _Invalid(f"empty {field}")
+    return text
+
+
+def _scalar(value: Any, what: str) -> Any:
+    """None for a missing value, else the stripped string or the number as a float."""
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:
+            raise _Invalid(f"{what} {value:.3g} is too large") from None
+    raise _Invalid(f"{what} must be a number, got {type(value).__name__} {value!r:.80}")
+
+
+def _rating(value: Any) -> float:
+    value = _scalar(value, "rating")
+    if value is None:
+        return 1.0
+    try:
+        rating = float(value)
+    except ValueError:
+        raise _Invalid(f"rating {value!r} is not a number") from None
+    if not (math.isfinite(rating) and rating >= 0):
+        raise _Invalid(f"rating {value!r} must be a finite number >= 0")
+    return rating
+
+
+def _timestamp(value: Any) -> float | None:
+    value = _scalar(value, "timestamp")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        iso = value[:-1] + "+00:00" if value[-1] in "Zz" else value  # Python 3.10 does not read "Z"
+        try:
+            moment = datetime.fromisoformat(iso)
+        except ValueError:
+            raise _Invalid(f"timestamp {value!r} is neither a number nor an ISO-8601 date") from None
+        return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    if not math.isfinite(seconds):
+        raise _Invalid(f"timestamp {value!r} must be finite")
+    return seconds
+
+
+def _first(names: Sequence[str], available: Container[str]) -> str | None:
+    return next((name for name in names if name in available), None)
+
+
+class _Records:
+    """Collects validated records; `locate(where)` turns a record position into "line N" text."""
+
+    def __init__(self, source: str, locate: Callable[[int], str] = lambda line: f"line {line}") -> None:
+        self.source = source
+        self.locate = locate
+        self.prompts: list[str] = []
+        self.weights: list[float] = []
+        self.timestamps: list[float | None] = []
+        self.positions: list[int] = []
+        self.is_test: list[bool] | None = None
+        self.in_test_section = False
+
+    def error(self, where: int, problem: str) -> HistoryError:
+        return HistoryError(f"{self.source} {self.locate(where)}: {problem}")
+
+    def section(self, marker: str) -> None:
+        """A PIP marker line: from now on records are train or test records."""
+        if self.is_test is None:
+            self.is_test = [False] * len(self.prompts)
+        self.in_test_section = PIP_MARKERS[marker]
+
+    def add(self, where: int, prompt: Any, rating: Any = None, timestamp: Any = None, field: str = "prompt") -> None:
+        try:
+            record = _prompt(prompt, field), _rating(rating), _timestamp(timestamp)
+        except _Invalid as problem:
+            raise self.error(where, str(problem)) from None
+        self.prompts.append(record[0])
+        self.weights.append(record[1])
+        self.timestamps.append(record[2])
+        self.positions.append(where)
+        if self.is_test is not None:
+            self.is_test.append(self.in_test_section)
+
+    def add_item(self, where: int, item: Any) -> None:
+        """A JSON value: a prompt string or an object with prompt / rating / time fields."""
+        if isinstance(item, str):
+            self.add(where, item)
+            return
+        if not isinstance(item, dict):
+            raise self.error(where, f"expected a prompt string or an object, got {type(item).__name__} {item!r:.80}")
+        fields = {key.lower(): value for key, value in item.items()}
+        prompt_field = _first(PROMPT_FIELDS, fields)
+        if prompt_field is None:
+            raise self.error(where, f"object has no prompt field (keys found: {sorted(item)}; expected one of {', '.join(PROMPT_FIELDS)})")
+        rating_field, time_field = _first(RATING_FIELDS, fields), _first(TIME_FIELDS, fields)
+        self.add(where, fields[prompt_field], fields.get(rating_field), fields.get(time_field), field=f"'{prompt_field}'")
+
+    def finish(self, end: int) -> History:
+        """The History; `end` is the position blamed when there is no prompt at all."""
+        if not self.prompts:
+            raise self.error(end, "no prompts found (the file is empty, or holds only blank lines or markers)")
+        missing = [i for i, t in enumerate(self.timestamps) if t is None]
+        if missing and len(missing) < len(self.timestamps):
+            raise self.error(
+                self.positions[missing[0]], "record has no timestamp while others have one; give every record a timestamp or none"
+            )
+        timestamps = None if missing else self.timestamps
+        return History(self.prompts, self.weights, timestamps, self.source, self.is_test)
+
+
+def _lines(text: str) -> list[str]:
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def parse_history_text(text: str, source: str = "<text>") -> History:
+    """One prompt a line; blank lines are skipped; a rating may follow the prompt after a TAB.
+
+    "a red fox in snow<TAB>4.5" -> prompt "a red fox in snow", intensity 4.5. Copying two columns
+    (prompt, rating) from a spreadsheet produces exactly this form.
+    """
+    records = _Records(source)
+    lines = _lines(text)
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        prompt, _, rating = line.rpartition("\t") if "\t" in line else (line, "", "")
+        try:
+            weight = _rating(rating)
+        except _Invalid as problem:
+            raise records.error(number, f"{problem} (text after the last TAB is read as the rating)") from None
+        records.add(number, prompt, weight)
+    return records.finish(max(1, len(lines) - (lines[-1] == "")))
+
+
+def _read_text(path: Path) -> str:
+    """The file's text: UTF-8, with or without a byte-order mark."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        start = error.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)
+        line_start = data.rfind(b"\n", 0, start) + 1
+        line = data.count(b"\n", 0, start) + 1
+        raise HistoryError(
+            f"{path} line {line}: byte 0x{data[start]:02x} at column {start - line_start + 1} is not UTF-8; save the file as UTF-8"
+        ) from None
+
+
+def _csv_rows(text: str, source: str, delimiter: str = ",") -> Iterator[tuple[int, list[str]]]:
+    """(first line number, cells) of every row that has a non-empty cell."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    line = 1
+    try:
+        for row in reader:
+            if any(row):
+                yield line, row
+            line = reader.line_num + 1
+    except csv.Error as error:
+        raise HistoryError(f"{source} line {reader.line_num}: unreadable row: {error}") from None
+
+
+def _header(rows: Iterator[tuple[int, list[str]]], source: str) -> tuple[int, list[str]]:
+    """The header row's line and its lowercased column names."""
+    first = next(rows, None)
+    if first is None:
+        raise HistoryError(f"{source} line 1: no prompts found (the file is empty)")
+    return first[0], [name.strip().lower() for name in first[1]]
+
+
+def _cell(records: _Records, line: int, row: list[str], column: int | None, names: list[str]) -> str | None:
+    if column is None:
+        return None
+    if column >= len(row):
+        raise records.error(line, f"row has {len(row)} fields, so no '{names[column]}' (column {column + 1})")
+    return row[column]
+
+
+def _load_table(text: str, source: str, delimiter: str) -> History:
+    rows = _csv_rows(text, source, delimiter)
+    header_line, names = _header(rows, source)
+    prompt_name = _first(PROMPT_FIELDS, names)
+    if prompt_name is None:
+        hint = " (the file looks ';'-separated; use ',')" if delimiter == "," and any(";" in name for name in names) else ""
+        raise HistoryError(
+            f"{source} line {header_line}: no prompt column; columns found: {names}; name one of {', '.join(PROMPT_FIELDS)}{hint}"
+        )
+    columns = [names.index(name) if name else None for name in (prompt_name, _first(RATING_FIELDS, names), _first(TIME_FIELDS, names))]
+    records = _Records(source)
+    line = header_line
+    for line, row in rows:
+        prompt, rating, timestamp = (_cell(records, line, row, column, names) for column in columns)
+        records.add(line, prompt, rating, timestamp, field=f"'{prompt_name}'")
+    return records.finish(line)
+
+
+def _load_jsonl(text: str, source: str) -> History:
+    """One JSON string or object a line; PIP marker lines switch between train and test records."""
+    records = _Records(source)
+    lines = _lines(text)
+    for number, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line:
+            continue
+        marker = line[1:-1] if len(line) > 1 and line[0] == line[-1] == '"' else line
+        if marker in PIP_MARKERS:
+            records.section(marker)
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise records.error(number, f"broken JSON at column {error.colno}: {error.msg}") from None
+        records.add_item(number, item)
+    return records.finish(max(1, len(lines) - (lines[-1] == "")))
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _json_item_line(text: str, key: str | None, index: int) -> int:
+    """1-based line where item `index` of the top-level list (or of text's object[key]) starts; text is valid JSON."""
+    decoder = json.JSONDecoder()
+
+    def skip(pos: int) -> int:
+        return _WHITESPACE.match(text, pos).end()
+
+    pos = skip(0)
+    if key is not None:  # walk the top-level object's members up to `key`
+        pos = skip(pos + 1)
+        while True:
+            name, pos = decoder.raw_decode(text, pos)
+            pos = skip(skip(pos) + 1)  # past ':'
+            if name == key:
+                break
+            pos = skip(skip(decoder.raw_decode(text, pos)[1]) + 1)  # past the value and ','
+    pos = skip(pos + 1)  # past '['
+    for _ in range(index):
+        pos = skip(skip(decoder.raw_decode(text, pos)[1]) + 1)  # past the item and ','
+    return text.count("\n", 0, pos) + 1
+
+
+def _load_json(text: str, source: str) -> History:
+    if not text.strip():
+        raise HistoryError(f"{source} line 1: no prompts found (the file is empty)")
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise HistoryError(f"{source} line {error.lineno}: broken JSON at column {error.colno}: {error.msg}") from None
+    key = None
+    if isinstance(document, dict):
+        key = _first(JSON_LIST_KEYS, document)
+        if key is None:
+            raise HistoryError(
+                f"{source} line 1: expected a list of prompts or an object with a 'prompts' or 'history' list, found keys {sorted(document)}"
+            )
+        items = document[key]
+    else:
+        items = document
+    if not isinstance(items, list):
+        what = f"'{key}'" if key else "the document"
+        raise HistoryError(f"{source} line 1: {what} must be a list of prompts or objects, got {type(items).__name__}")
+    if not items:
+        raise HistoryError(f"{source} line {_json_item_line(text, key, 0)}: no prompts found (the list is empty)")
+    records = _Records(source, lambda index: f"line {_json_item_line(text, key, index)} (item {index + 1})")
+    for index, item in enumerate(items):
+        records.add_item(index, item)
+    return records.finish(0)
+
+
+def load_history(path: str | Path) -> History:
+    """A History from a .txt, .csv, .tsv, .json or .jsonl file (see the module docstring)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".txt", ".json", ".jsonl", *TABLE_DELIMITERS):
+        raise HistoryError(f"{path}: unknown history file extension '{path.suffix}' (use .txt, .csv, .tsv, .json or .jsonl)")
+    if not path.is_file():
+        raise FileNotFoundError(f"history file not found: {path}")
+    text, source = _read_text(path), str(path)
+    if suffix == ".txt":
+        return parse_history_text(text, source)
+    if suffix == ".json":
+        return _load_json(text, source)
+    if suffix == ".jsonl":
+        return _load_jsonl(text, source)
+    return _load_table(text, source, TABLE_DELIMITERS[suffix])
+
+
+def _movielens_table(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, list[str]]]:
+    """(line, cells in `required` order) of a MovieLens CSV file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"MovieLens file not found: {path}")
+    rows = _csv_rows(_read_text(path), str(path))
+    header_line, names = _header(rows, str(path))
+    missing = [name for name in required if name.lower() not in names]
+    if missing:
+        raise HistoryError(f"{path} line {header_line}: missing column(s) {missing}; columns found: {names}")
+    columns = [names.index(name.lower()) for name in required]
+    width = max(columns) + 1
+    for line, row in rows:
+        if len(row) < width:
+            raise HistoryError(f"{path} line {line}: row has {len(row)} fields, expected at least {width}")
+        yield line, [row[column] for column in columns]
+
+
+def _movielens_id(path: Path, line: int, value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise HistoryError(f"{path} line {line}: {name} {value!r} is not an integer") from None
+
+
+def movielens_prompt(title: str, genres: str, tags: Sequence[str] = ()) -> str:
+    """The prompt for one rated movie; a trailing English article moves to the front:
+
+    ("American President, The (1995)", "Comedy|Drama|Romance", ["politics"])
+    -> "The American President (1995), a comedy, drama, romance movie; tags: politics"
+    """
+    inverted = MOVIELENS_ARTICLE_TITLE.match(title)
+    if inverted:
+        title = f"{inverted[2]} {inverted[1]}{inverted[3] or ''}"
+    kinds = [] if genres.strip() in ("", "(no genres listed)") else [g.strip().lower() for g in genres.split("|")]
+    article = "an" if kinds and kinds[0][0] in "aeiou" else "a"
+    prompt = f"{title}, {article} {', '.join(kinds)} movie" if kinds else f"{title}, a movie"
+    return f"{prompt}; tags: {', '.join(tags)}" if tags else prompt
+
+
+def load_movielens(folder: str | Path, users: Iterable[int] | None = None) -> dict[int, History]:
+    """One History per user of a MovieLens latest-small folder, in ratings.csv order.
+
+    ratings.csv (userId, movieId, rating, timestamp) gives the intensities and times; each prompt is
+    movielens_prompt(title, genres, that user's own tags of the movie from the optional tags.csv).
+    `users` keeps only those user ids (every one must have ratings).
+    """
+    folder = Path(folder)
+    movies_path, ratings_path, tags_path = folder / "movies.csv", folder / "ratings.csv", folder / "tags.csv"
+    wanted = None if users is None else {int(user) for user in users}
+    movies: dict[int, tuple[str, str]] = {}
+    for line, (movie, title, genres) in _movielens_table(movies_path, ("movieId", "title", "genres")):
+        movies[_movielens_id(movies_path, line, movie, "movieId")] = (title.strip(), genres)
+    tags: dict[tuple[int, int], list[str]] = {}
+    if tags_path.is_file():
+        for line, (user, movie, tag) in _movielens_table(tags_path, ("userId", "movieId", "tag")):
+            user_tags = tags.setdefault(
+                (_movielens_id(tags_path, line, user, "userId"), _movielens_id(tags_path, line, movie, "movieId")), []
+            )
+            if tag.strip() and tag.strip().lower() not in user_tags:
+                user_tags.append(tag.strip().lower())
+    untagged: dict[int, str] = {}
+    per_user: dict[int, _Records] = {}
+    for line, (user_text, movie_text, rating, timestamp) in _movielens_table(ratings_path, ("userId", "movieId", "rating", "timestamp")):
+        user = _movielens_id(ratings_path, line, user_text, "userId")
+        if wanted is not None and user not in wanted:
+            continue
+        movie = _movielens_id(ratings_path, line, movie_text, "movieId")
+        if movie not in movies:
+            raise HistoryError(f"{ratings_path} line {line}: movieId {movie} is not in {movies_path.name}")
+        user_tags = tags.get((user, movie))
+        if user_tags:
+            prompt = movielens_prompt(*movies[movie], user_tags)
+        else:
+            prompt = untagged.get(movie)
+            if prompt is None:
+                prompt = untagged[movie] = movielens_prompt(*movies[movie])
+        records = per_user.get(user)
+        if records is None:
+            records = per_user[user] = _Records(str(ratings_path), lambda line, user=user: f"line {line} (userId {user})")
+        records.add(line, prompt, rating, timestamp)
+    absent = sorted(wanted - per_user.keys()) if wanted is not None else []
+    if absent or not per_user:
+        raise HistoryError(f"{ratings_path}: no ratings for user(s) {absent}" if absent else f"{ratings_path} line 2: no ratings found")
+    return {user: records.finish(0) for user, records in per_user.items()}
