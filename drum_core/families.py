@@ -24,7 +24,7 @@ from .peca import PeCA, ReferenceState
 
 ENCODER_ADAPTERS = {"l": "L", "h": "H", "g": "bigG", "t5": "T5"}
 SD3_CLIP_WIDTHS = {"l": 768, "g": 1280}  # what ComfyUI zero-fills for an absent SD3 CLIP
-SD3_WIDTH = 4096
+SD3_WIDTH = 4096  # width of the SD3 condition when it has no T5 to take it from
 
 
 class AdapterMismatchError(ValueError):
@@ -220,14 +220,15 @@ class Personalizer:
 
 
 def _sd3_tokens(clip_parts: list[torch.Tensor | None], t5: torch.Tensor | None, batch: int) -> torch.Tensor:
-    """cat(l, g) zero-padded to 4096 wide, then the T5 tokens along the sequence."""
+    """cat(l, g) zero-padded to the T5 width (4096), then the T5 tokens along the sequence."""
     present = [p for p in clip_parts if p is not None]
     pieces = []
     if present:
         length = present[0].shape[1]
         filled = [p.cpu() if p is not None else torch.zeros(batch, length, w) for p, w in zip(clip_parts, SD3_CLIP_WIDTHS.values())]
         clip = torch.cat(filled, -1)
-        pieces.append(torch.nn.functional.pad(clip, (0, SD3_WIDTH - clip.shape[-1])))
+        width = t5.shape[-1] if t5 is not None else SD3_WIDTH
+        pieces.append(torch.nn.functional.pad(clip, (0, width - clip.shape[-1])))
     if t5 is not None:
         pieces.append(t5)
     if not pieces:

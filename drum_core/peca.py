@@ -140,7 +140,8 @@ class GuidedCrossAttention(nn.Module):
         """
         b, s, d = x.shape
         q = self.split_heads(self.query(x))  # [B, heads, S, d_head]
-        out = F.scaled_dot_product_attention(q, self.split_heads(self.key(target)), self.split_heads(self.value(target)))
+        dropout = self.dropout.p if self.training else 0.0  # on the attention probabilities, as the release
+        out = F.scaled_dot_product_attention(q, self.split_heads(self.key(target)), self.split_heads(self.value(target)), dropout_p=dropout)
         if references is not None and reference_weights is not None:
             rows = q.transpose(0, 1).reshape(self.heads, b * s, -1)  # [heads, B*S, d_head]
             keys, values = references.keys[layer], references.values[layer]

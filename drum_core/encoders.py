@@ -1,0 +1,196 @@
+"""Standalone text encoders (transformers CLIP / CLIPWithProjection / T5) as TextEncoderBackends.
+
+    HFClipBackend  CLIPTextModel[WithProjection] + CLIPTokenizer
+        hidden_states(p, layer)  out.hidden_states[layer]       raw, before final_layer_norm
+        pooled token             raw state at the EOS position  (transformers' own rule)
+        final_norm               final_layer_norm
+        project                  text_projection (WithProjection) or identity
+    HFT5Backend    T5EncoderModel + T5 tokenizer
+        hidden_states(p)         last_hidden_state, 256 tokens  (final RMSNorm applied)
+
+Every prompt is cut/padded to exactly 77 (CLIP) or 256 (T5) tokens with the tokenizer's own
+pad token, no attention mask (as diffusers feeds SD/SDXL/SD3/FLUX). transformers and its
+models are imported by the caller; nothing here downloads anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .backend import CLIP_TOKENS, T5_TOKENS
+
+LEGACY_EOS_ID = 2  # configs made before transformers PR #24773: pool at argmax(input ids)
+
+
+def _weights_digest(tensors: Sequence[torch.Tensor], samples: int = 4096) -> str:
+    """sha256 of an evenly strided sample of each tensor (cheap, weight-sensitive)."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        flat = tensor.detach().reshape(-1)
+        step = max(1, flat.numel() // samples)
+        digest.update(flat[::step].float().cpu().numpy().tobytes())
+        digest.update(str(tuple(tensor.shape)).encode())
+    return digest.hexdigest()[:24]
+
+
+def _config_digest(model: nn.Module) -> str:
+    config = model.config.to_dict()
+    text = json.dumps(
+        {k: v for k, v in config.items() if not k.startswith("_") and k != "transformers_version"}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _apply(module: nn.Module, states: torch.Tensor) -> torch.Tensor:
+    """Run `module` in its own dtype/device; float32 result on the device of `states`."""
+    parameter = next(module.parameters())
+    with torch.inference_mode():
+        return module(states.to(device=parameter.device, dtype=parameter.dtype)).float().to(states.device)
+
+
+class HFClipBackend:
+    """A transformers CLIP text model (with or without projection) seen as PeCA needs it.
+
+    `project_pooled` says whether the host uses projected pooled vectors: None follows the
+    model (projected iff it has `text_projection`); False forces the raw pooler output.
+    """
+
+    kind: Literal["clip"] = "clip"
+    tokens_per_prompt = CLIP_TOKENS
+
+    def __init__(self, model: nn.Module, tokenizer, project_pooled: bool | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.width = int(model.config.hidden_size)
+        self.layers = int(model.config.num_hidden_layers)
+        text_model = getattr(model, "text_model", model)  # transformers 4: CLIPTextModel.text_model
+        self.final_layer_norm = text_model.final_layer_norm
+        projection = getattr(model, "text_projection", None)
+        if project_pooled and projection is None:
+            raise ValueError(f"{type(model).__name__} has no text_projection, so its pooled vectors cannot be projected")
+        self.projection = projection if project_pooled is not False else None
+        self.eos_token_id = model.config.eos_token_id
+        if tokenizer.pad_token_id is None:
+            raise ValueError(f"CLIP tokenizer {type(tokenizer).__name__} has no pad token; it cannot pad prompts to 77 tokens")
+        weights = [text_model.final_layer_norm.weight, model.get_input_embeddings().weight]
+        if self.projection is not None:
+            weights.append(self.projection.weight)
+        self.fingerprint = (
+            f"hf-clip:{type(model).__name__}:cfg={_config_digest(model)}:w={_weights_digest(weights)}"
+            f":pad={tokenizer.pad_token_id}:vocab={len(tokenizer)}:projected={self.projection is not None}:raw-pre-ln"
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.final_layer_norm.weight.device
+
+    def token_ids(self, prompts: Sequence[str]) -> torch.Tensor:
+        """[N, 77] input ids: BOS, tokens, EOS, then the tokenizer's pad token (truncated keeps EOS)."""
+        ids = self.tokenizer(list(prompts), padding="max_length", max_length=CLIP_TOKENS, truncation=True, return_tensors="pt").input_ids
+        if ids.shape[1] != CLIP_TOKENS:
+            raise ValueError(f"CLIP tokenizer produced {ids.shape[1]} tokens per prompt, expected {CLIP_TOKENS}")
+        return ids
+
+    def eos_positions(self, ids: torch.Tensor) -> torch.Tensor:
+        """[N] pooling positions, as transformers' CLIPTextTransformer chooses them."""
+        if self.eos_token_id == LEGACY_EOS_ID:
+            return ids.to(torch.int).argmax(-1)
+        return (ids.to(torch.int) == self.eos_token_id).int().argmax(-1)
+
+    def _states(self, ids: torch.Tensor, layer: int) -> torch.Tensor:
+        if not -self.layers <= layer <= -1:
+            raise ValueError(f"CLIP layer {layer} out of range: this encoder has {self.layers} layers (use -1 .. -{self.layers})")
+        with torch.inference_mode():
+            out = self.model(ids.to(self.device), output_hidden_states=True)
+        return out.hidden_states[layer].float()
+
+    def hidden_states(self, prompts: Sequence[str], layer: int = -1) -> torch.Tensor:
+        """Raw states [N, 77, E] of `layer` (-1 = last), before the final LayerNorm."""
+        return self._states(self.token_ids(prompts), layer)
+
+    def raw_pooled(self, prompts: Sequence[str]) -> torch.Tensor:
+        """[N, E] raw last-layer states at the EOS positions (before the final LayerNorm)."""
+        ids = self.token_ids(prompts)
+        states = self._states(ids, -1)
+        return states[torch.arange(states.shape[0]), self.eos_positions(ids).to(states.device)]
+
+    def empty_query(self) -> torch.Tensor:
+        """[1, 78, E]: raw last-layer states of "" and, as the 78th token, its raw EOS state."""
+        ids = self.token_ids([""])
+        states = self._states(ids, -1)
+        eos = states[:, self.eos_positions(ids)[0].item()]
+        return torch.cat([states, eos.unsqueeze(1)], 1)
+
+    def final_norm(self, states: torch.Tensor) -> torch.Tensor:
+        """final_layer_norm, [..., E] -> [..., E] float32."""
+        return _apply(self.final_layer_norm, states)
+
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        """text_projection [N, E] -> [N, P], or identity where pooled vectors stay unprojected."""
+        return pooled.float() if self.projection is None else _apply(self.projection, pooled)
+
+    def pooled_features(self, prompts: Sequence[str]) -> torch.Tensor:
+        """[N, P] = project(final_norm(raw EOS state)): transformers' pooler_output / text_embeds."""
+        return self.project(self.final_norm(self.raw_pooled(prompts)))
+
+
+class HFT5Backend:
+    """A transformers T5 encoder: `last_hidden_state` of exactly 256 tokens per prompt."""
+
+    kind: Literal["t5"] = "t5"
+    tokens_per_prompt = T5_TOKENS
+
+    def __init__(self, model: nn.Module, tokenizer):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.width = int(model.config.d_model)
+        if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+            raise ValueError(f"T5 tokenizer {type(tokenizer).__name__} needs a pad and an EOS token")
+        weights = [model.get_input_embeddings().weight, model.encoder.final_layer_norm.weight]
+        self.fingerprint = (
+            f"hf-t5:{type(model).__name__}:cfg={_config_digest(model)}:w={_weights_digest(weights)}"
+            f":pad={tokenizer.pad_token_id}:vocab={len(tokenizer)}:last-hidden-state:{T5_TOKENS}"
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    def token_ids(self, prompts: Sequence[str]) -> torch.Tensor:
+        """[N, 256] input ids, padded with the pad token; a cut prompt keeps its EOS last."""
+        ids = self.tokenizer(list(prompts), padding="max_length", max_length=T5_TOKENS, truncation=True, return_tensors="pt").input_ids
+        if ids.shape[1] != T5_TOKENS:
+            raise ValueError(f"T5 tokenizer produced {ids.shape[1]} tokens per prompt, expected {T5_TOKENS}")
+        full = ids[:, -1] != self.tokenizer.pad_token_id
+        ids[full, -1] = self.tokenizer.eos_token_id
+        return ids
+
+    def hidden_states(self, prompts: Sequence[str], layer: int = -1) -> torch.Tensor:
+        """[N, 256, E] last_hidden_state (final RMSNorm applied); `layer` is ignored."""
+        with torch.inference_mode():
+            return self.model(self.token_ids(prompts).to(self.device)).last_hidden_state.float()
+
+    def empty_query(self) -> torch.Tensor:
+        """[1, 256, E] states of the empty prompt."""
+        return self.hidden_states([""])
+
+    def final_norm(self, states: torch.Tensor) -> torch.Tensor:
+        """Identity: last_hidden_state is already normalized."""
+        return states.float()
+
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Identity: T5 has no projection."""
+        return pooled.float()
+
+    def pooled_features(self, prompts: Sequence[str]) -> torch.Tensor:
+        """[N, E] the state at each prompt's EOS (T5 has no pooled output; never used by a family)."""
+        ids = self.token_ids(prompts)
+        states = self.hidden_states(prompts)
+        eos = (ids == self.tokenizer.eos_token_id).int().argmax(-1)
+        return states[torch.arange(states.shape[0]), eos.to(states.device)]

@@ -1,0 +1,144 @@
+"""Finding and loading the published PeCA adapters (`L`, `H`, `bigG`, `T5`).
+
+Search order for `<name>.safetensors` (also the hub layout `weight/<name>.safetensors`):
+
+    1. the folders given (`--adapters`, `source=`), else every folder in $DRUM_WEIGHTS
+       (os.pathsep-separated) and ComfyUI's `models/drum` when this pack sits in
+       `ComfyUI/custom_nodes/`;
+    2. the Hugging Face hub repo `Burf/DrUM` through huggingface_hub (its local cache only
+       when HF_HUB_OFFLINE is set).
+
+Nothing found: AdapterNotFoundError, saying what to download, from where, and where to put it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from .peca import PeCA, PeCAFormatError
+
+HUB_REPO = "Burf/DrUM"
+HUB_FOLDER = "weight"
+HUB_PAGE = "https://huggingface.co/Burf/DrUM/tree/main/weight"
+ENV_VAR = "DRUM_WEIGHTS"
+ADAPTER_NAMES = ("L", "H", "bigG", "T5")
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class AdapterNotFoundError(FileNotFoundError):
+    """Adapter files that are neither in the searched folders nor obtainable from the hub."""
+
+    def __init__(self, names: Sequence[str], searched: Sequence[Path], hub_note: str):
+        self.names = list(names)
+        self.searched = list(searched)
+        files = ", ".join(f"{name}.safetensors" for name in names)
+        folders = "\n".join(f"    {folder}" for folder in searched) or "    (none: no folder given, $DRUM_WEIGHTS unset)"
+        super().__init__(
+            f"DrUM adapter weights not found: {files}.\n"
+            f"Searched these folders (for <name>.safetensors and weight/<name>.safetensors):\n{folders}\n"
+            f"Hugging Face hub: {hub_note}.\n"
+            f"Download {files} from {HUB_PAGE} and put them in a folder passed with --adapters (Python: source=), "
+            f"or in a folder named by the {ENV_VAR} environment variable, or in ComfyUI's models/drum folder."
+        )
+
+
+def _offline() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE:
+        return True
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def comfyui_models_dir() -> Path | None:
+    """`ComfyUI/models/drum` when this package lives in `ComfyUI/custom_nodes/<pack>/drum_core`."""
+    pack = Path(__file__).resolve().parent.parent
+    if pack.parent.name != "custom_nodes":
+        return None
+    return pack.parent.parent / "models" / "drum"
+
+
+def default_search_dirs() -> list[Path]:
+    """$DRUM_WEIGHTS folders, then ComfyUI's models/drum when installed as a node pack."""
+    folders = [Path(p).expanduser() for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p.strip()]
+    comfy = comfyui_models_dir()
+    if comfy is not None:
+        folders.append(comfy)
+    return folders
+
+
+def _local(name: str, search_dirs: Iterable[Path]) -> Path | None:
+    for folder in search_dirs:
+        for candidate in (folder / f"{name}.safetensors", folder / HUB_FOLDER / f"{name}.safetensors"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _from_hub(name: str) -> tuple[Path | None, str]:
+    """(path, "") from the hub (or its cache when offline), else (None, why not)."""
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        return None, "not tried, huggingface_hub is not installed (pip install huggingface_hub)"
+    offline = _offline()
+    try:
+        return Path(hf_hub_download(HUB_REPO, f"{HUB_FOLDER}/{name}.safetensors", local_files_only=offline)), ""
+    except Exception as error:  # offline, no network, gated, missing: all reported to the user
+        if offline:
+            return None, f"HF_HUB_OFFLINE is set and {HUB_REPO}/{HUB_FOLDER}/{name}.safetensors is not in the local hub cache"
+        return None, f"downloading {HUB_REPO}/{HUB_FOLDER}/{name}.safetensors failed ({type(error).__name__}: {error})"
+
+
+def _check_name(name: str) -> None:
+    if name not in ADAPTER_NAMES:
+        raise ValueError(f"unknown DrUM adapter {name!r}; the published adapters are {', '.join(ADAPTER_NAMES)}")
+
+
+def find_adapter(name: str, search_dirs: Iterable[str | os.PathLike] | None = None, hub: bool = True) -> Path:
+    """The file of adapter `name` ("L", "H", "bigG", "T5"); see the module docstring for the order."""
+    return find_adapters([name], search_dirs, hub)[name]
+
+
+def find_adapters(names: Sequence[str], search_dirs: Iterable[str | os.PathLike] | None = None, hub: bool = True) -> dict[str, Path]:
+    """Files of every adapter in `names`; one AdapterNotFoundError listing all that are missing."""
+    folders = default_search_dirs() if search_dirs is None else [Path(p).expanduser() for p in search_dirs]
+    found: dict[str, Path] = {}
+    missing: list[str] = []
+    notes: list[str] = []
+    for name in names:
+        _check_name(name)
+        path = _local(name, folders)
+        if path is None and hub:
+            path, note = _from_hub(name)
+            notes.append(note)
+        if path is None:
+            missing.append(name)
+        else:
+            found[name] = path
+    if missing:
+        hub_note = "; ".join(dict.fromkeys(n for n in notes if n)) or "not tried (hub=False)"
+        raise AdapterNotFoundError(missing, folders, hub_note)
+    return found
+
+
+def load_adapters(
+    names: Sequence[str], source: str | os.PathLike | None = None, hub: bool = True, device: str | None = None
+) -> dict[str, PeCA]:
+    """Load adapters `names` from folder `source` (else the default folders), then the hub.
+
+    Returns {name: PeCA} in eval mode, float32, on `device` (default CPU).
+    """
+    paths = find_adapters(names, None if source is None else [source], hub)
+    adapters = {}
+    for name, path in paths.items():
+        adapter = PeCA.from_file(path)
+        published = adapter.config.name
+        if published is not None and published != name:
+            raise PeCAFormatError(f"{path}: this file holds the {published} adapter, not {name}")
+        adapters[name] = adapter.to(device) if device is not None else adapter
+    return adapters

@@ -1,0 +1,138 @@
+"""`drum eval` (drum_core.evaluate) on tiny random pipelines and synthetic PIP / MovieLens data."""
+
+import csv
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from drum_core import tiny
+from drum_core.evaluate import ConcatenatedAttention, main, summarize, target_history_scores
+
+THEMES = [
+    ["a watercolor fox in the snow", "watercolor owl at dawn", "a watercolor pine forest", "misty watercolor lake", "watercolor deer"],
+    ["an oil painting of a stormy sea", "oil painting of a boat", "oil painting of cliffs", "a lighthouse in oil paint", "dark oil sea"],
+    ["photo of a tabby cat", "a cat in a wizard hat", "portrait of a black cat", "a kitten on a sofa", "two cats playing"],
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine run far faster on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def pip_folder(tmp_path):
+    folder = tmp_path / "pip"
+    folder.mkdir()
+    for user, prompts in enumerate(THEMES):
+        lines = ["train_samples:", *(json.dumps({"prompt": p}) for p in prompts[:3])]
+        lines += ["test_samples:", *(json.dumps({"prompt": p, "query": p}) for p in prompts[3:])]
+        (folder / f"user{user}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture()
+def movielens_folder(tmp_path):
+    folder = tmp_path / "ml"
+    folder.mkdir()
+    titles = ["Toy Story (1995)", "Heat (1995)", "American President, The (1995)", "Jumanji (1995)", "Casino (1995)", "Sabrina (1995)"]
+    with open(folder / "movies.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["movieId", "title", "genres"], *[[i + 1, t, "Comedy|Drama"] for i, t in enumerate(titles)]])
+    with open(folder / "ratings.csv", "w", newline="") as f:
+        rows = [[user, movie, 1.0 + (user + movie) % 5, 1_000_000 + 10 * movie + user] for user in (1, 2) for movie in range(1, 7)]
+        csv.writer(f).writerows([["userId", "movieId", "rating", "timestamp"], *rows])
+    return folder
+
+
+def test_equation_3_scores():
+    e = torch.tensor([1.0, 0.0])
+    history = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    target, weighted = target_history_scores(e, torch.tensor([2.0, 0.0]), history, [1.0, 1.0, 2.0])
+    assert target == pytest.approx(100.0)
+    assert weighted == pytest.approx((100 + 0 + 2 * 100 / 2**0.5) / 4)  # sum_i p_i sim_i / sum_i p_i
+    assert target_history_scores(e, e, history, [1.0, 1.0, 1.0])[1] == pytest.approx((100 + 100 / 2**0.5) / 3)
+    with pytest.raises(ValueError, match="3 prompts needs as many intensities"):
+        target_history_scores(e, e, history, [1.0])
+
+
+def test_no_guidance_is_one_softmax_over_the_concatenation():
+    adapter = tiny.adapter("clip", 64, seed=3).double()
+    g = torch.Generator().manual_seed(0)
+    query = torch.randn(1, 78, 64, generator=g, dtype=torch.float64)
+    target, refs = torch.randn(2, 77, 64, generator=g, dtype=torch.float64), torch.randn(3, 77, 64, generator=g, dtype=torch.float64)
+    plain = ConcatenatedAttention(adapter)
+    with torch.no_grad():
+        tokens, pooled = plain(query, target, refs, weights=[5.0, 0.1, 1.0], alpha=0.9)  # alpha and p play no part
+        x = query.expand(2, -1, -1)
+        for block in adapter.tf:  # literal: scores over [target | ref_1 | ref_2 | ref_3], one softmax
+            context = torch.cat([target, refs.reshape(1, -1, 64).expand(2, -1, -1)], 1)
+            heads = lambda t: t.view(2, t.shape[1], 1, 64).transpose(1, 2)  # noqa: E731 (one 64-wide head)
+            q, k, v = heads(block.attn.query(x)), heads(block.attn.key(context)), heads(block.attn.value(context))
+            attention = F.softmax(q @ k.transpose(-1, -2) / 8.0, -1) @ v
+            x = block.norm1(x + block.attn.proj(attention.transpose(1, 2).reshape(2, 78, 64)))
+            x = block.norm2(x + block.ff(x))
+        assert torch.allclose(tokens, x[:, :-1]) and torch.allclose(pooled, x[:, -1])
+        assert all(torch.equal(a, b) for a, b in zip(plain(query, target), adapter(query, target)))  # no references: the adapter
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_pip_table_and_resume(tmp_path, pip_folder, capsys):
+    out = tmp_path / "out"
+    assert main(["--pip", str(pip_folder), "--tiny-random", "--out", str(out), "--no-progress", "--save-images"]) == 0
+    table = capsys.readouterr().out
+    assert "| method | CLIP score: target | history | Imp % | Text align: target | history | Imp % |" in table
+    for label in ("base model", "DrUM", "DrUM, no sampling", "DrUM, no guidance"):
+        assert f"| {label} |" in table
+    lines = read_jsonl(out / "results.jsonl")
+    assert lines[0]["settings"]["alpha"] == 0.3 and [r["user"] for r in lines[1:]] == ["user0", "user1", "user2"]
+    first = lines[1]
+    assert first["targets"] == THEMES[0][4:2:-1]  # the two most recent (test samples), newest first
+    assert first["history"] == 3 and first["references"] == {"base": 0, "drum": 1, "no_sampling": 3, "no_guidance": 1}
+    assert first["scores"]["base"]["text_target"] == pytest.approx(100.0, abs=1e-3)  # plain pooled of the target itself
+    assert all(abs(v) <= 100 + 1e-3 for r in lines[1:] for scores in r["scores"].values() for v in scores.values())
+    assert len(list((out / "images" / "user0").glob("*.png"))) == 8
+    with open(out / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["variant"] for r in rows] == ["base", "drum", "no_sampling", "no_guidance"] and rows[0]["users"] == "3"
+    assert json.loads((out / "summary.json").read_text())[0]["clip_imp"] is None  # the base row has no Imp %
+    # interrupted after two users (the third line torn mid-write): only the third is evaluated again
+    text = (out / "results.jsonl").read_text().splitlines()
+    (out / "results.jsonl").write_text("\n".join(text[:3]) + "\n" + text[3][:20], encoding="utf-8")
+    assert main(["--pip", str(pip_folder), "--tiny-random", "--out", str(out), "--no-progress"]) == 0
+    again = read_jsonl(out / "results.jsonl")
+    assert again[:3] == lines[:3] and again[3] == lines[3]  # same scores: deterministic
+    with pytest.raises(SystemExit, match="made with other settings"):
+        main(["--pip", str(pip_folder), "--tiny-random", "--out", str(out), "--alpha", "0.5", "--no-progress"])
+
+
+def test_movielens_text_align_only(tmp_path, movielens_folder, capsys):
+    out = tmp_path / "out"
+    argv = ["--movielens", str(movielens_folder), "--tiny-random", "--family", "sdxl", "--no-images", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    records = read_jsonl(out / "results.jsonl")
+    assert records[0]["settings"]["alpha"] == 0.1  # the paper's MovieLens default
+    assert [r["user"] for r in records[1:]] == ["1", "2"]
+    assert records[1]["targets"][0].startswith("Sabrina (1995)")  # the most recent rating first
+    assert set(records[1]["scores"]["drum"]) == {"text_target", "text_history"}
+    table = capsys.readouterr().out
+    assert "| base model | — | — | — | 100.00 |" in table
+
+
+def test_summary_imp_is_relative_to_the_base_history():
+    records = [
+        {"user": "a", "scores": {"base": {"text_target": 100, "text_history": 20}, "drum": {"text_target": 90, "text_history": 30}}},
+        {"user": "b", "scores": {"base": {"text_target": 100, "text_history": 40}, "drum": {"text_target": 96, "text_history": 50}}},
+        {"user": "c", "skipped": "2 records"},
+    ]
+    base, drum = summarize(records, ["base", "drum"])
+    assert base["users"] == 2 and base["text_history"] == 30 and drum["text_target"] == 93
+    assert drum["text_imp"] == pytest.approx(100 * (40 - 30) / 30)

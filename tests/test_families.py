@@ -1,0 +1,148 @@
+"""Per-family assembly (method.md §5) on real tiny transformers encoders and PeCA adapters.
+
+Each expectation is written straight from the table in method.md §5, calling the adapters
+and encoders by hand; the Personalizer must produce exactly the same tensors.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from drum_core import AdapterMismatchError, EmbeddingCache, Personalizer, detect_family, tiny
+from drum_core.families import ENCODER_ADAPTERS
+from drum_core.pipelines import pipeline_encoders
+
+HISTORY = tiny.HISTORY[:4]
+WEIGHTS = [1.0, 2.0, 0.5, 1.5]
+TARGET = "a fox in the snow"
+
+
+def family_setup(family):
+    """(family, {name: backend}, {name: adapter}) for a tiny random pipeline of `family`."""
+    detected, encoders = pipeline_encoders(tiny.pipeline(family))
+    assert detected == family
+    adapters = {name: tiny.adapters(family)[ENCODER_ADAPTERS[name]] for name in encoders}
+    return family, encoders, adapters
+
+
+@pytest.fixture(scope="module", params=tiny.FAMILIES)
+def setup(request):
+    return family_setup(request.param)
+
+
+def by_hand(encoder, adapter, layer, alpha):
+    """A(ctx@layer) for the target with the history as references: raw (tokens, pooled)."""
+    refs = encoder.hidden_states(HISTORY, layer)
+    with torch.inference_mode():
+        return adapter(encoder.empty_query(), encoder.hidden_states([TARGET], layer), refs, torch.tensor(WEIGHTS), alpha)
+
+
+def expected_condition(family, enc, ada, alpha):
+    if family in ("sd1", "sd2"):
+        name = "l" if family == "sd1" else "h"
+        tokens, pooled = by_hand(enc[name], ada[name], -1, alpha)
+        return enc[name].final_norm(tokens), enc[name].project(enc[name].final_norm(pooled))
+    if family == "flux":
+        _, pooled = by_hand(enc["l"], ada["l"], -1, alpha)
+        return by_hand(enc["t5"], ada["t5"], -1, alpha)[0], enc["l"].final_norm(pooled)
+    l_tokens, _ = by_hand(enc["l"], ada["l"], -2, alpha)
+    g_tokens, _ = by_hand(enc["g"], ada["g"], -2, alpha)
+    g_pooled = enc["g"].project(enc["g"].final_norm(by_hand(enc["g"], ada["g"], -1, alpha)[1]))
+    clip = torch.cat([l_tokens, g_tokens], -1)
+    if family == "sdxl":
+        return clip, g_pooled
+    l_pooled = enc["l"].project(enc["l"].final_norm(by_hand(enc["l"], ada["l"], -1, alpha)[1]))
+    t5_tokens, _ = by_hand(enc["t5"], ada["t5"], -1, alpha)
+    return torch.cat([F.pad(clip, (0, 4096 - clip.shape[-1])), t5_tokens], 1), torch.cat([l_pooled, g_pooled], -1)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
+def test_personalized_condition_matches_method_table(setup, alpha):
+    family, encoders, adapters = setup
+    personalizer = Personalizer(family, encoders, adapters)
+    personalizer.set_history(HISTORY, WEIGHTS)
+    condition = personalizer.condition(TARGET, alpha)
+    tokens, pooled = expected_condition(family, encoders, adapters, alpha)
+    torch.testing.assert_close(condition.tokens, tokens)
+    torch.testing.assert_close(condition.pooled, pooled)
+    shapes = {
+        "sd1": (77, tiny.L_WIDTH),
+        "sd2": (77, tiny.H_WIDTH),
+        "sdxl": (77, tiny.L_WIDTH + tiny.G_WIDTH),
+        "sd3": (77 + 256, 4096),
+        "flux": (256, 4096),
+    }
+    assert condition.tokens.shape == (1, *shapes[family])
+
+
+def test_alpha_sweep_rows_equal_single_runs(setup):
+    family, encoders, adapters = setup
+    personalizer = Personalizer(family, encoders, adapters)
+    personalizer.set_history(HISTORY, WEIGHTS)
+    sweep = personalizer.condition(TARGET, [0.0, 0.5, 1.0])
+    for row, alpha in enumerate([0.0, 0.5, 1.0]):
+        single = personalizer.condition(TARGET, alpha)
+        torch.testing.assert_close(sweep.tokens[row], single.tokens[0])
+        torch.testing.assert_close(sweep.pooled[row], single.pooled[0])
+
+
+def test_empty_history_gives_the_plain_encoder_output(setup):
+    family, encoders, adapters = setup
+    personalizer = Personalizer(family, encoders, adapters)
+    personalizer.set_history([])
+    condition = personalizer.condition(TARGET, 0.3)
+    if family == "sd1":  # transformers' own last_hidden_state / pooler_output
+        with torch.inference_mode():
+            out = encoders["l"].model(encoders["l"].token_ids([TARGET]))
+        torch.testing.assert_close(condition.tokens, out.last_hidden_state)
+        torch.testing.assert_close(condition.pooled, out.pooler_output)
+    if family == "sdxl":  # diffusers SDXL: penultimate raw states, projected text_embeds of g
+        with torch.inference_mode():
+            g = encoders["g"].model(encoders["g"].token_ids([TARGET]), output_hidden_states=True)
+            l_states = encoders["l"].model(encoders["l"].token_ids([TARGET]), output_hidden_states=True).hidden_states[-2]
+        torch.testing.assert_close(condition.tokens, torch.cat([l_states, g.hidden_states[-2]], -1))
+        torch.testing.assert_close(condition.pooled, g.text_embeds)
+    if family == "flux":
+        t5 = encoders["t5"]
+        torch.testing.assert_close(condition.tokens, t5.hidden_states([TARGET]))
+
+
+def test_history_is_encoded_once_for_new_targets_and_alphas(setup):
+    family, encoders, adapters = setup
+    cache = EmbeddingCache()
+    progress = []
+    personalizer = Personalizer(family, encoders, adapters, cache=cache, progress=lambda done, total: progress.append((done, total)))
+    personalizer.set_history(HISTORY, WEIGHTS)
+    encoded = cache.computed
+    assert progress[-1][0] == progress[-1][1] > 0
+    personalizer.condition("another target", 0.9)
+    Personalizer(family, encoders, adapters, cache=cache).set_history(HISTORY, WEIGHTS)
+    assert cache.computed == encoded
+
+
+def test_token_layer_override():
+    family, encoders, adapters = family_setup("sd1")
+    personalizer = Personalizer(family, encoders, adapters, token_layer=-2)
+    personalizer.set_history(HISTORY, WEIGHTS)
+    tokens, _ = by_hand(encoders["l"], adapters["l"], -2, 0.3)
+    torch.testing.assert_close(personalizer.condition(TARGET, 0.3).tokens, encoders["l"].final_norm(tokens))
+
+
+def test_wrong_or_missing_adapters_are_named(setup):
+    family, encoders, adapters = setup
+    name = next(iter(encoders))
+    with pytest.raises(AdapterMismatchError, match=f"no PeCA adapter for text encoder '{name}'"):
+        Personalizer(family, encoders, {k: v for k, v in adapters.items() if k != name})
+    wrong = tiny.adapter("clip", 192)
+    with pytest.raises(AdapterMismatchError, match=f"width 192.*text encoder '{name}'"):
+        Personalizer(family, encoders, {**adapters, name: wrong})
+
+
+def test_detect_family():
+    assert detect_family(["l"]) == "sd1"
+    assert detect_family(["h"]) == "sd2"
+    assert detect_family(["g", "l"]) == "sdxl"
+    assert detect_family(["l", "g", "t5"]) == "sd3"
+    assert detect_family(["t5", "l"]) == "flux"
+    with pytest.raises(ValueError, match="no supported model family"):
+        detect_family(["t5"])
