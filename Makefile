@@ -36,3 +36,5 @@ test: setup lint
 bench:
 	bash tools/bootstrap.sh --no-comfy
 	$(PY) bench/bench_peca.py
+	$(PY) bench/bench_history.py
+	$(PY) bench/bench_train.py

@@ -10,25 +10,15 @@ and prints a markdown table of rows per second.
 from __future__ import annotations
 
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
+
+from timing import best_of
 
 from drum_core.history import load_history, load_movielens
 
 ROWS = 200_000
 MOVIELENS_RATINGS, MOVIELENS_MOVIES, MOVIELENS_TAGS, MOVIELENS_USERS = 100_836, 9_742, 3_683, 610
 GENRES = ("Action", "Adventure", "Animation", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi")
-
-
-def best_of(load: Callable[[], object], repeats: int = 3) -> float:
-    """Best wall time of `repeats` calls, in seconds."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        load()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def write_files(folder: Path) -> tuple[Path, Path, Path]:
@@ -86,7 +76,7 @@ def main() -> None:
         print("| input | seconds | rows/s |")
         print("|---|---:|---:|")
         for name, rows, load in cases:
-            seconds = best_of(load)
+            seconds = best_of(load, repeats=3, warmup=False)
             print(f"| {name} | {seconds:.2f} | {rows / seconds:,.0f} |")
 
 

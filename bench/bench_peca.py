@@ -10,25 +10,14 @@ sweep vs one run; coreset 100,000 x 768 -> 256 picks.
 from __future__ import annotations
 
 import math
-import time
 
 import torch
+from timing import best_of
 
 from drum_core import PeCA, PeCAConfig, coreset_sample
 
 REFERENCES = 64
 TOKENS = 77
-
-
-def best_of(fn, repeats: int = 5) -> float:
-    """Best wall time of `repeats` calls after one warm-up, in seconds."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def matmul_rate() -> float:

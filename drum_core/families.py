@@ -58,7 +58,7 @@ def detect_family(encoder_names: Iterable[str]) -> str:
         return "sd2"
     if names == {"l", "g"}:
         return "sdxl"
-    if "t5" in names and "g" in names or names == {"g"}:
+    if "t5" in names and "g" in names:  # SD3 without T5 looks like SDXL: its host must say "sd3"
         return "sd3"
     if names == {"l", "t5"}:
         return "flux"

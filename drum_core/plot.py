@@ -1,0 +1,101 @@
+"""A user's profile at a glance: the history on a 2-D PCA map, the coreset highlighted (PIL only).
+
+    render_profile(embeddings [N, D], picks, prompts, weights, size) -> PIL.Image (RGB)
+
+Left: every history prompt as a grey dot (area grows with its intensity p_i), the picks as
+numbered orange dots in pick order. Right: the picked prompts, in pick order, with their p_i.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+BACKGROUND = (250, 250, 247)
+HISTORY_DOT = (165, 165, 165)
+PICK_DOT = (230, 110, 20)
+TEXT = (30, 30, 30)
+MUTED = (110, 110, 110)
+MAX_LISTED = 20
+
+
+def project_2d(embeddings: torch.Tensor) -> torch.Tensor:
+    """[N, D] -> [N, 2]: the first two principal components of the L2-normalised rows (zeros if N < 2)."""
+    if embeddings.dim() != 2 or embeddings.shape[0] == 0:
+        raise ValueError(f"profile embeddings must be a non-empty [N, D] matrix, got {list(embeddings.shape)}")
+    x = torch.nn.functional.normalize(embeddings.double(), dim=1)
+    x = x - x.mean(0, keepdim=True)
+    if x.shape[0] < 2:
+        return torch.zeros(x.shape[0], 2, dtype=torch.float64)
+    _, _, v = torch.linalg.svd(x, full_matrices=False)
+    coords = x @ v[:2].T
+    if coords.shape[1] < 2:
+        coords = torch.nn.functional.pad(coords, (0, 2 - coords.shape[1]))
+    return coords
+
+
+def _fit(text: str, font, width: int, draw: ImageDraw.ImageDraw) -> str:
+    """`text` cut with an ellipsis to fit `width` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."
+
+
+def render_profile(
+    embeddings: torch.Tensor,
+    picks: Sequence[int],
+    prompts: Sequence[str],
+    weights: Sequence[float] | None = None,
+    size: tuple[int, int] = (1024, 512),
+) -> Image.Image:
+    """The profile picture (RGB, `size` = (width, height))."""
+    n = embeddings.shape[0]
+    if len(prompts) != n:
+        raise ValueError(f"{len(prompts)} prompts for {n} embeddings")
+    weights = [1.0] * n if weights is None else list(weights)
+    if len(weights) != n:
+        raise ValueError(f"{len(weights)} weights for {n} embeddings")
+    bad = [i for i in picks if not 0 <= i < n]
+    if bad:
+        raise ValueError(f"picked indices {bad[:5]} out of range for {n} prompts")
+    width, height = size
+    image = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    margin = 24
+    map_size = min(height - 2 * margin, width // 2 - margin)
+    coords = project_2d(embeddings)
+    low, high = coords.min(0).values, coords.max(0).values
+    span = torch.where(high - low > 0, high - low, torch.ones_like(high))
+    xy = ((coords - low) / span * (map_size - 16) + margin + 8).tolist()
+    top = max(weights) or 1.0
+
+    def dot(i: int, color, scale: float) -> None:
+        radius = scale * (2.0 + 3.0 * weights[i] / top)
+        x, y = xy[i][0], height - xy[i][1]
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=color)
+
+    draw.rectangle((margin, height - margin - map_size, margin + map_size, height - margin), outline=MUTED)
+    picked = set(picks)
+    for i in range(n):
+        if i not in picked:
+            dot(i, HISTORY_DOT, 1.0)
+    for rank, i in enumerate(picks, 1):
+        dot(i, PICK_DOT, 1.6)
+        draw.text((xy[i][0] + 6, height - xy[i][1] - 6), str(rank), fill=TEXT, font=font)
+    left = 2 * margin + map_size
+    draw.text((left, margin), f"{n} history prompts, {len(picks)} picked (PCA of pooled text features)", fill=TEXT, font=font)
+    line = 18
+    for rank, i in enumerate(list(picks)[:MAX_LISTED], 1):
+        y = margin + line * (rank + 1)
+        if y > height - margin - line:
+            break
+        label = f"{rank:>2}. p={weights[i]:.2f}  {prompts[i]}"
+        draw.text((left, y), _fit(label, font, width - left - margin, draw), fill=TEXT, font=font)
+    if len(picks) > MAX_LISTED:
+        draw.text((left, height - margin - line), f"... and {len(picks) - MAX_LISTED} more", fill=MUTED, font=font)
+    return image

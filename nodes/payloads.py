@@ -1,0 +1,66 @@
+"""What travels between the DrUM nodes: DRUM_HISTORY, DRUM_PECA, DRUM_DEGREES.
+
+Plain dataclasses (no ComfyUI import), treated as immutable: a node makes a new one rather
+than changing its input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import torch
+
+from ..drum_core.history import History
+from ..drum_core.peca import PeCA
+
+ADAPTER_SLOTS = ("L", "H", "bigG", "T5")  # one per encoder kind, as the published files are named
+AUTO = "auto"
+NONE = "none"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The full history behind a coreset: pooled features [N, D] and the picked rows, in pick order."""
+
+    history: History
+    embeddings: torch.Tensor
+    picks: list[int]
+
+
+@dataclass(frozen=True)
+class DrumHistory:
+    """A DRUM_HISTORY: the prompts the conditioner uses as references (with intensities p_i)."""
+
+    history: History
+    profile: Profile | None = None
+
+    @property
+    def digest(self) -> str:
+        """Identifies prompts + intensities (keys the reference-state cache)."""
+        digest = hashlib.sha256()
+        for prompt, weight in zip(self.history.prompts, self.history.weights):
+            digest.update(f"{weight!r}\0{prompt}\0".encode())
+        return digest.hexdigest()[:32]
+
+    def preview(self, limit: int = 50) -> list[dict]:
+        """[{"prompt", "weight"}] of the first `limit` prompts, for the web UI."""
+        return [{"prompt": p, "weight": w} for p, w in list(zip(self.history.prompts, self.history.weights))[:limit]]
+
+
+@dataclass(frozen=True)
+class AdapterChoice:
+    """A DRUM_PECA: per slot ("L", "H", "bigG", "T5") a loaded adapter, "auto" or "none".
+
+    "auto" is resolved against the CLIP's encoders at conditioning time (`nodes/adapters.py`).
+    """
+
+    slots: dict[str, PeCA | str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # slot -> file name, for messages and cache keys
+
+
+@dataclass(frozen=True)
+class Degrees:
+    """A DRUM_DEGREES: one personalization degree alpha per image of the batch."""
+
+    values: tuple[float, ...]

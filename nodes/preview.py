@@ -1,0 +1,58 @@
+"""DrUM Profile Preview: the history on a 2-D map with the coreset highlighted, as an IMAGE."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from comfy_api.latest import io
+
+from ..drum_core.plot import render_profile
+from . import _clip
+from .caches import EMBEDDINGS
+from .history import DrumHistoryType
+from .payloads import DrumHistory, Profile
+
+
+def profile_of(history: DrumHistory, clip) -> Profile:
+    """The sampler's profile, else the history's own features (needs the CLIP), nothing picked."""
+    if history.profile is not None:
+        return history.profile
+    if clip is None:
+        raise ValueError("DrUM Profile Preview: connect a DrUM Coreset Sampler output, or a CLIP to encode this history")
+    if len(history.history) == 0:
+        raise ValueError("DrUM Profile Preview: the history is empty")
+    _clip.prepare(clip)
+    encoder = _clip.first_clip_encoder(_clip.sub_encoders(clip))
+    return Profile(history.history, EMBEDDINGS.pooled_features(encoder, history.history.prompts, _clip.progress_reporter()), [])
+
+
+class ProfilePreview(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DrUMProfilePreview",
+            display_name="DrUM Profile Preview",
+            category="conditioning/DrUM",
+            description=(
+                "Draws the history as a 2-D map (PCA of the pooled CLIP text features) with the coreset picks numbered in "
+                "pick order and listed with their intensities. Connect a Preview Image or Save Image node."
+            ),
+            inputs=[
+                DrumHistoryType.Input("history", tooltip="A DrUM Coreset Sampler output (or any history, with a CLIP)."),
+                io.Int.Input("width", default=1024, min=256, max=4096, step=8, tooltip="Image width in pixels."),
+                io.Int.Input("height", default=512, min=256, max=4096, step=8, tooltip="Image height in pixels."),
+                io.Clip.Input("clip", optional=True, tooltip="Only needed for a history that did not come from the Coreset Sampler."),
+            ],
+            outputs=[io.Image.Output(display_name="IMAGE", tooltip="The profile picture [1, height, width, 3].")],
+        )
+
+    @classmethod
+    def execute(cls, history: DrumHistory, width: int, height: int, clip=None) -> io.NodeOutput:
+        profile = profile_of(history, clip)
+        full = profile.history
+        picture = render_profile(profile.embeddings, profile.picks, full.prompts, full.weights, (width, height))
+        image = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255.0)[None]  # [1, H, W, 3]
+        return io.NodeOutput(image.to(_clip.output_device()))
+
+
+NODES = [ProfilePreview]
