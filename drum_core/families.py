@@ -109,6 +109,14 @@ class Personalizer:
         for name, encoder in self.encoders.items():
             check_adapter(name, encoder, self.adapters.get(name))
 
+    def rebind(self, encoders: Mapping[str, TextEncoderBackend]) -> None:
+        """Use equivalent encoders (same names and fingerprints), e.g. from a newer host object,
+        keeping the encoded history; anything else raises ValueError."""
+        given = {name: enc for name, enc in encoders.items() if enc is not None}
+        if {n: e.fingerprint for n, e in given.items()} != {n: e.fingerprint for n, e in self.encoders.items()}:
+            raise ValueError("rebind needs the same encoders (names and fingerprints) as the Personalizer was built with")
+        self.encoders = given
+
     # ------------------------------------------------------------------ layers per encoder
     def _layers(self, name: str) -> list[int]:
         """Context layers this family reads from encoder `name` (tokens first)."""

@@ -50,7 +50,7 @@ def personalized_tokens(
 
     key = (family, layer, history.digest, tuple((n, e.fingerprint, id(adapters[n])) for n, e in sorted(encoders.items())))
     chosen = personalizer(key, build)
-    chosen.encoders = dict(encoders)  # a cached one may hold an earlier, identical CLIP object
+    chosen.rebind(encoders)  # a cached one may hold an earlier, identical CLIP object
     condition = chosen.condition(text, alphas)
     out = _clip.output_device()
     return condition.tokens.to(out), None if condition.pooled is None else condition.pooled.to(out), family

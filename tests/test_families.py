@@ -120,6 +120,17 @@ def test_history_is_encoded_once_for_new_targets_and_alphas(setup):
     assert cache.computed == encoded
 
 
+def test_rebind_keeps_the_history_and_refuses_other_encoders(setup):
+    family, encoders, adapters = setup
+    personalizer = Personalizer(family, encoders, adapters)
+    personalizer.set_history(HISTORY, WEIGHTS)
+    before = personalizer.condition(TARGET, 0.3)
+    personalizer.rebind(dict(encoders))
+    torch.testing.assert_close(personalizer.condition(TARGET, 0.3).tokens, before.tokens)
+    with pytest.raises(ValueError, match="same encoders"):
+        personalizer.rebind({name: enc for name, enc in list(encoders.items())[:-1]} if len(encoders) > 1 else {})
+
+
 def test_token_layer_override():
     family, encoders, adapters = family_setup("sd1")
     personalizer = Personalizer(family, encoders, adapters, token_layer=-2)
