@@ -51,7 +51,7 @@ class CoresetSampler(io.ComfyNode):
                 ),
                 io.Int.Input("max_count", default=0, min=0, max=100000, tooltip="Upper bound on the number of picks; 0 = no bound."),
                 io.Int.Input("k", default=10, min=1, max=10000, tooltip="Size of the random anchor set A that seeds the scores."),
-                io.Int.Input("seed", default=42, min=0, max=2**31 - 1, tooltip="Seed of the anchor set A."),
+                io.Int.Input("seed", default=42, min=0, max=2**31 - 1, control_after_generate=False, tooltip="Seed of the anchor set A."),
             ],
             outputs=[
                 DrumHistoryType.Output(

@@ -1,0 +1,197 @@
+"""Debian's Chromium driven by Playwright, and helpers that reach into the ComfyUI page.
+
+The browser is the distribution's (tools/install_browser.sh), never Playwright's download; its
+flags keep it off the network (the closed network refuses the background connections).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+BROWSER = Path("/usr/bin/chromium")
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWPORT = {"width": 1600, "height": 900}
+# What the frontend shows a first visitor: the template browser and the "Nodes 2.0" banner.
+FIRST_VISIT_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}
+FIRST_VISIT_STORAGE = "localStorage.setItem('vueNodesBannerDismissed', 'true')"
+
+
+def browser_path() -> str:
+    """/usr/bin/chromium; raises with the fix when it is missing."""
+    if not BROWSER.is_file() or shutil.which(str(BROWSER)) is None:
+        raise RuntimeError(f"no browser at {BROWSER}: run `bash tools/install_browser.sh` (installs Debian's chromium)")
+    return str(BROWSER)
+
+
+def node_client_point(page, node_id: int, y_offset: float = 40) -> tuple[float, float]:
+    """Viewport coordinates of a point inside node `node_id` (horizontally centred, `y_offset` below its top)."""
+    return page.evaluate(
+        """([id, yOffset]) => {
+            const canvas = window.app.canvas;
+            const node = window.app.graph.getNodeById(id);
+            const [x, y] = canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0] / 2, node.pos[1] + yOffset]);
+            const box = canvas.canvas.getBoundingClientRect();
+            return [box.left + x, box.top + y];
+        }""",
+        [node_id, y_offset],
+    )
+
+
+def drop_file_on_canvas(page, point: tuple[float, float], name: str, content: str) -> None:
+    """Drags a file over the canvas at `point` and drops it, as the frontend sees a file dropped from the desktop."""
+    page.evaluate(
+        """([x, y, name, content]) => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([content], name, { type: "text/plain" }));
+            const canvas = window.app.canvas.canvas;
+            for (const type of ["dragover", "drop"]) {
+                canvas.dispatchEvent(new DragEvent(type, { dataTransfer: transfer, clientX: x, clientY: y, bubbles: true, cancelable: true }));
+            }
+        }""",
+        [point[0], point[1], name, content],
+    )
+
+
+def drop_file_on_widget(page, node_id: int, widget: str, name: str, content: str) -> None:
+    """Drags a file over a DOM widget's element of node `node_id` and drops it there."""
+    page.evaluate(
+        """([id, widget, name, content]) => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([content], name, { type: "text/plain" }));
+            const target = window.app.graph.getNodeById(id).widgets.find((w) => w.name === widget).element;
+            for (const type of ["dragover", "drop"]) {
+                target.dispatchEvent(new DragEvent(type, { dataTransfer: transfer, bubbles: true, cancelable: true }));
+            }
+        }""",
+        [node_id, widget, name, content],
+    )
+
+
+def load_workflow(page, workflow: dict) -> None:
+    """Opens a UI-format workflow as the "Open" menu does, and lets the canvas draw it."""
+    page.evaluate("async (workflow) => { await window.app.loadGraphData(workflow); }", workflow)
+    page.evaluate("() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)))")
+
+
+def run_graph(page, timeout_ms: float = 300_000) -> dict:
+    """Queues the open workflow as the Run button does; waits for its end: {"type": execution_success|error|interrupted, "detail"}."""
+    page.evaluate(
+        """() => {
+            const api = window.comfyAPI.api.api;
+            window.drumTestRun = null;
+            const finish = (event) => { window.drumTestRun ??= { type: event.type, detail: event.detail }; };
+            for (const type of ["execution_success", "execution_error", "execution_interrupted"]) api.addEventListener(type, finish, { once: true });
+            return window.app.queuePrompt(0);
+        }"""
+    )
+    page.wait_for_function("() => window.drumTestRun !== null", timeout=timeout_ms)
+    return page.evaluate("() => window.drumTestRun")
+
+
+def keep_only(page, layout: dict[int, tuple[float, float, float]], scale: float = 1.0) -> None:
+    """Removes every other node and places these, {id: (x, y, min_height)}, zoomed to `scale` (for a clean picture)."""
+    page.evaluate(
+        """([layout, scale]) => {
+            const { app } = window;
+            for (const node of [...app.graph.nodes]) if (!(node.id in layout)) app.graph.remove(node);
+            for (const [id, [x, y, height]] of Object.entries(layout)) {
+                const node = app.graph.getNodeById(Number(id));
+                node.pos = [x, y];
+                node.setSize([node.size[0], Math.max(node.size[1], height)]);
+            }
+            app.canvas.ds.scale = scale;
+            app.canvas.ds.offset = [90 / scale, 130 / scale];
+            app.extensionManager.toast.removeAll?.();
+            app.graph.setDirtyCanvas(true, true);
+        }""",
+        [{str(k): v for k, v in layout.items()}, scale],
+    )
+    page.evaluate("() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)))")
+
+
+def widget_value(page, node_id: int, name: str):
+    return page.evaluate("([id, name]) => window.app.graph.getNodeById(id).widgets.find((w) => w.name === name).value", [node_id, name])
+
+
+def set_widgets(page, node_id: int, values: dict) -> None:
+    """Sets widget values of node `node_id` as a script would (no UI events) and redraws."""
+    page.evaluate(
+        """([id, values]) => {
+            const node = window.app.graph.getNodeById(id);
+            for (const [name, value] of Object.entries(values)) node.widgets.find((w) => w.name === name).value = value;
+            window.app.graph.setDirtyCanvas(true, true);
+        }""",
+        [node_id, values],
+    )
+
+
+def save_screenshot(page, path: Path, nodes: list[int] | None = None, palette: bool = False) -> None:
+    """A PNG of the page, or of the box around `nodes` (margin included); `palette` makes it a small 256-colour PNG."""
+    clip = None
+    if nodes:
+        clip = page.evaluate(
+            """(ids) => {
+                const canvas = window.app.canvas;
+                const box = canvas.canvas.getBoundingClientRect();
+                const corners = ids.flatMap((id) => {
+                    const node = window.app.graph.getNodeById(id);
+                    const [x, y, width, height] = node.boundingRect;
+                    return [canvas.ds.convertOffsetToCanvas([x, y]), canvas.ds.convertOffsetToCanvas([x + width, y + height])];
+                });
+                const left = Math.max(0, Math.min(...corners.map((c) => c[0])) - 16) + box.left;
+                const top = Math.max(0, Math.min(...corners.map((c) => c[1])) - 16) + box.top;
+                const right = Math.min(box.width, Math.max(...corners.map((c) => c[0])) + 16) + box.left;
+                const bottom = Math.min(box.height, Math.max(...corners.map((c) => c[1])) + 16) + box.top;
+                return { x: left, y: top, width: right - left, height: bottom - top };
+            }""",
+            nodes,
+        )
+    page.screenshot(path=str(path), clip=clip)
+    if palette:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+
+
+def nodes_of_type(page, node_type: str) -> list[dict]:
+    """[{id, widgets: [{name, type, hidden, serialize, value, text}]}] of the graph's nodes of `node_type`."""
+    return page.evaluate(
+        """(type) => window.app.graph.nodes.filter((node) => node.comfyClass === type).map((node) => ({
+            id: node.id,
+            widgets: node.widgets.map((widget) => ({
+                name: widget.name,
+                type: widget.type,
+                hidden: Boolean(widget.hidden),
+                serialize: widget.serialize !== false && widget.options?.serialize !== false,
+                value: widget.value,
+                text: widget.element ? widget.element.textContent : null,
+            })),
+        }))""",
+        node_type,
+    )
+
+
+def panel_rows(page, node_id: int, widget: str) -> dict:
+    """{summary, prompts, weights} shown by one of the extension's prompt panels."""
+    return page.evaluate(
+        """([id, name]) => {
+            const node = window.app.graph.getNodeById(id);
+            const root = node.widgets.find((widget) => widget.name === name).element;
+            return {
+                summary: root.querySelector(".drum-summary").textContent,
+                prompts: Array.from(root.querySelectorAll(".drum-prompt"), (span) => span.textContent),
+                weights: Array.from(root.querySelectorAll(".drum-weight"), (span) => span.textContent),
+            };
+        }""",
+        [node_id, widget],
+    )

@@ -1,0 +1,128 @@
+"""Web tier: a real ComfyUI server (the server tier's harness) and one Chromium page per module."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from comfy_page import FIRST_VISIT_SETTINGS, FIRST_VISIT_STORAGE, FLAGS, VIEWPORT, browser_path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ -> `support` package
+
+from support.comfy_env import ROOT, comfy_dir  # noqa: E402
+from support.server import ComfyServer  # noqa: E402
+from support.tiny_models import tiny_adapter  # noqa: E402
+
+ARTIFACTS = ROOT / "test-artifacts" / "web"
+MODELS = ROOT / ".cache" / "test-models"
+WORKFLOWS = ROOT / "example_workflows"
+TINY_CHECKPOINT = "tiny_sd15.safetensors"
+LOCALES = ROOT / "web" / "locales"
+PAGE_SCRIPT = "js/drum.js"
+
+
+def tiny_sd15_checkpoint() -> Path:
+    """The tiny random SD1.5 checkpoint the server tier also uses, built on first use."""
+    path = MODELS / "tiny_sd15.safetensors"
+    if not path.is_file():
+        script = ROOT / "tests" / "support" / "tiny_checkpoints.py"
+        subprocess.run([sys.executable, str(script), "--comfy", str(comfy_dir()), "--arch", "sd15", "--out", str(path)], check=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server():
+    """ComfyUI with the pack, the tiny SD1.5 checkpoint, a tiny CLIP-L adapter and the example history."""
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    base = ARTIFACTS / "base"
+    for folder in ("checkpoints", "drum"):
+        (base / "models" / folder).mkdir(parents=True)
+    (base / "models" / "checkpoints" / TINY_CHECKPOINT).symlink_to(tiny_sd15_checkpoint())
+    tiny_adapter("L").save(base / "models" / "drum" / "L.safetensors")
+    (base / "input").mkdir()
+    shutil.copy(WORKFLOWS / "example_history.txt", base / "input")
+    with ComfyServer(base) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def input_dir(server) -> Path:
+    return server.base / "input"
+
+
+@pytest.fixture(scope="module")
+def workflows() -> dict[str, dict]:
+    """The example workflows (UI format) by name."""
+    return {path.stem: json.loads(path.read_text(encoding="utf-8")) for path in WORKFLOWS.glob("*.json")}
+
+
+@pytest.fixture(scope="module")
+def extension_url(server) -> str:
+    """Absolute URL of web/js/drum.js as ComfyUI serves it (under the pack's folder name)."""
+    scripts = [path for path in server.get("/extensions") if path.endswith(f"/{PAGE_SCRIPT}")]
+    assert len(scripts) == 1, f"ComfyUI serves no (or several) {PAGE_SCRIPT}: {scripts}\n{server.log_tail()}"
+    return server.url + scripts[0]
+
+
+@pytest.fixture(scope="module")
+def locales() -> list[str]:
+    return sorted(path.stem for path in LOCALES.glob("*.json"))
+
+
+@pytest.fixture(scope="module")
+def artifacts(server) -> Path:
+    """test-artifacts/web/: screenshots (the server's files are under base/)."""
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Debian's Chromium, headless, with a fresh profile."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as error:
+        raise RuntimeError(
+            "the web tests need the Python playwright package: pip install -e '.[test]' (never `playwright install`)"
+        ) from error
+    executable = browser_path()
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            tmp_path_factory.mktemp("chromium-profile"), executable_path=executable, headless=True, args=FLAGS, viewport=VIEWPORT
+        )
+        yield context
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def page_errors() -> list[str]:
+    """Uncaught page errors and console errors that come from the pack's scripts."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def dialogs() -> list[str]:
+    """Messages of every alert/confirm/prompt the page opened (all dismissed)."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def page(browser, server, extension_url, page_errors, dialogs, artifacts):
+    """The ComfyUI page, first-visit dialogs off, with the frontend and the pack's extension loaded."""
+    server.post("/settings", FIRST_VISIT_SETTINGS)
+    pack_scripts = extension_url.rsplit("/js/", 1)[0]
+    page = browser.new_page()
+    page.on("pageerror", lambda error: page_errors.append(f"{error}\n{error.stack}") if pack_scripts in (error.stack or "") else None)
+    page.on(
+        "console", lambda message: page_errors.append(message.text) if message.type == "error" and pack_scripts in message.text else None
+    )
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.add_init_script(FIRST_VISIT_STORAGE)
+    page.goto(server.url)
+    page.wait_for_function("() => window.app?.graph && window.app.extensions?.some((extension) => extension.name === 'DrUM.Page')")
+    yield page
+    page.screenshot(path=str(artifacts / "last.png"))
+    page.close()
