@@ -1,6 +1,6 @@
 # Every target sets up what it needs first (tools/bootstrap.sh is idempotent).
 PY := .venv/bin/python
-PYTEST := $(PY) -m pytest -p no:cacheprovider
+PYTEST := $(PY) -m pytest -p no:cacheprovider -rs
 
 .PHONY: setup demo test lint test-core test-comfy test-server test-web bench
 
@@ -29,9 +29,9 @@ test-server:
 test-web:
 	$(PYTEST) -q tests -m web
 
-# All tiers, after setting everything up: what .ci/run runs.
-test: setup lint
-	$(PYTEST) -q tests -rs
+# All tiers, after setting everything up: what .ci/run runs. Each tier is its own process
+# (the ComfyUI tiers put ComfyUI's tree and a torchvision stub on sys.path).
+test: setup lint test-core test-comfy test-server test-web
 
 bench:
 	bash tools/bootstrap.sh --no-comfy

@@ -7,10 +7,15 @@
         project                  text_projection (WithProjection) or identity
     HFT5Backend    T5EncoderModel + T5 tokenizer
         hidden_states(p)         last_hidden_state, 256 tokens  (final RMSNorm applied)
+    OpenClipBackend  open_clip CLIP / CustomTextCLIP text tower + open_clip tokenizer
+        hidden_states(p, layer)  residual stream after block `layer`, before ln_final
+        pooled token             raw state at open_clip's pool position (text_pool_type)
+        final_norm               ln_final
+        project                  text_projection (Parameter [E, P] or Linear) or identity
 
 Every prompt is cut/padded to exactly 77 (CLIP) or 256 (T5) tokens with the tokenizer's own
-pad token, no attention mask (as diffusers feeds SD/SDXL/SD3/FLUX). transformers and its
-models are imported by the caller; nothing here downloads anything.
+pad token, no attention mask (as diffusers feeds SD/SDXL/SD3/FLUX). transformers, open_clip and
+their models are imported by the caller; nothing here downloads anything.
 """
 
 from __future__ import annotations
@@ -194,3 +199,129 @@ class HFT5Backend:
         states = self.hidden_states(prompts)
         eos = (ids == self.tokenizer.eos_token_id).int().argmax(-1)
         return states[torch.arange(states.shape[0]), eos.to(states.device)]
+
+
+class OpenClipBackend:
+    """An open_clip CLIP text tower (open_clip.CLIP, CustomTextCLIP or a bare TextTransformer).
+
+    `layers` keeps only the first `layers` residual blocks as the encoder (None: all), so
+    layer -1 is block `layers`: 23 reads OpenCLIP ViT-H as the published H adapter and SD2
+    expect (method.md section 5). `project_pooled` works as for HFClipBackend.
+    """
+
+    kind: Literal["clip"] = "clip"
+    tokens_per_prompt = CLIP_TOKENS
+
+    def __init__(self, model: nn.Module, tokenizer, project_pooled: bool | None = None, layers: int | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        tower = getattr(model, "text", model)  # CustomTextCLIP holds a TextTransformer; CLIP inlines its parts
+        missing = [name for name in ("token_embedding", "positional_embedding", "transformer", "ln_final") if not hasattr(tower, name)]
+        if missing:
+            raise ValueError(
+                f"{type(tower).__name__} is not an open_clip TextTransformer (no {', '.join(missing)}); "
+                "read transformers-based text towers with HFClipBackend"
+            )
+        if getattr(tower, "cls_emb", None) is not None:
+            raise ValueError(f"{type(tower).__name__} appends a CLS token (CoCa): it has no EOS-pooled CLIP token for PeCA")
+        if getattr(tower, "use_pad_mask", False):
+            raise ValueError(f"{type(tower).__name__} masks padding tokens; PeCA's CLIP contexts keep padding visible")
+        self.tower = tower
+        self.width = int(tower.token_embedding.embedding_dim)
+        context = int(tower.positional_embedding.shape[0])
+        if context != CLIP_TOKENS:
+            raise ValueError(f"{type(model).__name__} reads {context} tokens per prompt; PeCA's CLIP adapters need {CLIP_TOKENS}")
+        blocks = len(tower.transformer.resblocks)
+        self.layers = blocks if layers is None else int(layers)
+        if not 1 <= self.layers <= blocks:
+            raise ValueError(f"layers={layers}: {type(model).__name__} has {blocks} text blocks")
+        self.pool_type = getattr(tower, "text_pool_type", getattr(tower, "pool_type", "argmax"))
+        self.eos_token_id = getattr(tower, "text_eos_id", getattr(tower, "eos_id", None))
+        if self.pool_type not in ("argmax", "eos", "first", "last"):
+            raise ValueError(f"{type(model).__name__} pools text with {self.pool_type!r}: it has no pooled token for PeCA")
+        if self.pool_type == "eos" and self.eos_token_id is None:
+            raise ValueError(f"{type(model).__name__} pools at its EOS token but names no eos id")
+        projection = tower.text_projection
+        if project_pooled and projection is None:
+            raise ValueError(f"{type(model).__name__} has no text_projection, so its pooled vectors cannot be projected")
+        self.projection = projection if project_pooled is not False else None
+        probe = self.token_ids(["A photo of 2 cats, watercolor!"])
+        weights = [tower.token_embedding.weight, tower.positional_embedding, tower.ln_final.weight]
+        weights += list(tower.transformer.resblocks[self.layers - 1].parameters())
+        if self.projection is not None:
+            weights.append(self.projection if isinstance(self.projection, torch.Tensor) else self.projection.weight)
+        self.fingerprint = (
+            f"open-clip:{type(model).__name__}:w={_weights_digest(weights)}:blocks={self.layers}/{blocks}"
+            f":pool={self.pool_type}:eos={self.eos_token_id}:tok={type(tokenizer).__name__}/{_weights_digest([probe])}"
+            f":projected={self.projection is not None}:raw-pre-ln"
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.tower.token_embedding.weight.device
+
+    def token_ids(self, prompts: Sequence[str]) -> torch.Tensor:
+        """[N, 77] ids from the open_clip tokenizer (SimpleTokenizer: SOT, tokens, EOT, zeros)."""
+        ids = self.tokenizer(list(prompts), context_length=CLIP_TOKENS)
+        if ids.shape != (len(prompts), CLIP_TOKENS):
+            raise ValueError(f"open_clip tokenizer produced ids of shape {tuple(ids.shape)}, expected ({len(prompts)}, {CLIP_TOKENS})")
+        return ids
+
+    def eos_positions(self, ids: torch.Tensor) -> torch.Tensor:
+        """[N] pooling positions by open_clip's rule (argmax: highest id = EOT; eos: first eos id)."""
+        if self.pool_type == "argmax":
+            return ids.argmax(-1)
+        if self.pool_type == "eos":
+            return (ids == self.eos_token_id).int().argmax(-1)
+        return torch.full((ids.shape[0],), 0 if self.pool_type == "first" else ids.shape[1] - 1, dtype=torch.long)
+
+    def _states(self, ids: torch.Tensor, layer: int) -> torch.Tensor:
+        """open_clip's encode_text up to block `layer` (counted from block `self.layers`), no ln_final."""
+        if not -self.layers <= layer <= -1:
+            raise ValueError(f"CLIP layer {layer} out of range: this encoder has {self.layers} layers (use -1 .. -{self.layers})")
+        tower, transformer = self.tower, self.tower.transformer
+        dtype = transformer.get_cast_dtype()
+        with torch.inference_mode():
+            x = tower.token_embedding(ids.to(self.device)).to(dtype) + tower.positional_embedding.to(dtype)
+            if not transformer.batch_first:
+                x = x.transpose(0, 1)
+            for block in transformer.resblocks[: self.layers + layer + 1]:
+                x = block(x, attn_mask=tower.attn_mask)
+            if not transformer.batch_first:
+                x = x.transpose(0, 1)
+        return x.float()
+
+    def hidden_states(self, prompts: Sequence[str], layer: int = -1) -> torch.Tensor:
+        """Raw states [N, 77, E] after block `layer` (-1 = last), before ln_final."""
+        return self._states(self.token_ids(prompts), layer)
+
+    def raw_pooled(self, prompts: Sequence[str]) -> torch.Tensor:
+        """[N, E] raw last-layer states at the pooling positions (before ln_final)."""
+        ids = self.token_ids(prompts)
+        states = self._states(ids, -1)
+        return states[torch.arange(states.shape[0]), self.eos_positions(ids).to(states.device)]
+
+    def empty_query(self) -> torch.Tensor:
+        """[1, 78, E]: raw last-layer states of "" and, as the 78th token, its raw pooled state."""
+        ids = self.token_ids([""])
+        states = self._states(ids, -1)
+        eos = states[:, self.eos_positions(ids)[0].item()]
+        return torch.cat([states, eos.unsqueeze(1)], 1)
+
+    def final_norm(self, states: torch.Tensor) -> torch.Tensor:
+        """ln_final, [..., E] -> [..., E] float32."""
+        return _apply(self.tower.ln_final, states)
+
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        """text_projection [N, E] -> [N, P] (`x @ P` or Linear), or identity where pooled vectors stay unprojected."""
+        if self.projection is None:
+            return pooled.float()
+        if isinstance(self.projection, nn.Module):
+            return _apply(self.projection, pooled)
+        with torch.inference_mode():
+            projected = pooled.to(device=self.projection.device, dtype=self.projection.dtype) @ self.projection
+        return projected.float().to(pooled.device)
+
+    def pooled_features(self, prompts: Sequence[str]) -> torch.Tensor:
+        """[N, P] = project(ln_final(raw pooled state)): open_clip's encode_text(ids, normalize=False)."""
+        return self.project(self.final_norm(self.raw_pooled(prompts)))

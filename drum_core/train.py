@@ -572,7 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Re-run the same command to resume an interrupted run.",
     )
     parser.add_argument(
-        "--encoder", help="text encoder: clip-l, openclip-h, openclip-bigg, t5-xxl, tiny-clip, tiny-t5, or a transformers path/id"
+        "--encoder",
+        help="text encoder: clip-l, openclip-h, openclip-bigg, t5-xxl, tiny-clip, tiny-t5, a transformers path/id, "
+        "or open_clip:<model>:<pretrained> (e.g. open_clip:ViT-bigG-14:laion2b_s39b_b160k, open_clip:local-dir:<folder>)",
     )
     parser.add_argument("--encoder-dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="precision of the frozen encoder")
     parser.add_argument("--captions", nargs="+", help="caption files or folders (.txt, CC3M .tsv, .csv, .parquet)")
@@ -699,15 +701,19 @@ ENCODERS = {  # name -> transformers repo[:subfolder] of the published adapters'
     "openclip-bigg": "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k",
     "t5-xxl": "google/t5-v1_1-xxl",
 }
+OPEN_CLIP_PREFIX = "open_clip:"
 _TOKENIZER_FOLDERS = {"text_encoder": "tokenizer", "text_encoder_2": "tokenizer_2", "text_encoder_3": "tokenizer_3"}
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def open_encoder(spec: str, device: torch.device | str = "cpu", dtype: str = "fp32") -> TextEncoderBackend:
     """A TextEncoderBackend for `spec`: a name of ENCODERS, "tiny-clip" (random, for smoke tests),
-    or a transformers folder / hub id, optionally "<repo>:<subfolder>" for a diffusers text encoder."""
+    a transformers folder / hub id, optionally "<repo>:<subfolder>" for a diffusers text encoder,
+    or "open_clip:<model>:<pretrained>" / "open_clip:local-dir:<folder>" / "open_clip:hf-hub:<repo>"."""
     from . import encoders
 
+    if spec.startswith(OPEN_CLIP_PREFIX):
+        return _open_clip_encoder(spec[len(OPEN_CLIP_PREFIX) :], device, dtype)
     if spec == "tiny-clip":
         from . import tiny
 
@@ -731,6 +737,34 @@ def open_encoder(spec: str, device: torch.device | str = "cpu", dtype: str = "fp
         model = transformers.CLIPTextModel.from_pretrained(repo, dtype=_DTYPES[dtype], **where)  # training needs no projection
         return encoders.HFClipBackend(model.to(device), tokenizer)
     raise SystemExit(f"{location}: a {model_type or 'unknown'} model; drum train reads CLIP and T5 text encoders")
+
+
+def _open_clip_encoder(location: str, device: torch.device | str, dtype: str) -> TextEncoderBackend:
+    """An open_clip model's text tower: "<model>:<pretrained tag or .safetensors file>", "local-dir:<folder>"
+    (open_clip_config.json + .safetensors weights) or "hf-hub:<repo>"; the image tower is dropped."""
+    import open_clip
+
+    from . import encoders
+
+    name, pretrained = location, None
+    if not location.startswith(("local-dir:", "hf-hub:")):
+        name, _, pretrained = location.partition(":")
+        if not pretrained:
+            raise SystemExit(
+                f"{OPEN_CLIP_PREFIX}{location}: name the weights, e.g. {OPEN_CLIP_PREFIX}{name}:<pretrained tag or .safetensors file>"
+            )
+    pickled = []
+    if pretrained and os.path.isfile(pretrained) and not pretrained.endswith(".safetensors"):
+        pickled = [pretrained]
+    if location.startswith("local-dir:"):
+        folder = location.partition(":")[2]
+        if os.path.isdir(folder):
+            pickled = [f for f in sorted(os.listdir(folder)) if f.endswith((".bin", ".pth", ".pt"))]
+    if pickled:
+        raise SystemExit(f"{location}: drum reads open_clip weights from .safetensors only, not {', '.join(pickled)}")
+    model = open_clip.create_model(name, pretrained=pretrained, precision=dtype, device=device, require_pretrained=True)
+    model.visual = None  # only the text tower is used
+    return encoders.OpenClipBackend(model, open_clip.get_tokenizer(name), project_pooled=False)  # training needs no projection
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORC
 stamp=$(sha1sum pyproject.toml | cut -c1-12)
 if [ ! -f ".venv/.drum-installed-$stamp" ]; then
   pip_q -e ".[test,train]"
+  # open_clip for its tests, without its torchvision requirement (PyPI's torchvision cannot load beside
+  # the CPU torch; the tests put an import-only stand-in on sys.path)
+  pip_q --no-deps "open_clip_torch==3.3.0"
   rm -f .venv/.drum-installed-*; touch ".venv/.drum-installed-$stamp"
 fi
 

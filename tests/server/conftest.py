@@ -5,7 +5,6 @@ writes (images, log, inputs) lands under test-artifacts/server/.
 """
 
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,22 +12,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ -> `support` package
 
-from support.comfy_env import ROOT, comfy_dir  # noqa: E402
+from support.comfy_env import ROOT  # noqa: E402
 from support.server import ComfyServer  # noqa: E402
+from support.test_models import CHECKPOINTS, checkpoint, diffusion_model  # noqa: E402
 from support.tiny_models import tiny_adapter  # noqa: E402
 
-MODELS = ROOT / ".cache" / "test-models"
 ARTIFACTS = ROOT / "test-artifacts" / "server"
-CHECKPOINTS = {"sd15": "tiny_sd15.safetensors", "sdxl": "tiny_sdxl.safetensors"}
-
-
-def checkpoint(arch: str) -> Path:
-    """The cached tiny checkpoint of `arch`, built on first use."""
-    path = MODELS / CHECKPOINTS[arch]
-    if not path.is_file():
-        script = ROOT / "tests" / "support" / "tiny_checkpoints.py"
-        subprocess.run([sys.executable, str(script), "--comfy", str(comfy_dir()), "--arch", arch, "--out", str(path)], check=True)
-    return path
+TEST_PACK = "DrUMTestNodes"  # tests/support/test_nodes: test-only nodes (tiny FLUX/SD3 text encoders, a probe)
 
 
 @pytest.fixture(scope="session")
@@ -42,11 +32,26 @@ def server():
     adapters.mkdir()
     for seed, name in enumerate(("L", "bigG")):
         tiny_adapter(name, seed=seed).save(adapters / f"{name}.safetensors")
+    tiny_adapter("T5", seed=2).save(adapters / "T5.safetensors")  # FLUX and SD3
     extra = ARTIFACTS / "extra_model_paths.yaml"
     extra.write_text(f"drum_tests:\n    base_path: {adapters}\n    drum: .\n")
     (base / "input").mkdir()
     shutil.copy(ROOT / "example_workflows" / "example_history.txt", base / "input")
     (base / "input" / "bad.json").write_text('[{"prompt": "fine"}, {"rating": 2}]')
     (base / "input" / "empty.txt").write_text("\n")
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / TEST_PACK).symlink_to(ROOT / "tests" / "support" / "test_nodes", target_is_directory=True)
     with ComfyServer(base, extra) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def dit_models(server):
+    """The running server, with the tiny FLUX / SD3 diffusion models and the 16-channel VAE linked into its model folders."""
+    for folder, model in (("diffusion_models", "flux"), ("diffusion_models", "sd3"), ("vae", "vae16")):
+        target = server.base / "models" / folder
+        target.mkdir(parents=True, exist_ok=True)
+        (target / f"tiny_{model}.safetensors").symlink_to(diffusion_model(model))
+    missing = {"DrUMTestTinyCLIP", "DrUMTestConditioningProbe"} - set(server.object_info())
+    assert not missing, f"the test-only pack {TEST_PACK} did not load: {missing}\n{server.log_tail()}"
+    return server

@@ -28,6 +28,10 @@ def comfy_dir() -> Path:
 def import_comfy() -> Path:
     """Put ComfyUI (CPU only) and the torchvision stub on sys.path; import its core as main.py does."""
     path = comfy_dir()
+    if str(STUBS) not in sys.path:
+        from transformers.utils import is_torchvision_available
+
+        is_torchvision_available()  # transformers caches the answer: let it see the real torchvision, never the stub
     for entry in (str(STUBS), str(path)):
         if entry not in sys.path:
             sys.path.insert(0, entry)

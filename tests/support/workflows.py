@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
-COLUMN_WIDTH, ROW_HEIGHT = 420, 260
+COLUMN_WIDTH, ROW_HEIGHT, NODE_HEIGHT = 420, 480, 440  # room for the web extension's panels
 
 
 def ordered_inputs(spec: dict) -> list[tuple[str, str, dict]]:
@@ -104,7 +104,7 @@ def api_to_ui(graph: dict, object_info: dict) -> dict:
                 "id": int(key),
                 "type": node["class_type"],
                 "pos": [40 + COLUMN_WIDTH * column, 40 + ROW_HEIGHT * row],
-                "size": [380, 220],
+                "size": [380, NODE_HEIGHT],
                 "flags": {},
                 "order": 0,
                 "mode": 0,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,25 +12,16 @@ from comfy_page import FIRST_VISIT_SETTINGS, FIRST_VISIT_STORAGE, FLAGS, VIEWPOR
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ -> `support` package
 
-from support.comfy_env import ROOT, comfy_dir  # noqa: E402
+from support.comfy_env import ROOT  # noqa: E402
 from support.server import ComfyServer  # noqa: E402
+from support.test_models import checkpoint  # noqa: E402
 from support.tiny_models import tiny_adapter  # noqa: E402
 
 ARTIFACTS = ROOT / "test-artifacts" / "web"
-MODELS = ROOT / ".cache" / "test-models"
 WORKFLOWS = ROOT / "example_workflows"
 TINY_CHECKPOINT = "tiny_sd15.safetensors"
 LOCALES = ROOT / "web" / "locales"
 PAGE_SCRIPT = "js/drum.js"
-
-
-def tiny_sd15_checkpoint() -> Path:
-    """The tiny random SD1.5 checkpoint the server tier also uses, built on first use."""
-    path = MODELS / "tiny_sd15.safetensors"
-    if not path.is_file():
-        script = ROOT / "tests" / "support" / "tiny_checkpoints.py"
-        subprocess.run([sys.executable, str(script), "--comfy", str(comfy_dir()), "--arch", "sd15", "--out", str(path)], check=True)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +31,7 @@ def server():
     base = ARTIFACTS / "base"
     for folder in ("checkpoints", "drum"):
         (base / "models" / folder).mkdir(parents=True)
-    (base / "models" / "checkpoints" / TINY_CHECKPOINT).symlink_to(tiny_sd15_checkpoint())
+    (base / "models" / "checkpoints" / TINY_CHECKPOINT).symlink_to(checkpoint("sd15"))
     tiny_adapter("L").save(base / "models" / "drum" / "L.safetensors")
     (base / "input").mkdir()
     shutil.copy(WORKFLOWS / "example_history.txt", base / "input")

@@ -1,0 +1,95 @@
+"""TEST-ONLY ComfyUI node pack: the server tier links it into custom_nodes beside ComfyUI-DrUM.
+
+Never install it for real use. It exists because the FLUX and SD3 text encoders cannot be
+files in a test: ComfyUI builds T5-XXL from a fixed config (4.76B parameters, ~10 GB even in
+fp16) whatever the checkpoint holds. So:
+
+- DrUMTestTinyCLIP returns a REAL `comfy.sd.CLIP` of a family (ComfyUI's own tokenizers and
+  encoder classes, `tests/support/tiny_models.tiny_clip`) with shrunken depths and random,
+  seeded weights, in place of DualCLIPLoader / TripleCLIPLoader / a checkpoint's CLIP. The
+  widths stay real (768 / 1280 / 4096), so the published adapter and model shapes apply.
+- DrUMTestConditioningProbe passes a CONDITIONING through unchanged and reports what it holds
+  (token and pooled shapes, the FLUX guidance, the extras' keys) in the prompt's history, so a
+  test sees exactly what the sampler receives.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+from comfy_api.latest import ComfyExtension, io
+
+SUPPORT = Path(__file__).resolve().parents[1]  # tests/support (through the custom_nodes symlink)
+SUPPORT_MODULE = "drum_test_support"  # a private name: nothing else on ComfyUI's sys.path is touched
+FAMILIES = ["sd1", "sd2", "sdxl", "sd3", "flux"]
+
+
+def tiny_models():
+    """tests/support/tiny_models.py, imported as part of the support package under SUPPORT_MODULE."""
+    if SUPPORT_MODULE not in sys.modules:
+        spec = importlib.util.spec_from_file_location(SUPPORT_MODULE, SUPPORT / "__init__.py", submodule_search_locations=[str(SUPPORT)])
+        package = importlib.util.module_from_spec(spec)
+        sys.modules[SUPPORT_MODULE] = package
+        spec.loader.exec_module(package)
+    return importlib.import_module(f"{SUPPORT_MODULE}.tiny_models")
+
+
+class TinyCLIP(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DrUMTestTinyCLIP",
+            display_name="DrUM TEST Tiny CLIP",
+            category="testing/DrUM",
+            description="TEST ONLY: a random-weight ComfyUI CLIP of a family with shrunken depths (real widths).",
+            inputs=[
+                io.Combo.Input("family", options=FAMILIES, default="flux"),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1),
+            ],
+            outputs=[io.Clip.Output()],
+        )
+
+    @classmethod
+    def execute(cls, family: str, seed: int) -> io.NodeOutput:
+        return io.NodeOutput(tiny_models().tiny_clip(family, seed=seed))
+
+
+class ConditioningProbe(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DrUMTestConditioningProbe",
+            display_name="DrUM TEST Conditioning Probe",
+            category="testing/DrUM",
+            description="TEST ONLY: passes the conditioning through and reports its shapes and extras in the history.",
+            inputs=[io.Conditioning.Input("conditioning")],
+            outputs=[io.Conditioning.Output()],
+        )
+
+    @classmethod
+    def execute(cls, conditioning: list) -> io.NodeOutput:
+        report = []
+        for tokens, extras in conditioning:
+            pooled = extras.get("pooled_output")
+            report.append(
+                {
+                    "tokens": list(tokens.shape),
+                    "token_mean_abs": float(tokens.float().abs().mean()),
+                    "pooled": None if pooled is None else list(pooled.shape),
+                    "guidance": extras.get("guidance"),
+                    "keys": sorted(extras),
+                }
+            )
+        return io.NodeOutput(conditioning, ui={"drum_probe": report})
+
+
+class DrUMTestExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [TinyCLIP, ConditioningProbe]
+
+
+async def comfy_entrypoint() -> DrUMTestExtension:
+    return DrUMTestExtension()
