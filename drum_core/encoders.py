@@ -59,7 +59,32 @@ def _apply(module: nn.Module, states: torch.Tensor) -> torch.Tensor:
         return module(states.to(device=parameter.device, dtype=parameter.dtype)).float().to(states.device)
 
 
-class HFClipBackend:
+class _ClipStates:
+    """What every CLIP-like backend derives from its `token_ids`, `eos_positions` and `_states`."""
+
+    def hidden_states(self, prompts: Sequence[str], layer: int = -1) -> torch.Tensor:
+        """Raw states [N, 77, E] of `layer` (-1 = last), before the final LayerNorm."""
+        return self._states(self.token_ids(prompts), layer)
+
+    def raw_pooled(self, prompts: Sequence[str]) -> torch.Tensor:
+        """[N, E] raw last-layer states at the pooling (EOS) positions, before the final LayerNorm."""
+        ids = self.token_ids(prompts)
+        states = self._states(ids, -1)
+        return states[torch.arange(states.shape[0]), self.eos_positions(ids).to(states.device)]
+
+    def empty_query(self) -> torch.Tensor:
+        """[1, 78, E]: raw last-layer states of "" and, as the 78th token, its raw EOS state."""
+        ids = self.token_ids([""])
+        states = self._states(ids, -1)
+        eos = states[:, self.eos_positions(ids)[0].item()]
+        return torch.cat([states, eos.unsqueeze(1)], 1)
+
+    def pooled_features(self, prompts: Sequence[str]) -> torch.Tensor:
+        """[N, P] = project(final_norm(raw EOS state)): the host's pooled output (pooler_output / text_embeds)."""
+        return self.project(self.final_norm(self.raw_pooled(prompts)))
+
+
+class HFClipBackend(_ClipStates):
     """A transformers CLIP text model (with or without projection) seen as PeCA needs it.
 
     `project_pooled` says whether the host uses projected pooled vectors: None follows the
@@ -115,23 +140,6 @@ class HFClipBackend:
             out = self.model(ids.to(self.device), output_hidden_states=True)
         return out.hidden_states[layer].float()
 
-    def hidden_states(self, prompts: Sequence[str], layer: int = -1) -> torch.Tensor:
-        """Raw states [N, 77, E] of `layer` (-1 = last), before the final LayerNorm."""
-        return self._states(self.token_ids(prompts), layer)
-
-    def raw_pooled(self, prompts: Sequence[str]) -> torch.Tensor:
-        """[N, E] raw last-layer states at the EOS positions (before the final LayerNorm)."""
-        ids = self.token_ids(prompts)
-        states = self._states(ids, -1)
-        return states[torch.arange(states.shape[0]), self.eos_positions(ids).to(states.device)]
-
-    def empty_query(self) -> torch.Tensor:
-        """[1, 78, E]: raw last-layer states of "" and, as the 78th token, its raw EOS state."""
-        ids = self.token_ids([""])
-        states = self._states(ids, -1)
-        eos = states[:, self.eos_positions(ids)[0].item()]
-        return torch.cat([states, eos.unsqueeze(1)], 1)
-
     def final_norm(self, states: torch.Tensor) -> torch.Tensor:
         """final_layer_norm, [..., E] -> [..., E] float32."""
         return _apply(self.final_layer_norm, states)
@@ -139,10 +147,6 @@ class HFClipBackend:
     def project(self, pooled: torch.Tensor) -> torch.Tensor:
         """text_projection [N, E] -> [N, P], or identity where pooled vectors stay unprojected."""
         return pooled.float() if self.projection is None else _apply(self.projection, pooled)
-
-    def pooled_features(self, prompts: Sequence[str]) -> torch.Tensor:
-        """[N, P] = project(final_norm(raw EOS state)): transformers' pooler_output / text_embeds."""
-        return self.project(self.final_norm(self.raw_pooled(prompts)))
 
 
 class HFT5Backend:
@@ -201,7 +205,7 @@ class HFT5Backend:
         return states[torch.arange(states.shape[0]), eos.to(states.device)]
 
 
-class OpenClipBackend:
+class OpenClipBackend(_ClipStates):
     """An open_clip CLIP text tower (open_clip.CLIP, CustomTextCLIP or a bare TextTransformer).
 
     `layers` keeps only the first `layers` residual blocks as the encoder (None: all), so
@@ -291,23 +295,6 @@ class OpenClipBackend:
                 x = x.transpose(0, 1)
         return x.float()
 
-    def hidden_states(self, prompts: Sequence[str], layer: int = -1) -> torch.Tensor:
-        """Raw states [N, 77, E] after block `layer` (-1 = last), before ln_final."""
-        return self._states(self.token_ids(prompts), layer)
-
-    def raw_pooled(self, prompts: Sequence[str]) -> torch.Tensor:
-        """[N, E] raw last-layer states at the pooling positions (before ln_final)."""
-        ids = self.token_ids(prompts)
-        states = self._states(ids, -1)
-        return states[torch.arange(states.shape[0]), self.eos_positions(ids).to(states.device)]
-
-    def empty_query(self) -> torch.Tensor:
-        """[1, 78, E]: raw last-layer states of "" and, as the 78th token, its raw pooled state."""
-        ids = self.token_ids([""])
-        states = self._states(ids, -1)
-        eos = states[:, self.eos_positions(ids)[0].item()]
-        return torch.cat([states, eos.unsqueeze(1)], 1)
-
     def final_norm(self, states: torch.Tensor) -> torch.Tensor:
         """ln_final, [..., E] -> [..., E] float32."""
         return _apply(self.tower.ln_final, states)
@@ -321,7 +308,3 @@ class OpenClipBackend:
         with torch.inference_mode():
             projected = pooled.to(device=self.projection.device, dtype=self.projection.dtype) @ self.projection
         return projected.float().to(pooled.device)
-
-    def pooled_features(self, prompts: Sequence[str]) -> torch.Tensor:
-        """[N, P] = project(ln_final(raw pooled state)): open_clip's encode_text(ids, normalize=False)."""
-        return self.project(self.final_norm(self.raw_pooled(prompts)))

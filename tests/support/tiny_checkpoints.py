@@ -49,7 +49,6 @@ def build(comfy: str, arch: str, out: str, seed: int = 0) -> None:
     import comfy.ops
     import comfy.supported_models
     import comfy.taesd.taesd
-    import safetensors.torch
     import torch
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
@@ -89,7 +88,13 @@ def build(comfy: str, arch: str, out: str, seed: int = 0) -> None:
     else:
         state.update({f"cond_stage_model.transformer.{k}": v for k, v in clip_l.state_dict().items()})
     state.update({f"first_stage_model.{k}": v for k, v in vae.state_dict().items()})
-    state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    save_atomically({k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}, out)
+
+
+def save_atomically(state: dict, out: str) -> None:
+    """Write a safetensors file through a temporary name, so a killed build leaves no partial model."""
+    import safetensors.torch
+
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     temporary = f"{out}.tmp-{os.getpid()}"
     safetensors.torch.save_file(state, temporary)

@@ -17,10 +17,9 @@ detection (comfy/model_detection.py) fixes the sizes that cannot shrink:
 from __future__ import annotations
 
 import argparse
-import os
 
 from .comfy_env import import_comfy
-from .tiny_checkpoints import initialise
+from .tiny_checkpoints import initialise, save_atomically
 
 MODELS = ("flux", "sd3", "vae16")
 
@@ -77,7 +76,6 @@ def vae16_model():
 def build(model: str, out: str) -> None:
     """Write the tiny `model` ("flux", "sd3", "vae16") to `out` (atomically)."""
     import_comfy()
-    import safetensors.torch
     import torch
 
     torch.set_grad_enabled(False)
@@ -87,10 +85,7 @@ def build(model: str, out: str) -> None:
     unset = [k for k, v in state.items() if not torch.isfinite(v).all()]
     if unset:
         raise RuntimeError(f"tiny {model}: tensors left uninitialised (comfy.ops creates them empty): {unset}")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    temporary = f"{out}.tmp-{os.getpid()}"
-    safetensors.torch.save_file(state, temporary)
-    os.replace(temporary, out)
+    save_atomically(state, out)
 
 
 def main() -> None:
