@@ -69,12 +69,9 @@ def target_history_scores(
 
 
 # ---------------------------------------------------------------------------------- the "no guidance" ablation
-class ConcatenatedAttention(nn.Module):
-    """A PeCA run without guidance: one softmax over [target | ref_1 | ... | ref_R] in every block.
-
-    Same weights and blocks as `adapter`; alpha and the intensities are ignored. Without
-    references it is the adapter itself (attending to the target only).
-    """
+class NoGuidance(nn.Module):
+    """The adapter with guidance off (PeCA.forward(..., guidance=False)): one softmax over
+    [target | ref_1 | ... | ref_R] in every block; alpha and the intensities are ignored."""
 
     def __init__(self, adapter: PeCA):
         super().__init__()
@@ -90,28 +87,8 @@ class ConcatenatedAttention(nn.Module):
         return self.adapter.encode_references(references)
 
     def forward(self, query, target, references=None, weights=None, alpha=0.3):
-        """query [1, S, E], target [B, T, E], references [R, T, E] or ReferenceState -> as PeCA.forward."""
-        a = self.adapter
-        if isinstance(references, torch.Tensor):
-            references = a.encode_references(references) if references.shape[0] else None
-        if references is None or references.count == 0:
-            return a(query, target)
-        b = target.shape[0]
-        x = a._context(query).expand(b, -1, -1)
-        context = a._context(target)
-        for i, block in enumerate(a.tf):
-            attn = block.attn
-            q = attn.split_heads(attn.query(x))  # [B, heads, S, d_head]
-            keys = torch.cat(
-                [attn.split_heads(attn.key(context)), references.keys[i].expand(b, -1, -1, -1)], 2
-            )  # [B, heads, T(1+R), d_head]
-            values = torch.cat([attn.split_heads(attn.value(context)), references.values[i].expand(b, -1, -1, -1)], 2)
-            out = F.scaled_dot_product_attention(q, keys, values).transpose(1, 2).reshape(x.shape)
-            x = block.norm1(x + attn.proj(out))
-            x = block.norm2(x + block.ff(x))
-        if a.config.kind == "t5":
-            return a.post_proj(x), None
-        return x[:, :-1], x[:, -1]
+        """As PeCA.forward, without guidance."""
+        return self.adapter(query, target, references, weights, alpha, guidance=False)
 
 
 # ---------------------------------------------------------------------------------- CLIP score
@@ -216,7 +193,7 @@ class Evaluator:
         self.image_folder = image_folder
         self.cache = EmbeddingCache()
         self.guided = PipelinePersonalizer(pipe, adapters, self.cache)
-        plain = {name: ConcatenatedAttention(adapter) for name, adapter in self.guided.personalizer.adapters.items()}
+        plain = {name: NoGuidance(adapter) for name, adapter in self.guided.personalizer.adapters.items()}
         self.unguided = PipelinePersonalizer(pipe, plain, self.cache)
 
     def pooled_features(self, prompts: Sequence[str]) -> torch.Tensor:

@@ -87,8 +87,8 @@ class ReferenceState:
     tokens: int  # T, tokens per reference
 
 
-# Scores held at once by the blocked kernel: heads * B*S * (references per block) * T.
-BLOCK_SCORES = 1 << 20
+# Scores held at once by the blocked kernel (heads * B*S * references per block * T): 1 MiB, about L2.
+BLOCK_SCORES = 1 << 18
 
 
 class GuidedCrossAttention(nn.Module):
@@ -116,12 +116,16 @@ class GuidedCrossAttention(nn.Module):
         return x.view(n, t, self.heads, -1).transpose(1, 2)
 
     def reference_keys_values(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """context [R, T, d] -> keys, values [heads, R * T, d_head]."""
+        """context [R, T, d] -> keys, values [heads, R * T, d_head], WITHOUT the key/value biases.
+
+        Views into one [R*T, 2d] GEMM output. The key bias adds q . b_k to every score of a
+        softmax, which cancels; the value bias is added once to the attention output (the
+        attention weights over all references sum to one), see forward.
+        """
         r, t, d = context.shape
         weight = torch.cat([self.key.weight, self.value.weight])  # one GEMM for both: [2d, d]
-        bias = torch.cat([self.key.bias, self.value.bias])
-        keys, values = F.linear(context.reshape(1, r * t, d), weight, bias).chunk(2, dim=-1)
-        return self.split_heads(keys)[0].contiguous(), self.split_heads(values)[0].contiguous()
+        keys, values = F.linear(context.reshape(1, r * t, d), weight).chunk(2, dim=-1)
+        return self.split_heads(keys)[0], self.split_heads(values)[0]  # strided views, no copies
 
     def forward(
         self,
@@ -132,14 +136,22 @@ class GuidedCrossAttention(nn.Module):
         target_share: torch.Tensor,
         reference_share: torch.Tensor,
         reference_weights: torch.Tensor | None,
+        guidance: bool = True,
     ) -> torch.Tensor:
         """x [B, S, d], target [B, T, d]; references hold block `layer`'s keys/values.
 
         target_share [B] = 1 - alpha, reference_share [B] = alpha, reference_weights [R] =
         p_i / sum p: out = target_share * Attn(target) + reference_share * sum_i w_i Attn(ref_i).
+        guidance=False: one softmax over [target | ref_1 | ... | ref_R] (the paper's ablation).
         """
         b, s, d = x.shape
         q = self.split_heads(self.query(x))  # [B, heads, S, d_head]
+        value_bias = self.value.bias.view(1, self.heads, 1, -1)
+        if references is not None and not guidance:
+            keys = torch.cat([self.split_heads(F.linear(target, self.key.weight)), _per_row(references.keys[layer], b)], 2)
+            values = torch.cat([self.split_heads(F.linear(target, self.value.weight)), _per_row(references.values[layer], b)], 2)
+            out = F.scaled_dot_product_attention(q, keys, values) + value_bias
+            return self.proj(out.transpose(1, 2).reshape(b, s, d))
         dropout = self.dropout.p if self.training else 0.0  # on the attention probabilities, as the release
         out = F.scaled_dot_product_attention(q, self.split_heads(self.key(target)), self.split_heads(self.value(target)), dropout_p=dropout)
         if references is not None and reference_weights is not None:
@@ -148,10 +160,15 @@ class GuidedCrossAttention(nn.Module):
             kernel = self.kernel if self.kernel != "auto" else ("blocked" if rows.device.type == "cpu" else "sdpa")
             attend = _references_sdpa if kernel == "sdpa" else _references_blocked
             mixed = attend(rows, keys, values, reference_weights, references.tokens)  # [heads, B*S, d_head]
-            mixed = mixed.view(self.heads, b, s, -1).transpose(0, 1)
+            mixed = mixed.view(self.heads, b, s, -1).transpose(0, 1) + value_bias  # the weights sum to one
             out = out * target_share.view(b, 1, 1, 1) + mixed * reference_share.view(b, 1, 1, 1)
         out = out.transpose(1, 2).reshape(b, s, d)
         return self.dropout(self.proj(out))
+
+
+def _per_row(states: torch.Tensor, batch: int) -> torch.Tensor:
+    """Reference keys or values [heads, R*T, d_head] -> [B, heads, R*T, d_head] (a view)."""
+    return states.unsqueeze(0).expand(batch, -1, -1, -1)
 
 
 def _references_sdpa(rows, keys, values, weights, tokens: int) -> torch.Tensor:
@@ -191,8 +208,8 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(width, eps=1e-5)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x, target, references, layer, target_share, reference_share, reference_weights):
-        x = self.norm1(x + self.attn(x, target, references, layer, target_share, reference_share, reference_weights))
+    def forward(self, x, target, references, layer, target_share, reference_share, reference_weights, guidance=True):
+        x = self.norm1(x + self.attn(x, target, references, layer, target_share, reference_share, reference_weights, guidance))
         return self.norm2(x + self.dropout(self.ff(x)))
 
 
@@ -299,13 +316,15 @@ class PeCA(nn.Module):
         references: torch.Tensor | ReferenceState | None = None,
         weights: torch.Tensor | Sequence[float] | None = None,
         alpha: float | Sequence[float] | torch.Tensor = 0.3,
+        guidance: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Fuse a target condition with reference conditions.
 
         query [1, S, E] (empty-prompt states), target [B, T, E], references [R, T, E] or a
         ReferenceState, weights [R] preference intensities (default all 1), alpha a float
         or one value per batch row. Returns CLIP (tokens [B, 77, E], pooled [B, E]) raw,
-        or T5 (tokens [B, 256, E], None).
+        or T5 (tokens [B, 256, E], None). guidance=False is the paper's "no guidance"
+        ablation: one softmax over [target | refs] in every block, alpha and p unused.
         """
         self._check_states("query", query)
         self._check_states("target", target)
@@ -325,7 +344,7 @@ class PeCA(nn.Module):
         x = self._context(query).expand(b, -1, -1)
         context = self._context(target)
         for i, block in enumerate(self.tf):
-            x = block(x, context, references, i, target_share, alphas, reference_weights)
+            x = block(x, context, references, i, target_share, alphas, reference_weights, guidance)
         if self.config.kind == "t5":
             return self.post_proj(x), None
         return x[:, :-1], x[:, -1]

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from drum_core import tiny
-from drum_core.evaluate import ConcatenatedAttention, main, summarize, target_history_scores
+from drum_core.evaluate import NoGuidance, main, summarize, target_history_scores
 
 THEMES = [
     ["a watercolor fox in the snow", "watercolor owl at dawn", "a watercolor pine forest", "misty watercolor lake", "watercolor deer"],
@@ -60,7 +60,7 @@ def test_no_guidance_is_one_softmax_over_the_concatenation():
     g = torch.Generator().manual_seed(0)
     query = torch.randn(1, 78, 64, generator=g, dtype=torch.float64)
     target, refs = torch.randn(2, 77, 64, generator=g, dtype=torch.float64), torch.randn(3, 77, 64, generator=g, dtype=torch.float64)
-    plain = ConcatenatedAttention(adapter)
+    plain = NoGuidance(adapter)
     with torch.no_grad():
         tokens, pooled = plain(query, target, refs, weights=[5.0, 0.1, 1.0], alpha=0.9)  # alpha and p play no part
         x = query.expand(2, -1, -1)

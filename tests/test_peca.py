@@ -25,9 +25,10 @@ def read_vectors(name):
 
 
 # ---------------------------------------------------------------- the naive oracle
-def naive_peca(sd, query, target, references, weights, alpha, kind):
+def naive_peca(sd, query, target, references, weights, alpha, kind, guidance=True):
     """Equations written out literally: concatenated context, materialized scores,
-    one softmax per prompt segment, loops over heads. float64 throughout."""
+    one softmax per prompt segment (guidance=False: one softmax over all), loops over heads.
+    float64 throughout."""
     layers = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("tf."))
 
     def linear(x, name):
@@ -67,6 +68,8 @@ def naive_peca(sd, query, target, references, weights, alpha, kind):
                 for j, share in enumerate(shares):
                     seg = slice(j * t, (j + 1) * t)
                     probs[:, seg] = torch.softmax(scores[:, seg], -1) * share
+                if not guidance:
+                    probs = torch.softmax(scores, -1)
                 head_outs.append(probs @ v[:, sl])
             a = linear(torch.cat(head_outs, -1), pre + "attn.proj")
             x = layer_norm(x + a, pre + "norm1")
@@ -153,6 +156,22 @@ def test_published_layouts_match_oracle(name, refs, alpha, kernel):
     if config.kind == "clip":
         assert tokens.shape == (target.shape[0], 77, e) and pooled.shape == (target.shape[0], e)
         torch.testing.assert_close(pooled, oracle_pooled, atol=1e-10, rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["L", "T5"])
+def test_no_guidance_ablation_matches_oracle(name, kernel):
+    config = SMALL[name]
+    model = random_adapter(config, seed=4).set_kernel(kernel)
+    g = torch.Generator().manual_seed(9)
+    t = 77 if config.kind == "clip" else 256
+    e = config.encoder_width
+    query = torch.randn(1, config.query_tokens, e, generator=g, dtype=torch.float64)
+    target = torch.randn(2, t, e, generator=g, dtype=torch.float64)
+    references = torch.randn(3, t, e, generator=g, dtype=torch.float64)
+    tokens, _ = model(query, target, references, None, 0.3, guidance=False)
+    oracle, _ = naive_peca(model.state_dict(), query, target, references, torch.ones(3), 0.3, config.kind, guidance=False)
+    torch.testing.assert_close(tokens, oracle, atol=1e-10, rtol=1e-9)
+    assert not torch.allclose(tokens, model(query, target, references, None, 0.3)[0])
 
 
 def test_published_parameter_counts():
