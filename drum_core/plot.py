@@ -36,6 +36,14 @@ def project_2d(embeddings: torch.Tensor) -> torch.Tensor:
     return coords
 
 
+def _font(size: int):
+    """PIL's default font at `size` pixels (Pillow >= 10.1), else its fixed-size bitmap font."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:
+        return ImageFont.load_default()
+
+
 def _fit(text: str, font, width: int, draw: ImageDraw.ImageDraw) -> str:
     """`text` cut with an ellipsis to fit `width` pixels."""
     if draw.textlength(text, font=font) <= width:
@@ -65,17 +73,18 @@ def render_profile(
     width, height = size
     image = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default()
-    margin = 24
+    font = _font(max(12, height // 30))
+    margin = max(16, height // 20)
     map_size = min(height - 2 * margin, width // 2 - margin)
+    inset = map_size // 10  # keeps the outermost dots and their labels inside the frame
     coords = project_2d(embeddings)
     low, high = coords.min(0).values, coords.max(0).values
     span = torch.where(high - low > 0, high - low, torch.ones_like(high))
-    xy = ((coords - low) / span * (map_size - 16) + margin + 8).tolist()
+    xy = ((coords - low) / span * (map_size - 2 * inset) + margin + inset).tolist()
     top = max(weights) or 1.0
 
     def dot(i: int, color, scale: float) -> None:
-        radius = scale * (2.0 + 3.0 * weights[i] / top)
+        radius = scale * (2.0 + 3.0 * weights[i] / top) * height / 320
         x, y = xy[i][0], height - xy[i][1]
         draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=color)
 
@@ -86,12 +95,13 @@ def render_profile(
             dot(i, HISTORY_DOT, 1.0)
     for rank, i in enumerate(picks, 1):
         dot(i, PICK_DOT, 1.6)
-        draw.text((xy[i][0] + 6, height - xy[i][1] - 6), str(rank), fill=TEXT, font=font)
+        draw.text((xy[i][0] + 8, height - xy[i][1] - 8), str(rank), fill=TEXT, font=font, stroke_width=2, stroke_fill=BACKGROUND)
     left = 2 * margin + map_size
-    draw.text((left, margin), f"{n} history prompts, {len(picks)} picked (PCA of pooled text features)", fill=TEXT, font=font)
-    line = 18
+    line = round(font.size * 1.5) if hasattr(font, "size") else 18
+    draw.text((left, margin), f"{n} history prompts (grey), {len(picks)} picked (orange)", fill=TEXT, font=font)
+    draw.text((left, margin + line), "map: PCA of pooled text features; dot size: intensity p", fill=MUTED, font=font)
     for rank, i in enumerate(list(picks)[:MAX_LISTED], 1):
-        y = margin + line * (rank + 1)
+        y = margin + line * (rank + 2)
         if y > height - margin - line:
             break
         label = f"{rank:>2}. p={weights[i]:.2f}  {prompts[i]}"
