@@ -179,7 +179,7 @@ def test_readme_screenshot_of_the_example_workflow(page, workflows, artifacts):
     )
     widths = page.evaluate("(ids) => ids.map((id) => window.app.graph.getNodeById(id).size[0])", [history, sampler, conditioner])
     x = [0, widths[0] + 40, widths[0] + widths[1] + 80]
-    layout = {history: (x[0], 0, 440), sampler: (x[1], 0, 340), conditioner: (x[2], 0, 440), profile: (x[1], 370, 300)}
+    layout = {history: (x[0], 0, 440), sampler: (x[1], 0, 340), conditioner: (x[2], 0, 440), profile: (x[1], 420, 320)}
     keep_only(page, layout, scale=0.9)
     save_screenshot(page, artifacts / "screenshot.png", nodes=list(layout), palette=True)
     assert (artifacts / "screenshot.png").stat().st_size < 300_000
