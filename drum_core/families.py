@@ -37,15 +37,14 @@ class FamilySpec:
     normalize_tokens: bool  # apply the final LayerNorm to the token states
     token_layer: int  # default context layer of the token states
     pooled_encoders: tuple[str, ...]  # concatenated pooled vectors
-    uses_t5: bool = False
 
 
 FAMILIES = {
     "sd1": FamilySpec(("l",), True, -1, ("l",)),
     "sd2": FamilySpec(("h",), True, -1, ("h",)),
     "sdxl": FamilySpec(("l", "g"), False, -2, ("g",)),
-    "sd3": FamilySpec(("l", "g"), False, -2, ("l", "g"), uses_t5=True),
-    "flux": FamilySpec((), False, -1, ("l",), uses_t5=True),
+    "sd3": FamilySpec(("l", "g"), False, -2, ("l", "g")),
+    "flux": FamilySpec((), False, -1, ("l",)),
 }
 
 
