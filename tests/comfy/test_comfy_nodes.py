@@ -165,6 +165,18 @@ def test_clip_clones_are_never_modified(pack, sd1, drum_folder):
     assert sd1.layer_idx is None and sd1.tokenizer_options == {}
 
 
+def test_clip_lora_patches_are_honoured_and_stay_on_their_clone(pack, sd1, drum_folder):
+    adapters, history = load_adapters(pack), pasted(pack)
+    plain = condition(pack, sd1, adapters, history)[0][0]
+    lora = sd1.clone()
+    key = "clip_l.transformer.text_model.encoder.layers.0.mlp.fc1.weight"
+    delta = torch.randn(lora.cond_stage_model.state_dict()[key].shape, generator=torch.Generator().manual_seed(5)) * 0.5
+    assert lora.add_patches({key: ("diff", (delta,))}, 1.0) == [key]  # what a CLIP LoRA loader does
+    patched = condition(pack, lora, adapters, history)[0][0]
+    assert not torch.allclose(plain, patched, atol=1e-3)  # new weights, new encodings (not served from the cache)
+    torch.testing.assert_close(condition(pack, sd1, adapters, history)[0][0], plain, rtol=0, atol=1e-5)
+
+
 def test_clip_set_last_layer_is_honoured(pack, sd1, drum_folder):
     from nodes import CLIPSetLastLayer
 
