@@ -44,7 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("personalize", help="generate an image personalized by a prompt history")
     model_and_history(run)
     run.add_argument("--prompt", help="the target prompt")
-    run.add_argument("--alpha", type=float, default=0.3, help="personalization degree in [0, 1] (default 0.3)")
+    run.add_argument(
+        "--alpha",
+        type=_alphas,
+        default=[0.3],
+        help="personalization degree in [0, 1] (default 0.3); several, comma-separated (0,0.3,0.6), give one image "
+        "per degree from the same noise, side by side in --out",
+    )
     run.add_argument("--out", default="drum.png", help="output PNG (default drum.png)")
     run.add_argument("--adapters", help="folder holding L/H/bigG/T5.safetensors (default: $DRUM_WEIGHTS, ComfyUI models/drum, hub)")
     run.add_argument("--steps", type=int, help="denoising steps (default 30; 2 with --tiny-random)")
@@ -101,6 +107,28 @@ def _delegate(command: str, argv: list[str]) -> int:
 
 
 # ---------------------------------------------------------------------------------- helpers
+def _alphas(text: str) -> list[float]:
+    """ "0.3" or "0,0.3,0.6" -> degrees."""
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"degrees must be numbers separated by commas, got {text!r}") from None
+
+
+def _side_by_side(images: list):
+    """PIL images -> one image, left to right (a single image is returned as it is)."""
+    if len(images) == 1:
+        return images[0]
+    from PIL import Image
+
+    row = Image.new("RGB", (sum(image.width for image in images), max(image.height for image in images)))
+    x = 0
+    for image in images:
+        row.paste(image, (x, 0))
+        x += image.width
+    return row
+
+
 def _device(name: str | None) -> str:
     import torch
 
@@ -175,8 +203,9 @@ def personalize(args: argparse.Namespace) -> int:
         raise ValueError("--model is required (a diffusers folder or hub id), or --tiny-random to verify the install")
     if not args.tiny_random and not args.prompt:
         raise ValueError("--prompt is required")
-    if not 0.0 <= args.alpha <= 1.0:
-        raise ValueError(f"--alpha must lie in [0, 1], got {args.alpha}")
+    bad = [alpha for alpha in args.alpha if not 0.0 <= alpha <= 1.0]
+    if bad:
+        raise ValueError(f"--alpha must lie in [0, 1], got {bad[0]}")
     history = _history(args)
     device = _device(args.device)
     if args.tiny_random:
@@ -198,17 +227,18 @@ def personalize(args: argparse.Namespace) -> int:
     try:
         session = PipelinePersonalizer(pipe, adapters, _cache(args), args.clip_skip, bars)
         profile = session.set_history(history, args.ratio, args.max_references, args.k, args.coreset_seed)
-        kwargs = session.kwargs(prompt, args.alpha)
+        kwargs = session.kwargs(prompt, args.alpha if len(args.alpha) > 1 else args.alpha[0])
     finally:
         bars.close()
-    print(f"{session.family}: {len(profile.indices)} of {profile.total} history prompts as references, alpha {args.alpha}", file=sys.stderr)
+    degrees = ", ".join(f"{alpha:g}" for alpha in args.alpha)
+    print(f"{session.family}: {len(profile.indices)} of {profile.total} history prompts as references, alpha {degrees}", file=sys.stderr)
     if args.guidance is not None:
         kwargs["guidance_scale"] = args.guidance
     if size is not None:
         kwargs["height"] = kwargs["width"] = size
     pipe.set_progress_bar_config(disable=args.no_progress)
-    generator = torch.Generator("cpu").manual_seed(args.seed)
-    image = pipe(**kwargs, num_inference_steps=steps, generator=generator).images[0]
+    generators = [torch.Generator("cpu").manual_seed(args.seed) for _ in args.alpha]  # the same noise per degree
+    image = _side_by_side(pipe(**kwargs, num_inference_steps=steps, generator=generators).images)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out)

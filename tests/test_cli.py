@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -51,6 +52,21 @@ def test_a_model_folder_with_adapters_end_to_end(model_folder, history_file, tmp
     assert "sd1: 3 of 12 history prompts as references, alpha 0.5" in captured.err
     assert TINY_BANNER not in captured.err + captured.out
     assert Image.open(out).size == (32, 32)
+
+
+def test_several_degrees_render_side_by_side_from_the_same_noise(tmp_path, capsys):
+    out = tmp_path / "sweep.png"
+    assert main(["personalize", "--tiny-random", "--alpha", "0,0,1", "--no-progress", "--out", str(out)]) == 0
+    assert "alpha 0, 0, 1" in capsys.readouterr().err
+    row = np.asarray(Image.open(out))
+    size = tiny.IMAGE_SIZE
+    assert row.shape == (size, 3 * size, 3)
+    first, second, third = (row[:, i * size : (i + 1) * size] for i in range(3))
+    assert np.array_equal(first, second)  # the same degree and noise give the same image
+    assert not np.array_equal(first, third)  # the degree changes it
+    with pytest.raises(SystemExit) as usage_error:  # argparse's own exit status for bad arguments
+        main(["personalize", "--tiny-random", "--alpha", "0.2,x"])
+    assert usage_error.value.code == 2 and "degrees must be numbers separated by commas" in capsys.readouterr().err
 
 
 def test_missing_adapters_fail_before_the_model_is_loaded(model_folder, history_file, tmp_path, capsys, offline):
