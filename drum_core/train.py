@@ -577,6 +577,11 @@ def build_parser() -> argparse.ArgumentParser:
         "or open_clip:<model>:<pretrained> (e.g. open_clip:ViT-bigG-14:laion2b_s39b_b160k, open_clip:local-dir:<folder>)",
     )
     parser.add_argument("--encoder-dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="precision of the frozen encoder")
+    parser.add_argument(
+        "--encoder-layers",
+        type=int,
+        help="open_clip encoders: use the first N text blocks as the encoder (23 for ViT-H-14 as SD2 / the published H adapter)",
+    )
     parser.add_argument("--captions", nargs="+", help="caption files or folders (.txt, CC3M .tsv, .csv, .parquet)")
     parser.add_argument("--format", default="auto", choices=["auto", "text", "tsv", "csv", "parquet"])
     parser.add_argument("--column", help="CSV/Parquet column (default: caption, text, txt or prompt)")
@@ -661,7 +666,7 @@ def _open_data(args: argparse.Namespace, processes: Processes) -> Captions | Non
         return CachedCaptions(CaptionCache(args.cache), args.seed)  # a finished cache needs no encoder
     if not args.encoder or not args.captions:
         raise SystemExit("drum train: --encoder and --captions are required (or --cache with a finished cache)")
-    backend = open_encoder(args.encoder, processes.device, args.encoder_dtype)
+    backend = open_encoder(args.encoder, processes.device, args.encoder_dtype, args.encoder_layers)
     split = CaptionSplit(CaptionSource.of(args.captions, args.format, args.column), args.validation_fraction, args.validation_size)
     if not args.cache:
         if args.cache_only:
@@ -706,14 +711,17 @@ _TOKENIZER_FOLDERS = {"text_encoder": "tokenizer", "text_encoder_2": "tokenizer_
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def open_encoder(spec: str, device: torch.device | str = "cpu", dtype: str = "fp32") -> TextEncoderBackend:
+def open_encoder(spec: str, device: torch.device | str = "cpu", dtype: str = "fp32", layers: int | None = None) -> TextEncoderBackend:
     """A TextEncoderBackend for `spec`: a name of ENCODERS, "tiny-clip" (random, for smoke tests),
     a transformers folder / hub id, optionally "<repo>:<subfolder>" for a diffusers text encoder,
-    or "open_clip:<model>:<pretrained>" / "open_clip:local-dir:<folder>" / "open_clip:hf-hub:<repo>"."""
+    or "open_clip:<model>:<pretrained>" / "open_clip:local-dir:<folder>" / "open_clip:hf-hub:<repo>".
+    `layers` (open_clip only) keeps the first N text blocks."""
     from . import encoders
 
     if spec.startswith(OPEN_CLIP_PREFIX):
-        return _open_clip_encoder(spec[len(OPEN_CLIP_PREFIX) :], device, dtype)
+        return _open_clip_encoder(spec[len(OPEN_CLIP_PREFIX) :], device, dtype, layers)
+    if layers is not None:
+        raise SystemExit(f"--encoder-layers applies to open_clip encoders only, not {spec}")
     if spec == "tiny-clip":
         from . import tiny
 
@@ -739,7 +747,7 @@ def open_encoder(spec: str, device: torch.device | str = "cpu", dtype: str = "fp
     raise SystemExit(f"{location}: a {model_type or 'unknown'} model; drum train reads CLIP and T5 text encoders")
 
 
-def _open_clip_encoder(location: str, device: torch.device | str, dtype: str) -> TextEncoderBackend:
+def _open_clip_encoder(location: str, device: torch.device | str, dtype: str, layers: int | None = None) -> TextEncoderBackend:
     """An open_clip model's text tower: "<model>:<pretrained tag or .safetensors file>", "local-dir:<folder>"
     (open_clip_config.json + .safetensors weights) or "hf-hub:<repo>"; the image tower is dropped."""
     import open_clip
@@ -764,7 +772,8 @@ def _open_clip_encoder(location: str, device: torch.device | str, dtype: str) ->
         raise SystemExit(f"{location}: drum reads open_clip weights from .safetensors only, not {', '.join(pickled)}")
     model = open_clip.create_model(name, pretrained=pretrained, precision=dtype, device=device, require_pretrained=True)
     model.visual = None  # only the text tower is used
-    return encoders.OpenClipBackend(model, open_clip.get_tokenizer(name), project_pooled=False)  # training needs no projection
+    # training needs no projection
+    return encoders.OpenClipBackend(model, open_clip.get_tokenizer(name), project_pooled=False, layers=layers)
 
 
 if __name__ == "__main__":

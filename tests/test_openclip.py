@@ -186,6 +186,9 @@ def test_drum_train_reads_an_open_clip_folder_and_exports_an_adapter(tmp_path, o
 
     backend = open_encoder(spec)
     assert isinstance(backend, OpenClipBackend) and backend.projection is None  # training needs no projection
+    shallower = open_encoder(spec, layers=2)  # --encoder-layers: the first blocks only (SD2's 23 of ViT-H's 24)
+    torch.testing.assert_close(shallower.hidden_states(PROMPTS, -1), backend.hidden_states(PROMPTS, -2))
+    assert shallower.fingerprint != backend.fingerprint
     with torch.no_grad():
         tokens = model.forward_intermediates(text=backend.token_ids(PROMPTS), intermediates_only=True)["text_intermediates"][-1]
     torch.testing.assert_close(backend.hidden_states(PROMPTS), tokens)  # the saved weights, loaded
