@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 
 import torch
 
+from .atomic import save_safetensors
 from .backend import TextEncoderBackend
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,8 @@ class EmbeddingCache:
         done = total - len(missing)
         if progress is not None:
             progress(done, total)
-        unique = list(dict.fromkeys(prompts[i] for i in missing))
+        occurrences = Counter(prompts[i] for i in missing)  # each missing prompt is encoded once
+        unique = list(occurrences)
         computed: dict[str, torch.Tensor] = {}
         for start in range(0, len(unique), self.batch_size):
             batch = unique[start : start + self.batch_size]
@@ -74,9 +76,9 @@ class EmbeddingCache:
                 value = value.clone()
                 computed[prompt] = value
                 self._put(backend.fingerprint, what, prompt, value)
-            done += sum(1 for i in missing if prompts[i] in batch)
+            done += sum(occurrences[prompt] for prompt in batch)
             if progress is not None:
-                progress(min(done, total), total)
+                progress(done, total)
         for i in missing:
             found[i] = computed[prompts[i]]
         return torch.stack([found[i] for i in range(total)])
@@ -114,13 +116,9 @@ class EmbeddingCache:
         self._remember((fingerprint, what, prompt), value)
         if self.directory is None:
             return
-        from safetensors.torch import save_file
-
         path = self._path(fingerprint, what, prompt)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        save_file({"value": value.contiguous()}, tmp, metadata={"prompt": prompt, "fingerprint": fingerprint})
-        os.replace(tmp, path)
+        save_safetensors({"value": value}, path, {"prompt": prompt, "fingerprint": fingerprint})
 
     def _remember(self, key, value: torch.Tensor) -> None:
         if key in self._memory:

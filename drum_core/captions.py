@@ -33,6 +33,7 @@ from typing import TypeVar
 
 import torch
 
+from .atomic import atomic_path, save_safetensors
 from .backend import TextEncoderBackend
 
 CACHE_FORMAT = "drum-caption-cache"
@@ -260,19 +261,9 @@ class CaptionCacheError(ValueError):
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def _save_atomic(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
-    tmp = f"{path}.tmp-{os.getpid()}"
-    save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-    os.replace(tmp, path)
-
-
 def _write_json_atomic(data: dict, path: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1)
-    os.replace(tmp, path)
 
 
 def _shard_name(split: str, k: int) -> str:
@@ -408,7 +399,7 @@ def build_caption_cache(
         tensors = {"states": torch.cat(states)}
         if eos:
             tensors["eos"] = torch.cat(eos)
-        _save_atomic(tensors, path, {**meta, "rows": str(len(captions)), "captions": json.dumps(captions, ensure_ascii=False)})
+        save_safetensors(tensors, path, {**meta, "rows": str(len(captions)), "captions": json.dumps(captions, ensure_ascii=False)})
 
     train_count = 0
     shard = 0
@@ -425,7 +416,7 @@ def build_caption_cache(
     if rank == 0:
         with torch.no_grad():
             query = backend.empty_query().float().cpu()
-        _save_atomic({"query": query}, os.path.join(directory, "query.safetensors"), meta)
+        save_safetensors({"query": query}, os.path.join(directory, "query.safetensors"), meta)
     if barrier is not None:
         barrier()
     if rank == 0:

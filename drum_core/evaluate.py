@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .atomic import atomic_path
 from .cache import EmbeddingCache
 from .history import History, load_history, load_movielens
 from .peca import PeCA, ReferenceState
@@ -290,12 +291,10 @@ class ResultLog:
             self._rewrite(wanted)
 
     def _rewrite(self, settings: dict) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic_path(self.path) as temporary, open(temporary, "w", encoding="utf-8") as f:
             f.write(json.dumps({"settings": settings}) + "\n")
             for record in self.records.values():
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(tmp, self.path)
 
     def append(self, record: dict) -> None:
         with open(self.path, "a", encoding="utf-8") as f:

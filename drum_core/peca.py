@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .atomic import save_safetensors
+
 HEAD_WIDTH = 64
 PUBLISHED_SIZES = {  # name -> (kind, encoder width E)
     "L": ("clip", 768),
@@ -272,14 +274,8 @@ class PeCA(nn.Module):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the published layout (+ metadata), atomically."""
-        from safetensors.torch import save_file
-
-        path = os.fspath(path)
-        tensors = {k: v.detach().float().contiguous().cpu() for k, v in self.state_dict().items()}
-        metadata = {"format": FORMAT_TAG, "config": json.dumps(self.config.__dict__)}
-        tmp = f"{path}.tmp-{os.getpid()}"
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
+        tensors = {k: v.detach().float().cpu() for k, v in self.state_dict().items()}
+        save_safetensors(tensors, path, {"format": FORMAT_TAG, "config": json.dumps(self.config.__dict__)})
 
     # ------------------------------------------------------------------ inference
     def set_kernel(self, kernel: str) -> PeCA:

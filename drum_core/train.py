@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .atomic import atomic_path
 from .backend import TextEncoderBackend
 from .captions import CaptionCache, CaptionSource, CaptionSplit, batched, build_caption_cache, caption_targets, shuffled
 from .peca import PeCA, PeCAConfig
@@ -306,9 +307,8 @@ class Trainer:
             "data": self.data.identity(),
             "config": asdict(self.config),
         }
-        tmp = f"{self.checkpoint_path}.tmp-{os.getpid()}"
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, self.checkpoint_path)
+        with atomic_path(self.checkpoint_path) as temporary:
+            torch.save(checkpoint, temporary)
 
     def _resume(self) -> bool:
         if not os.path.isfile(self.checkpoint_path):

@@ -34,6 +34,14 @@ def test_memory_reuse_and_exact_values(backend):
     assert cache.computed == 15
 
 
+def test_repeated_prompts_are_encoded_once_and_counted_in_progress(backend):
+    cache, calls = EmbeddingCache(batch_size=2), []
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[2], PROMPTS[0]]
+    states = cache.hidden_states(backend, prompts, -1, progress=lambda done, total: calls.append((done, total)))
+    assert cache.computed == 3 and calls == [(0, 5), (4, 5), (5, 5)]
+    torch.testing.assert_close(states[4], states[0], rtol=0, atol=0)
+
+
 def test_disk_reuse_across_instances_and_progress(tmp_path, backend):
     calls = []
     EmbeddingCache(tmp_path).hidden_states(backend, PROMPTS, -1, progress=lambda done, total: calls.append((done, total)))

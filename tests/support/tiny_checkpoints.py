@@ -93,12 +93,10 @@ def build(comfy: str, arch: str, out: str, seed: int = 0) -> None:
 
 def save_atomically(state: dict, out: str) -> None:
     """Write a safetensors file through a temporary name, so a killed build leaves no partial model."""
-    import safetensors.torch
+    from drum_core.atomic import save_safetensors
 
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    temporary = f"{out}.tmp-{os.getpid()}"
-    safetensors.torch.save_file(state, temporary)
-    os.replace(temporary, out)
+    save_safetensors(state, out)
 
 
 def main() -> None:
