@@ -76,7 +76,7 @@ class Condition:
 
 @dataclass
 class _Run:
-    tokens: torch.Tensor  # [B, C * T, E] adapter (or plain) token states, raw
+    tokens: torch.Tensor | None  # [B, C * T, E] adapter (or plain) token states, raw; None where unused
     pooled: torch.Tensor | None  # [B, E] raw pooled token
 
 
@@ -157,16 +157,19 @@ class Personalizer:
         """The plain encoder output (no adapter), as the host's own text encode gives it."""
         runs = {}
         for name, encoder in self.encoders.items():
-            tokens = self._target_states(name, target, self._layers(name)[0])
-            runs[name] = _Run(tokens.reshape(1, -1, encoder.width).expand(batch, -1, -1), None)
+            tokens = None
+            if name in self.spec.token_encoders or encoder.kind == "t5":  # pooled-only encoders need no token states
+                tokens = self._target_states(name, target, self._layers(name)[0]).reshape(1, -1, encoder.width).expand(batch, -1, -1)
+            runs[name] = _Run(tokens, None)
         return self._assemble(runs, batch, plain_target=target)
 
-    def _target_states(self, name: str, target: str, layer: int) -> torch.Tensor:
-        """[C, T, E]: every chunk of a long target where the host splits prompts, else one."""
+    def _target_states(self, name: str, target: str, layer: int, every_chunk: bool = True) -> torch.Tensor:
+        """[C, T, E]: every chunk of a long target where the host splits prompts (if `every_chunk`), else the first."""
         encoder = self.encoders[name]
         chunks = getattr(encoder, "prompt_chunks", None)
-        states = chunks(target, layer) if chunks is not None and encoder.kind == "clip" else encoder.hidden_states([target], layer)
-        return states.float()
+        if every_chunk and chunks is not None and encoder.kind == "clip":
+            return chunks(target, layer).float()
+        return encoder.hidden_states([target], layer).float()
 
     def _query(self, name: str) -> torch.Tensor:
         if name not in self._queries:
@@ -178,10 +181,9 @@ class Personalizer:
         device = adapter.base_query.device
         batch = len(alphas)
         runs = []
-        for layer in self._layers(name):
-            chunks = self._target_states(name, target, layer)
-            if layer != self._layers(name)[0]:
-                chunks = chunks[:1]  # the pooled run needs the first chunk only
+        layers = self._layers(name)
+        for layer in layers:
+            chunks = self._target_states(name, target, layer, every_chunk=layer == layers[0])  # a pooled run needs one
             c = chunks.shape[0]
             targets = chunks.to(device).repeat(batch, 1, 1)  # [B * C, T, E], chunks inner
             row_alphas = [a for a in alphas for _ in range(c)]
