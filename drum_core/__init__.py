@@ -7,9 +7,9 @@ HistoryError, EmbeddingCache, Personalizer / detect_family, TextEncoderBackend.
 from .backend import TextEncoderBackend
 from .cache import EmbeddingCache
 from .coreset import coreset_sample
-from .families import AdapterMismatchError, Condition, Personalizer, detect_family
 from .history import History, HistoryError, load_history, load_movielens, parse_history_text
 from .peca import PeCA, PeCAConfig, PeCAFormatError, ReferenceState
+from .personalizer import AdapterMismatchError, Condition, Personalizer, detect_family
 
 __all__ = [
     "AdapterMismatchError",

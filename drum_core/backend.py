@@ -1,8 +1,8 @@
 """What PeCA needs from a frozen text encoder, whoever hosts it.
 
 Three hosts implement :class:`TextEncoderBackend`: transformers / open_clip encoders
-(`drum_core.encoders`), and ComfyUI's CLIP sub-encoders (`nodes/_clip.py`). The family
-assembly (`drum_core.families`) only talks to this protocol, so the numbers it computes
+(`drum_core.encoders`), and ComfyUI's CLIP sub-encoders (`nodes/clip_bridge.py`). The family
+assembly (`drum_core.personalizer`) only talks to this protocol, so the numbers it computes
 do not depend on the host.
 """
 

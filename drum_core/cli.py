@@ -193,8 +193,8 @@ def personalize(args: argparse.Namespace) -> int:
     import torch
 
     from . import tiny
-    from .families import ENCODER_ADAPTERS, detect_family
-    from .pipelines import PipelinePersonalizer, folder_encoder_names
+    from .diffusers_pipelines import PipelinePersonalizer, folder_encoder_names
+    from .personalizer import ENCODER_ADAPTERS, detect_family
     from .weights import load_adapters
 
     if args.tiny_random:
@@ -249,8 +249,8 @@ def personalize(args: argparse.Namespace) -> int:
 def profile(args: argparse.Namespace) -> int:
     """`drum profile`: the prompts coreset sampling keeps, with their intensities."""
     from . import tiny
+    from .diffusers_pipelines import SLOTS, first_clip, folder_encoder_names, profile_history
     from .encoders import HFClipBackend
-    from .pipelines import SLOTS, first_clip, folder_encoder_names, profile_history
 
     if args.tiny_random:
         print(TINY_BANNER, file=sys.stderr)

@@ -181,7 +181,7 @@ class Evaluator:
         scorer: ClipScorer | None = None,
         image_folder: str | None = None,
     ):
-        from .pipelines import PipelinePersonalizer
+        from .diffusers_pipelines import PipelinePersonalizer
 
         unknown = set(settings.variants) - set(VARIANTS)
         if unknown or "base" not in settings.variants:

@@ -12,13 +12,13 @@ import os
 import folder_paths
 from comfy_api.latest import io
 
-from ..drum_core.families import ENCODER_ADAPTERS, AdapterMismatchError
-from ..drum_core.peca import PeCA, PeCAFormatError
-from .payloads import ADAPTER_SLOTS, AUTO, NONE, AdapterChoice
+from drum_core.peca import PeCA, PeCAFormatError
+from drum_core.personalizer import ENCODER_ADAPTERS, AdapterMismatchError
+
+from .io_types import ADAPTER_SLOTS, AUTO, NONE, AdapterChoice, DrumPeCAType
 
 log = logging.getLogger(__name__)
 FOLDER = "drum"
-DrumPeCAType = io.Custom("DRUM_PECA")
 
 
 def register_folder() -> None:
@@ -103,7 +103,7 @@ def _slot_input(slot: str) -> io.Combo.Input:
     )
 
 
-class PeCALoader(io.ComfyNode):
+class DrUMPeCALoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -141,4 +141,4 @@ class PeCALoader(io.ComfyNode):
         return io.NodeOutput(AdapterChoice(slots, files))
 
 
-NODES = [PeCALoader]
+NODES = [DrUMPeCALoader]

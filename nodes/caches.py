@@ -15,8 +15,8 @@ from collections.abc import Callable, Hashable
 
 import folder_paths
 
-from ..drum_core.cache import EmbeddingCache
-from ..drum_core.families import Personalizer
+from drum_core.cache import EmbeddingCache
+from drum_core.personalizer import Personalizer
 
 PERSONALIZERS_KEPT = 2
 

@@ -7,13 +7,12 @@ import logging
 import torch
 from comfy_api.latest import io
 
-from ..drum_core.families import Personalizer, check_adapter
-from . import _clip
-from .adapters import DrumPeCAType, resolve
+from drum_core.personalizer import Personalizer, check_adapter
+
+from . import clip_bridge
+from .adapters import resolve
 from .caches import EMBEDDINGS, personalizer
-from .degree import DrumDegreesType
-from .history import DrumHistoryType
-from .payloads import AdapterChoice, Degrees, DrumHistory
+from .io_types import AdapterChoice, Degrees, DrumDegreesType, DrumHistory, DrumHistoryType, DrumPeCAType
 
 log = logging.getLogger(__name__)
 TOKEN_KEYS = ("attention_mask",)  # extras that describe the old tokens: dropped when the tokens change
@@ -27,24 +26,24 @@ def personalized_tokens(
     Adapters are matched and checked before anything is encoded. An empty history gives
     ComfyUI's own text-encode output (repeated per alpha).
     """
-    _clip.prepare(clip)
-    encoders = _clip.sub_encoders(clip)
-    family = _clip.family_of(clip, encoders)
+    clip_bridge.prepare(clip)
+    encoders = clip_bridge.sub_encoders(clip)
+    family = clip_bridge.family_of(clip, encoders)
     adapters = resolve(choice, encoders)
     for name, encoder in encoders.items():
         check_adapter(name, encoder, adapters[name])
     if len(history.history) == 0:
-        cond, extras = _clip.plain_conditioning(clip, text)[0]
+        cond, extras = clip_bridge.plain_conditioning(clip, text)[0]
         pooled = extras.get("pooled_output")
         batch = len(alphas)
         return cond.repeat(batch, 1, 1), None if pooled is None else pooled.repeat(batch, 1), family
-    device = _clip.adapter_device()
+    device = clip_bridge.adapter_device()
     for adapter in adapters.values():
         adapter.to(device)
-    layer = _clip.token_layer(clip, family)
+    layer = clip_bridge.token_layer(clip, family)
 
     def build() -> Personalizer:
-        built = Personalizer(family, encoders, adapters, EMBEDDINGS, layer, _clip.progress_reporter())
+        built = Personalizer(family, encoders, adapters, EMBEDDINGS, layer, clip_bridge.progress_reporter())
         built.set_history(history.history.prompts, history.history.weights)
         return built
 
@@ -52,7 +51,7 @@ def personalized_tokens(
     chosen = personalizer(key, build)
     chosen.rebind(encoders)  # a cached one may hold an earlier, identical CLIP object
     condition = chosen.condition(text, alphas)
-    out = _clip.output_device()
+    out = clip_bridge.output_device()
     return condition.tokens.to(out), None if condition.pooled is None else condition.pooled.to(out), family
 
 
@@ -100,7 +99,9 @@ class DrUMConditioner(io.ComfyNode):
                     optional=True,
                     tooltip="Optional: a conditioning whose extra settings are kept (FLUX guidance, SDXL sizes, timestep range, ...).",
                 ),
-                DrumDegreesType.Input("degrees", optional=True, tooltip="Optional: several degrees from DrUM Degree; overrides 'degree'."),
+                DrumDegreesType.Input(
+                    "degrees", optional=True, tooltip="Optional: several degrees from DrUM Degree Slider; overrides 'degree'."
+                ),
             ],
             outputs=[
                 io.Conditioning.Output(
@@ -128,7 +129,7 @@ class DrUMConditioner(io.ComfyNode):
                 {"family": family, "degrees": alphas, "references": history.preview(limit=len(history.history)), "adapters": adapters.files}
             ]
         }
-        return io.NodeOutput(build_conditioning(tokens, pooled, conditioning, _clip.hooks_extras(clip)), ui=ui)
+        return io.NodeOutput(build_conditioning(tokens, pooled, conditioning, clip_bridge.hooks_extras(clip)), ui=ui)
 
 
 NODES = [DrUMConditioner]

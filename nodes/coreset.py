@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..drum_core.coreset import coreset_sample, sample_count
-from . import _clip
+from drum_core.coreset import coreset_sample, sample_count
+
+from . import clip_bridge
 from .caches import EMBEDDINGS
-from .history import DrumHistoryType
-from .payloads import DrumHistory, Profile
+from .io_types import DrumHistory, DrumHistoryType, Profile
 
 
 def sample(history: DrumHistory, clip, ratio: float, max_count: int, k: int, seed: int) -> DrumHistory:
@@ -16,9 +16,9 @@ def sample(history: DrumHistory, clip, ratio: float, max_count: int, k: int, see
     full = history.history
     if len(full) == 0:
         return history
-    _clip.prepare(clip)
-    encoder = _clip.first_clip_encoder(_clip.sub_encoders(clip))
-    embeddings = EMBEDDINGS.pooled_features(encoder, full.prompts, _clip.progress_reporter())  # [N, P]
+    clip_bridge.prepare(clip)
+    encoder = clip_bridge.first_clip_encoder(clip_bridge.sub_encoders(clip))
+    embeddings = EMBEDDINGS.pooled_features(encoder, full.prompts, clip_bridge.progress_reporter())  # [N, P]
     count = sample_count(len(full), ratio)
     if max_count > 0:
         count = min(count, max_count)
@@ -26,7 +26,7 @@ def sample(history: DrumHistory, clip, ratio: float, max_count: int, k: int, see
     return DrumHistory(full.subset(picks), Profile(full, embeddings, picks))
 
 
-class CoresetSampler(io.ComfyNode):
+class DrUMCoresetSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -67,4 +67,4 @@ class CoresetSampler(io.ComfyNode):
         return io.NodeOutput(picked, ui={"drum_picks": picked.preview(limit=len(picked.history))})
 
 
-NODES = [CoresetSampler]
+NODES = [DrUMCoresetSampler]

@@ -1,12 +1,10 @@
-"""DrUM Degree: the personalization degree alpha, or a sweep of them for one side-by-side batch."""
+"""DrUM Degree Slider: the personalization degree alpha, or a sweep of them for one side-by-side batch."""
 
 from __future__ import annotations
 
 from comfy_api.latest import io
 
-from .payloads import Degrees
-
-DrumDegreesType = io.Custom("DRUM_DEGREES")
+from .io_types import Degrees, DrumDegreesType
 
 
 def degree_values(degree: float, sweep: bool, start: float, end: float, count: int) -> tuple[float, ...]:
@@ -18,12 +16,12 @@ def degree_values(degree: float, sweep: bool, start: float, end: float, count: i
     return tuple(round(start + (end - start) * i / (count - 1), 6) for i in range(count))
 
 
-class DegreeSlider(io.ComfyNode):
+class DrUMDegreeSlider(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="DrUMDegreeSlider",
-            display_name="DrUM Degree",
+            display_name="DrUM Degree Slider",
             category="conditioning/DrUM",
             description=(
                 "The personalization degree alpha (0 = the prompt alone, 1 = the history alone). In sweep mode it gives "
@@ -57,4 +55,4 @@ class DegreeSlider(io.ComfyNode):
         return io.NodeOutput(Degrees(values), len(values))
 
 
-NODES = [DegreeSlider]
+NODES = [DrUMDegreeSlider]

@@ -8,11 +8,11 @@ import os
 import folder_paths
 from comfy_api.latest import io
 
-from ..drum_core.history import History, HistoryError, load_history, parse_history_text
-from .payloads import NONE, DrumHistory
+from drum_core.history import History, HistoryError, load_history, parse_history_text
+
+from .io_types import NONE, DrumHistory, DrumHistoryType
 
 HISTORY_EXTENSIONS = (".txt", ".csv", ".tsv", ".json", ".jsonl")
-DrumHistoryType = io.Custom("DRUM_HISTORY")
 
 
 def history_files() -> list[str]:
@@ -50,7 +50,7 @@ def read_history(file: str, text: str) -> History:
     return load_history(resolve_history_file(file))
 
 
-class HistoryLoader(io.ComfyNode):
+class DrUMHistoryLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -108,4 +108,4 @@ class HistoryLoader(io.ComfyNode):
         return io.NodeOutput(loaded, ui=ui)
 
 
-NODES = [HistoryLoader]
+NODES = [DrUMHistoryLoader]

@@ -6,11 +6,11 @@ import numpy as np
 import torch
 from comfy_api.latest import io
 
-from ..drum_core.plot import render_profile
-from . import _clip
+from drum_core.profile_picture import render_profile
+
+from . import clip_bridge
 from .caches import EMBEDDINGS
-from .history import DrumHistoryType
-from .payloads import DrumHistory, Profile
+from .io_types import DrumHistory, DrumHistoryType, Profile
 
 
 def profile_of(history: DrumHistory, clip) -> Profile:
@@ -21,12 +21,12 @@ def profile_of(history: DrumHistory, clip) -> Profile:
         raise ValueError("DrUM Profile Preview: connect a DrUM Coreset Sampler output, or a CLIP to encode this history")
     if len(history.history) == 0:
         raise ValueError("DrUM Profile Preview: the history is empty")
-    _clip.prepare(clip)
-    encoder = _clip.first_clip_encoder(_clip.sub_encoders(clip))
-    return Profile(history.history, EMBEDDINGS.pooled_features(encoder, history.history.prompts, _clip.progress_reporter()), [])
+    clip_bridge.prepare(clip)
+    encoder = clip_bridge.first_clip_encoder(clip_bridge.sub_encoders(clip))
+    return Profile(history.history, EMBEDDINGS.pooled_features(encoder, history.history.prompts, clip_bridge.progress_reporter()), [])
 
 
-class ProfilePreview(io.ComfyNode):
+class DrUMProfilePreview(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -52,7 +52,7 @@ class ProfilePreview(io.ComfyNode):
         full = profile.history
         picture = render_profile(profile.embeddings, profile.picks, full.prompts, full.weights, (width, height))
         image = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255.0)[None]  # [1, H, W, 3]
-        return io.NodeOutput(image.to(_clip.output_device()))
+        return io.NodeOutput(image.to(clip_bridge.output_device()))
 
 
-NODES = [ProfilePreview]
+NODES = [DrUMProfilePreview]

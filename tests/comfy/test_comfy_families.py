@@ -7,6 +7,9 @@ import pytest
 import torch
 from support.tiny_models import FAMILIES, tiny_adapter, tiny_clip
 
+import drum_core.history
+import drum_core.personalizer
+
 pytestmark = pytest.mark.comfy
 
 TEXT = "a red fox in the snow, morning light"
@@ -30,8 +33,9 @@ CONTEXT_LAYERS = {  # family -> CLIP encoder -> the layers its adapter reads (to
 ATTRIBUTES = {"l": "clip_l", "h": "clip_h", "g": "clip_g"}
 
 
-def pack_module(name):
-    return sys.modules[f"comfyui_drum.{name}"]
+def node_module(name):
+    """A module of the pack's nodes/ as the in-process ComfyUI imported it."""
+    return sys.modules[f"comfyui_drum.nodes.{name}"]
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +52,13 @@ def family(request, pack):
 
 
 def choice(adapters):
-    payloads = pack_module("nodes.payloads")
+    payloads = node_module("io_types")
     return payloads.AdapterChoice(dict(adapters), {slot: f"{slot} (test)" for slot in adapters})
 
 
 def history(prompts=HISTORY, weights=WEIGHTS):
-    payloads = pack_module("nodes.payloads")
-    History = pack_module("drum_core.history").History
+    payloads = node_module("io_types")
+    History = drum_core.history.History
     return payloads.DrumHistory(History(list(prompts), list(weights)))
 
 
@@ -83,7 +87,7 @@ def comfy_encode(clip, text, t5_tokens=256):
 
 def test_bridge_raw_states_equal_a_hand_path_through_the_transformer(family):
     name, clip = family
-    bridge = pack_module("nodes._clip")
+    bridge = node_module("clip_bridge")
     bridge.prepare(clip)
     encoders = bridge.sub_encoders(clip)
     assert set(encoders) == ENCODERS[name]
@@ -104,11 +108,11 @@ def test_bridge_raw_states_equal_a_hand_path_through_the_transformer(family):
 def test_plain_assembly_equals_comfyui_encode(family, adapters):
     """Raw states -> final LN / projection / concatenation as the family expects = ComfyUI's own output."""
     name, clip = family
-    bridge = pack_module("nodes._clip")
-    Personalizer = pack_module("drum_core.families").Personalizer
+    bridge = node_module("clip_bridge")
+    Personalizer = drum_core.personalizer.Personalizer
     bridge.prepare(clip)
     encoders = bridge.sub_encoders(clip)
-    slots = pack_module("drum_core.families").ENCODER_ADAPTERS
+    slots = drum_core.personalizer.ENCODER_ADAPTERS
     plain = Personalizer(bridge.family_of(clip, encoders), encoders, {n: adapters[slots[n]] for n in encoders}).plain_condition(TEXT)
     cond, pooled = comfy_encode(clip, TEXT)
     assert plain.tokens.shape == cond.shape == SHAPES[name][0]
@@ -153,8 +157,8 @@ def test_empty_history_gives_clip_text_encode_output(family, adapters, pack):
 def test_adapters_read_the_raw_states_of_the_sub_encoders(family, adapters, pack, monkeypatch):
     """The adapters' inputs (query, target, references) = raw states by the hand path."""
     name, clip = family
-    slots = pack_module("drum_core.families").ENCODER_ADAPTERS
-    pack_module("nodes.caches")._personalizers.clear()
+    slots = drum_core.personalizer.ENCODER_ADAPTERS
+    node_module("caches")._personalizers.clear()
     targets, references, queries = {}, {}, {}
     hooks = []
     for slot in ("L", "H", "bigG"):
@@ -205,7 +209,7 @@ def test_degree_zero_is_the_adapter_reconstruction(family, adapters, pack):
     torch.testing.assert_close(with_history[0][0], other_history[0][0], rtol=0, atol=1e-5)
     if name != "sd1":
         return
-    bridge = pack_module("nodes._clip")
+    bridge = node_module("clip_bridge")
     encoder = bridge.sub_encoders(clip)["l"]
     with torch.inference_mode():
         tokens, pooled = adapters["L"](encoder.empty_query(), encoder.hidden_states([TEXT], -1))

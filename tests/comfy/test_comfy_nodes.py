@@ -6,14 +6,18 @@ import pytest
 import torch
 from support.tiny_models import tiny_adapter, tiny_clip
 
+import drum_core.history
+import drum_core.personalizer
+
 pytestmark = pytest.mark.comfy
 
 TEXT = "a lighthouse on a cliff at dusk"
 HISTORY_TEXT = "watercolor of a harbour\t2\nink sketch of a fox\t0.5\noil painting of a storm at sea\nmisty pine forest, soft light\n"
 
 
-def pack_module(name):
-    return sys.modules[f"comfyui_drum.{name}"]
+def node_module(name):
+    """A module of the pack's nodes/ as the in-process ComfyUI imported it."""
+    return sys.modules[f"comfyui_drum.nodes.{name}"]
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +94,7 @@ def test_history_loader_rejects_paths_outside_the_input_folder(pack, input_folde
 
 
 def test_malformed_history_file_raises_a_history_error(pack, input_folder):
-    HistoryError = pack_module("drum_core.history").HistoryError
+    HistoryError = drum_core.history.HistoryError
     (input_folder / "empty.txt").write_text("\n\n")
     (input_folder / "bad.json").write_text("{not json")
     for name in ("empty.txt", "bad.json"):
@@ -106,7 +110,7 @@ def test_auto_adapters_follow_the_clip_encoders(pack, sd1, sdxl, drum_folder):
 
 
 def test_missing_or_wrong_adapters_are_named_errors(pack, sd1, sdxl, drum_folder, tmp_path):
-    AdapterMismatchError = pack_module("drum_core.families").AdapterMismatchError
+    AdapterMismatchError = drum_core.personalizer.AdapterMismatchError
     loader = pack["DrUMPeCALoader"]
     message = loader.validate_inputs("looks_like_L.safetensors", "auto", "auto", "auto")
     assert "L slot" in message and "T5" in message
@@ -114,7 +118,7 @@ def test_missing_or_wrong_adapters_are_named_errors(pack, sd1, sdxl, drum_folder
     assert loader.validate_inputs("tiny_L.safetensors", "none", "tiny_bigG.safetensors", "auto") is True
     with pytest.raises(AdapterMismatchError, match="bigG slot is 'none'"):
         condition(pack, sdxl, load_adapters(pack, bigG="none"), pasted(pack))
-    AdapterChoice = pack_module("nodes.payloads").AdapterChoice
+    AdapterChoice = node_module("io_types").AdapterChoice
     swapped = AdapterChoice({"L": tiny_adapter("bigG"), "H": "none", "bigG": "none", "T5": "none"})
     with pytest.raises(AdapterMismatchError, match="width 1280.*'l'.*width 768"):
         condition(pack, sd1, swapped, pasted(pack))
@@ -184,9 +188,9 @@ def test_clip_set_last_layer_is_honoured(pack, sd1, drum_folder):
     (penultimate,) = CLIPSetLastLayer().set_last_layer(sd1, -2)
     last = condition(pack, sd1, adapters, history, degree=0.0)[0][0]
     second = condition(pack, penultimate, adapters, history, degree=0.0)[0][0]
-    bridge = pack_module("nodes._clip")
+    bridge = node_module("clip_bridge")
     encoder = bridge.sub_encoders(sd1)["l"]
-    adapter = pack_module("nodes.adapters").load_adapter("tiny_L.safetensors", "L")
+    adapter = node_module("adapters").load_adapter("tiny_L.safetensors", "L")
     with torch.inference_mode():
         tokens, _ = adapter(encoder.empty_query(), encoder.hidden_states([TEXT], -2))
     torch.testing.assert_close(second, encoder.final_norm(tokens), rtol=0, atol=1e-5)
@@ -202,11 +206,11 @@ def test_degree_sweep_gives_one_condition_per_degree(pack, sd1, drum_folder):
     for row, alpha in enumerate(degrees.values):
         single = condition(pack, sd1, adapters, history, degree=alpha)
         torch.testing.assert_close(sweep[0][0][row], single[0][0][0], rtol=0, atol=1e-4)
-    assert pack["DrUMDegreeSlider"].execute(0.7, False, 0.0, 1.0, 3).args == (pack_module("nodes.payloads").Degrees((0.7,)), 1)
+    assert pack["DrUMDegreeSlider"].execute(0.7, False, 0.0, 1.0, 3).args == (node_module("io_types").Degrees((0.7,)), 1)
 
 
 def test_history_is_encoded_once_then_reused(pack, sd1, drum_folder):
-    caches = pack_module("nodes.caches")
+    caches = node_module("caches")
     adapters, history = load_adapters(pack), pasted(pack, "prompt one for caching\nprompt two for caching\n")
     condition(pack, sd1, adapters, history, degree=0.3)
     computed = caches.EMBEDDINGS.computed

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("DRUM_TEST_ARTIFACTS", ROOT / "test-artifacts"))  # images, logs, screenshots
 STUBS = Path(__file__).resolve().parent / "stubs"
 PACKAGE = "comfyui_drum"  # the name the pack is imported under in-process
 

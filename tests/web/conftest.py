@@ -12,12 +12,13 @@ from comfy_page import FIRST_VISIT_SETTINGS, FIRST_VISIT_STORAGE, FLAGS, VIEWPOR
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ -> `support` package
 
+from support.comfy_env import ARTIFACTS as TEST_ARTIFACTS  # noqa: E402
 from support.comfy_env import ROOT  # noqa: E402
 from support.server import ComfyServer  # noqa: E402
 from support.test_models import checkpoint  # noqa: E402
 from support.tiny_models import tiny_adapter  # noqa: E402
 
-ARTIFACTS = ROOT / "test-artifacts" / "web"
+ARTIFACTS = TEST_ARTIFACTS / "web"
 WORKFLOWS = ROOT / "example_workflows"
 TINY_CHECKPOINT = "tiny_sd15.safetensors"
 LOCALES = ROOT / "web" / "locales"

@@ -188,7 +188,7 @@ function setUpDegree(node) {
       ? t("degree.sweep", { count: widgetValue("count"), start: formatNumber(widgetValue("start")), end: formatNumber(widgetValue("end")) })
       : "";
     if (sweep.textContent !== summary) sweep.textContent = summary;
-    // A linked "degrees" input (DrUM Degree into the Conditioner) overrides this slider.
+    // A linked "degrees" input (DrUM Degree Slider into the Conditioner) overrides this slider.
     const overridden = node.inputs?.some((input) => input.name === "degrees" && input.link != null) ?? false;
     root.classList.toggle("drum-inactive", sweeping || overridden);
   };

@@ -12,10 +12,7 @@ import pytest
 import torch
 
 from drum_core import EmbeddingCache, coreset_sample, tiny
-from drum_core.families import AdapterMismatchError
-from drum_core.history import History
-from drum_core.peca import PeCA, PeCAConfig, PeCAFormatError
-from drum_core.pipelines import (
+from drum_core.diffusers_pipelines import (
     PipelinePersonalizer,
     encoder_names,
     folder_encoder_names,
@@ -23,6 +20,9 @@ from drum_core.pipelines import (
     pipeline_encoder_names,
     profile_history,
 )
+from drum_core.history import History
+from drum_core.peca import PeCA, PeCAConfig, PeCAFormatError
+from drum_core.personalizer import AdapterMismatchError
 from drum_core.weights import HUB_PAGE, AdapterNotFoundError, find_adapter, load_adapters
 
 TARGET = "a fox in the snow"

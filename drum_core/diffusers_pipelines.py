@@ -28,9 +28,9 @@ from .backend import T5_TOKENS, TextEncoderBackend
 from .cache import EmbeddingCache
 from .coreset import coreset_sample, sample_count
 from .encoders import HFClipBackend, HFT5Backend
-from .families import ENCODER_ADAPTERS, Condition, Personalizer, detect_family
 from .history import History
 from .peca import PeCA
+from .personalizer import ENCODER_ADAPTERS, Condition, Personalizer, detect_family
 
 SLOTS = (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"), ("text_encoder_3", "tokenizer_3"))
 CLIP_MODEL_TYPES = ("clip_text_model", "clip")

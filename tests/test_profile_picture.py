@@ -1,10 +1,10 @@
-"""drum_core.plot: the profile picture (PIL only)."""
+"""drum_core.profile_picture: the profile picture (PIL only)."""
 
 import numpy as np
 import pytest
 import torch
 
-from drum_core.plot import PICK_DOT, project_2d, render_profile
+from drum_core.profile_picture import PICK_DOT, project_2d, render_profile
 
 
 def test_project_2d_keeps_the_main_directions():

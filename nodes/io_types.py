@@ -1,7 +1,7 @@
-"""What travels between the DrUM nodes: DRUM_HISTORY, DRUM_PECA, DRUM_DEGREES.
+"""The custom io types that travel between the DrUM nodes: DRUM_HISTORY, DRUM_PECA, DRUM_DEGREES.
 
-Plain dataclasses (no ComfyUI import), treated as immutable: a node makes a new one rather
-than changing its input.
+Each type is an `io.Custom` socket plus the plain dataclass it carries, treated as immutable:
+a node makes a new one rather than changing its input.
 """
 
 from __future__ import annotations
@@ -10,13 +10,18 @@ import hashlib
 from dataclasses import dataclass, field
 
 import torch
+from comfy_api.latest import io
 
-from ..drum_core.history import History
-from ..drum_core.peca import PeCA
+from drum_core.history import History
+from drum_core.peca import PeCA
 
 ADAPTER_SLOTS = ("L", "H", "bigG", "T5")  # one per encoder kind, as the published files are named
 AUTO = "auto"
 NONE = "none"
+
+DrumHistoryType = io.Custom("DRUM_HISTORY")
+DrumPeCAType = io.Custom("DRUM_PECA")
+DrumDegreesType = io.Custom("DRUM_DEGREES")
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from drum_core import AdapterMismatchError, EmbeddingCache, Personalizer, detect_family, tiny
-from drum_core.families import ENCODER_ADAPTERS
-from drum_core.pipelines import pipeline_encoders
+from drum_core.diffusers_pipelines import pipeline_encoders
+from drum_core.personalizer import ENCODER_ADAPTERS
 
 HISTORY = tiny.HISTORY[:4]
 WEIGHTS = [1.0, 2.0, 0.5, 1.5]

@@ -21,8 +21,8 @@ import comfy.model_management
 import comfy.utils
 import torch
 
-from ..drum_core.backend import CLIP_TOKENS, T5_TOKENS
-from ..drum_core.families import detect_family
+from drum_core.backend import CLIP_TOKENS, T5_TOKENS
+from drum_core.personalizer import detect_family
 
 # tokenizer key -> (attribute on cond_stage_model and on the tokenizer, Personalizer name)
 SUB_ENCODERS = {"l": ("clip_l", "l"), "h": ("clip_h", "h"), "g": ("clip_g", "g"), "t5xxl": ("t5xxl", "t5")}
