@@ -14,7 +14,8 @@ from pathlib import Path
 
 from timing import best_of
 
-from drum_core.history import load_history, load_movielens
+from drum_core.evaluate.datasets import load_movielens
+from drum_core.history import load_history
 
 ROWS = 200_000
 MOVIELENS_RATINGS, MOVIELENS_MOVIES, MOVIELENS_TAGS, MOVIELENS_USERS = 100_836, 9_742, 3_683, 610

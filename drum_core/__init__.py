@@ -7,7 +7,8 @@ HistoryError, EmbeddingCache, Personalizer / detect_family, TextEncoderBackend.
 from .backend import TextEncoderBackend
 from .cache import EmbeddingCache
 from .coreset import coreset_sample
-from .history import History, HistoryError, load_history, load_movielens, parse_history_text
+from .evaluate.datasets import load_movielens
+from .history import History, HistoryError, load_history, parse_history_text
 from .peca import PeCA, PeCAConfig, PeCAFormatError, ReferenceState
 from .personalizer import AdapterMismatchError, Condition, Personalizer, detect_family
 

@@ -3,7 +3,7 @@
     drum personalize --model FOLDER|HUB_ID --history FILE --prompt TEXT [--alpha 0.3] [--out image.png]
     drum personalize --tiny-random [--family sd1|sd2|sdxl|sd3|flux] [--history FILE] [--prompt TEXT]
     drum profile     --model FOLDER|HUB_ID --history FILE [--ratio 0.1] [--json]
-    drum train ...   (drum_core.train)        drum eval ...   (drum_core.evaluate)
+    drum train ...   (drum_core.train.cli)    drum eval ...   (drum_core.evaluate.cli)
 
 Adapter weights are looked up BEFORE the diffusion model is loaded, so a missing file is
 reported at once. Exit status: 0 done, 2 bad input or missing weights, 130 interrupted (Ctrl-C).
@@ -23,7 +23,7 @@ from pathlib import Path
 TINY_BANNER = "TINY RANDOM WEIGHTS — verifies the install, the image is noise"
 INTERRUPTED = 130
 BAD_INPUT = 2
-SUBCOMMANDS = {"train": "drum_core.train", "eval": "drum_core.evaluate"}
+SUBCOMMANDS = {"train": "drum_core.train.cli", "eval": "drum_core.evaluate.cli"}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,13 +13,18 @@ from drum_core.history import History, HistoryError, load_history, parse_history
 from .io_types import NONE, DrumHistory, DrumHistoryType
 
 HISTORY_EXTENSIONS = (".txt", ".csv", ".tsv", ".json", ".jsonl")
+HISTORY_FOLDER_DEPTH = 3  # sub-folder levels of the input folder searched; the list is rebuilt at every schema build
 
 
 def history_files() -> list[str]:
-    """History files in ComfyUI's input folder (and its sub-folders), "/"-separated, sorted."""
+    """History files in ComfyUI's input folder and its sub-folders down to HISTORY_FOLDER_DEPTH levels, "/"-separated,
+    sorted. Symlinked folders are not entered (a link loop would never end; resolve_history_file refuses what lies outside)."""
     root = folder_paths.get_input_directory()
     found = []
-    for folder, _dirs, files in os.walk(root, followlinks=True):
+    for folder, dirs, files in os.walk(root):
+        relative = os.path.relpath(folder, root)
+        if relative != "." and relative.count(os.sep) + 1 >= HISTORY_FOLDER_DEPTH:
+            dirs.clear()  # deep enough: list this folder, do not go further down
         for name in files:
             if name.lower().endswith(HISTORY_EXTENSIONS):
                 found.append(os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/"))

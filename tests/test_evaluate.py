@@ -1,14 +1,21 @@
-"""`drum eval` (drum_core.evaluate) on tiny random pipelines and synthetic PIP / MovieLens data."""
+"""`drum eval` (the drum_core.evaluate package) on tiny random pipelines and synthetic PIP / MovieLens data."""
 
 import csv
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from drum_core import tiny
-from drum_core.evaluate import NoGuidance, main, summarize, target_history_scores
+from drum_core.evaluate.cli import main
+from drum_core.evaluate.results import summarize
+from drum_core.evaluate.scores import target_history_scores
+from drum_core.evaluate.variants import NoGuidance
 
 THEMES = [
     ["a watercolor fox in the snow", "watercolor owl at dawn", "a watercolor pine forest", "misty watercolor lake", "watercolor deer"],
@@ -16,6 +23,7 @@ THEMES = [
     ["photo of a tabby cat", "a cat in a wizard hat", "portrait of a black cat", "a kitten on a sofa", "two cats playing"],
 ]
 
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -104,8 +112,9 @@ def test_pip_table_and_resume(tmp_path, pip_folder, capsys):
     assert main(["--pip", str(pip_folder), "--tiny-random", "--out", str(out), "--no-progress"]) == 0
     again = read_jsonl(out / "results.jsonl")
     assert again[:3] == lines[:3] and again[3] == lines[3]  # same scores: deterministic
-    with pytest.raises(SystemExit, match="made with other settings"):
-        main(["--pip", str(pip_folder), "--tiny-random", "--out", str(out), "--alpha", "0.5", "--no-progress"])
+    capsys.readouterr()
+    status = main(["--pip", str(pip_folder), "--tiny-random", "--out", str(out), "--alpha", "0.5", "--no-progress"])
+    assert_one_line_error(capsys, status, "results.jsonl was made with other settings")
 
 
 def test_movielens_text_align_only(tmp_path, movielens_folder, capsys):
@@ -130,3 +139,48 @@ def test_summary_imp_is_relative_to_the_base_history():
     base, drum = summarize(records, ["base", "drum"])
     assert base["users"] == 2 and base["text_history"] == 30 and drum["text_target"] == 93
     assert drum["text_imp"] == pytest.approx(100 * (40 - 30) / 30)
+
+
+# ---------------------------------------------------------------------------------- the command, bad input
+def assert_one_line_error(capsys, status: int, *expected: str) -> None:
+    """Exit 2 with one line on stderr that names the problem, and no traceback."""
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert err.count("\n") == 1 and err.startswith("drum eval: ") and "Traceback" not in err, err
+    for text in expected:
+        assert text in err, err
+
+
+def test_missing_or_malformed_data_is_one_line_and_exit_2(tmp_path, pip_folder, movielens_folder, capsys):
+    out = ["--tiny-random", "--no-images", "--out", str(tmp_path / "out"), "--no-progress"]
+    assert_one_line_error(capsys, main(["--pip", str(tmp_path / "nowhere"), *out]), f"PIP data not found: {tmp_path / 'nowhere'}")
+    (pip_folder / "user1.jsonl").write_text('train_samples:\n{"prompt": "a fox"}\n{"prompt": \n', encoding="utf-8")
+    assert_one_line_error(capsys, main(["--pip", str(pip_folder), *out]), "user1.jsonl line 3: broken JSON")
+    (tmp_path / "no_pip").mkdir()
+    assert_one_line_error(capsys, main(["--pip", str(tmp_path / "no_pip"), *out]), "no .jsonl files")
+    assert_one_line_error(capsys, main(["--movielens", str(tmp_path / "no_ml"), *out]), "MovieLens file not found", "movies.csv")
+    (movielens_folder / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,four,5\n", encoding="utf-8")
+    assert_one_line_error(capsys, main(["--movielens", str(movielens_folder), *out]), "ratings.csv line 2")
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize(
+    "flags, refused",
+    [
+        (["--tiny-random", "--adapters", "weights/"], "--adapters does nothing with --tiny-random"),
+        (["--tiny-random", "--model", "m", "--dtype", "float16"], "--model, --dtype do nothing with --tiny-random"),
+        (["--model", "m", "--family", "sdxl"], "--family does nothing without --tiny-random"),
+        (["--tiny-random", "--no-images", "--steps", "4", "--save-images"], "--save-images, --steps do nothing with --no-images"),
+        ([], "--model (or --tiny-random) is required"),
+    ],
+)
+def test_flags_that_do_nothing_are_refused(tmp_path, pip_folder, capsys, flags, refused):
+    assert_one_line_error(capsys, main(["--pip", str(pip_folder), "--out", str(tmp_path / "out"), *flags]), refused)
+    assert not (tmp_path / "out").exists()
+
+
+def test_drum_eval_subprocess_bad_input_has_no_traceback(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "drum_core.cli", "eval", "--movielens", str(tmp_path), "--tiny-random", "--out", str(tmp_path / "o")]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [f"drum eval: MovieLens file not found: {tmp_path / 'movies.csv'}"]

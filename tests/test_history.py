@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 import pytest
 import torch
 
-from drum_core.history import History, HistoryError, load_history, load_movielens, movielens_prompt, parse_history_text
+from drum_core.evaluate.datasets import load_movielens, movielens_prompt
+from drum_core.history import History, HistoryError, load_history, parse_history_text
 
 
 def write(tmp_path, name, content):

@@ -11,9 +11,10 @@ from safetensors.torch import save_file
 
 from drum_core import Personalizer, tiny
 from drum_core.backend import TextEncoderBackend
+from drum_core.encoder_factory import EncoderSpecError, open_encoder
 from drum_core.encoders import OpenClipBackend
 from drum_core.peca import PeCA
-from drum_core.train import main, open_encoder
+from drum_core.train.cli import main
 
 STUBS = Path(__file__).resolve().parent / "support" / "stubs"
 PROMPTS = ["a red fox in the snow", "", "portrait of a tabby cat, soft light"]
@@ -207,7 +208,7 @@ def test_drum_train_reads_an_open_clip_folder_and_exports_an_adapter(tmp_path, o
 def test_open_encoder_refuses_pickled_weights(tmp_path, open_clip):
     (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": CONFIGS["CLIP"]}), encoding="utf-8")
     (tmp_path / "open_clip_pytorch_model.bin").write_bytes(b"not read")
-    with pytest.raises(SystemExit, match=r"\.safetensors only, not open_clip_pytorch_model\.bin"):
+    with pytest.raises(EncoderSpecError, match=r"\.safetensors only, not open_clip_pytorch_model\.bin"):
         open_encoder(f"open_clip:local-dir:{tmp_path}")
-    with pytest.raises(SystemExit, match="name the weights"):
+    with pytest.raises(EncoderSpecError, match="name the weights"):
         open_encoder("open_clip:ViT-B-32")

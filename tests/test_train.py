@@ -1,4 +1,4 @@
-"""Adapter training (drum_core.train, drum_core.captions) with tiny random transformers encoders."""
+"""Adapter training (the drum_core.train package) with tiny random transformers encoders."""
 
 import csv
 import os
@@ -15,30 +15,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from drum_core import PeCA, tiny
-from drum_core.captions import (
-    CaptionCache,
-    CaptionCacheError,
-    CaptionSource,
-    CaptionSourceError,
-    CaptionSplit,
-    build_caption_cache,
-    caption_targets,
-    held_out,
-    shuffled,
-)
+from drum_core import PeCA, PeCAConfig, tiny
 from drum_core.encoders import HFClipBackend, HFT5Backend
-from drum_core.train import (
-    CHECKPOINT_NAME,
-    CachedCaptions,
-    StreamedCaptions,
-    Trainer,
-    TrainOptions,
-    adapter_config,
-    lr_factor,
-    main,
-    parameter_groups,
-)
+from drum_core.train.caption_cache import CaptionCache, CaptionCacheError, build_caption_cache
+from drum_core.train.captions import CaptionSource, CaptionSourceError, CaptionSplit, held_out, shuffled
+from drum_core.train.checkpoints import CHECKPOINT_NAME, CheckpointError
+from drum_core.train.cli import main
+from drum_core.train.data import CachedCaptions, StreamedCaptions
+from drum_core.train.distributed import Processes
+from drum_core.train.recipe import TrainOptions, caption_targets, lr_factor, parameter_groups
+from drum_core.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = "red blue green small old cat dog fox owl house tree river mountain city boat painting photo sketch of a in the at night snowy forest".split()
@@ -164,7 +150,7 @@ def test_schedule_and_parameter_groups(clip_backend):
     assert factors[0] == pytest.approx(2 / 10) and factors[8] == pytest.approx(1.0)  # release: (s + 1) / warmup, s 1-based
     assert factors[9] == pytest.approx(1.0) and factors[-1] == pytest.approx(0.0)  # cosine to 0 at the last step
     assert all(a >= b for a, b in zip(factors[9:], factors[10:]))
-    model = PeCA(adapter_config("clip", 64, 2))
+    model = PeCA(PeCAConfig.for_encoder("clip", 64, 2))
     no_decay, decay = parameter_groups(model, 0.2)
     names = {id(p): n for n, p in model.named_parameters()}
     assert {names[id(p)] for p in decay["params"]} == {n for n, p in model.named_parameters() if n.endswith("weight") and "norm" not in n}
@@ -219,7 +205,11 @@ def test_interrupted_run_resumes_identically(tmp_path, caption_file, clip_backen
 
     whole = Trainer(options(tmp_path / "whole"), data()).run()
     first = Trainer(options(tmp_path / "parts", max_steps=9), data()).run()  # stops mid-epoch 1 of 2
-    assert not first.finished and first.step == 9 and first.adapter_path is None
+    assert not first.finished and first.step == 9
+    # an early stop exports the adapter as trained so far (the checkpoint's weights, the training query) and its loss plot
+    early, at_step_9 = PeCA.from_file(first.adapter_path).state_dict(), weights_of(tmp_path / "parts")
+    assert_same_weights({k: v for k, v in early.items() if k != "base_query"}, {k: v for k, v in at_step_9.items() if k != "base_query"})
+    assert torch.equal(early["base_query"], clip_backend.empty_query()) and (tmp_path / "parts" / "loss.png").stat().st_size > 1000
     resumed = Trainer(options(tmp_path / "parts"), data())
     assert resumed.resumed and resumed.step == 9
     second = resumed.run()
@@ -243,7 +233,7 @@ def test_training_from_cache_equals_training_from_encoder(tmp_path, caption_file
 def test_checkpoint_of_another_recipe_is_refused(tmp_path, caption_file, clip_backend):
     data = StreamedCaptions(split_of(caption_file), clip_backend, shuffle_buffer=32, seed=42)
     Trainer(options(tmp_path / "run", max_steps=1), data).run()
-    with pytest.raises(RuntimeError, match=r"checkpoint\.pt belongs to a run with other settings \(lr: 0\.0005 -> 0\.001\)"):
+    with pytest.raises(CheckpointError, match=r"checkpoint\.pt belongs to a run with other settings \(lr: 0\.0005 -> 0\.001\)"):
         Trainer(options(tmp_path / "run", lr=1e-3), data)
 
 
@@ -251,8 +241,6 @@ def test_checkpoint_of_another_recipe_is_refused(tmp_path, caption_file, clip_ba
 def _ddp_worker(rank: int, init_file: str, cache_dir: str, out: str) -> None:
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    from drum_core.train import Processes
-
     processes = Processes.start("cpu")
     assert processes.world_size == 2 and processes.rank == rank
     run = options(out, dropout=0.0, micro_batch=3)  # 8 captions a process: micro-batches 3 + 3 + 2
@@ -309,3 +297,67 @@ def test_sigterm_saves_and_the_command_resumes(tmp_path, caption_file):
     assert main([*flags, "--out", str(tmp_path / "straight"), "--max-steps", str(stopped + 2)]) == 0
     assert torch.load(run / CHECKPOINT_NAME, weights_only=True)["step"] == stopped + 2
     assert_same_weights(weights_of(run), weights_of(tmp_path / "straight"))
+    # --max-steps stops early and still exports a loadable adapter (the checkpoint's weights) and its loss plot
+    exported = PeCA.from_file(run / "adapter.safetensors").state_dict()
+    assert all(torch.equal(exported[k], v) for k, v in weights_of(run).items() if k != "base_query")
+    assert (run / "loss.png").stat().st_size > 1000
+
+
+# ---------------------------------------------------------------------------------- the command, bad input
+def assert_one_line_error(capsys, status: int, *expected: str) -> None:
+    """Exit 2 with one line on stderr that names the problem, and no traceback."""
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert err.count("\n") == 1 and err.startswith("drum train: ") and "Traceback" not in err, err
+    for text in expected:
+        assert text in err, err
+
+
+TINY = ["--encoder", "tiny-clip", "--no-progress"]
+
+
+def test_missing_or_empty_caption_file_is_one_line_and_exit_2(tmp_path, capsys):
+    missing = tmp_path / "nowhere" / "captions.txt"
+    assert_one_line_error(capsys, main([*TINY, "--captions", str(missing), "--out", str(tmp_path / "run")]), str(missing), "not found")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n", encoding="utf-8")
+    assert_one_line_error(
+        capsys, main([*TINY, "--captions", str(empty), "--out", str(tmp_path / "run")]), str(empty), "no training captions"
+    )
+    cache = str(tmp_path / "cache")
+    assert_one_line_error(capsys, main([*TINY, "--captions", str(empty), "--cache", cache, "--cache-only"]), "no training captions")
+    assert not (tmp_path / "run" / CHECKPOINT_NAME).exists()
+
+
+@pytest.mark.parametrize(
+    "flags, refused",
+    [
+        (["--cache", "C", "--cache-only", "--lr", "1e-3", "--epochs", "3"], "--epochs, --lr do nothing with --cache-only"),
+        (["--cache", "C", "--cache-only", "--out", "R"], "--out does nothing with --cache-only"),
+        (["--cache-only", "--out", "R"], "--cache-only needs --cache"),
+        (["--out", "R", "--cache-dtype", "float32"], "--cache-dtype does nothing without --cache"),
+        (["--out", "R", "--cache", "C", "--shuffle-buffer", "10"], "--shuffle-buffer does nothing with --cache"),
+        (["--cache", "C"], "--out is required"),
+    ],
+)
+def test_flags_that_do_nothing_are_refused(tmp_path, monkeypatch, capsys, caption_file, flags, refused):
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(capsys, main([*TINY, "--captions", str(caption_file), *flags]), refused)
+    assert not list(tmp_path.iterdir())  # refused before anything is written
+
+
+def test_a_finished_cache_refuses_caption_flags(tmp_path, capsys, caption_file):
+    cache = str(tmp_path / "cache")
+    assert main([*TINY, "--captions", str(caption_file), "--cache", cache, "--cache-only", "--validation-fraction", "0.1"]) == 0
+    assert "caption cache ready" in capsys.readouterr().out
+    argv = ["--cache", cache, "--captions", str(caption_file), "--out", str(tmp_path / "run"), "--no-progress"]
+    assert_one_line_error(capsys, main(argv), f"--captions does nothing with the finished caption cache {cache}")
+
+
+def test_drum_train_subprocess_bad_input_has_no_traceback(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "drum_core.cli", "train", *TINY, "--captions", str(tmp_path / "missing.tsv"), "--out", str(tmp_path)]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f"drum train: caption source not found: {tmp_path / 'missing.tsv'}"
+    ]
