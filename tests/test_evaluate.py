@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from support.cli_errors import assert_one_line_error
 
 from drum_core import tiny
 from drum_core.evaluate.cli import main
@@ -114,7 +115,7 @@ def test_pip_table_and_resume(tmp_path, pip_folder, capsys):
     assert again[:3] == lines[:3] and again[3] == lines[3]  # same scores: deterministic
     capsys.readouterr()
     status = main(["--pip", str(pip_folder), "--tiny-random", "--out", str(out), "--alpha", "0.5", "--no-progress"])
-    assert_one_line_error(capsys, status, "results.jsonl was made with other settings")
+    assert_one_line_error(capsys, "eval", status, "results.jsonl was made with other settings")
 
 
 def test_movielens_text_align_only(tmp_path, movielens_folder, capsys):
@@ -142,25 +143,16 @@ def test_summary_imp_is_relative_to_the_base_history():
 
 
 # ---------------------------------------------------------------------------------- the command, bad input
-def assert_one_line_error(capsys, status: int, *expected: str) -> None:
-    """Exit 2 with one line on stderr that names the problem, and no traceback."""
-    err = capsys.readouterr().err
-    assert status == 2, err
-    assert err.count("\n") == 1 and err.startswith("drum eval: ") and "Traceback" not in err, err
-    for text in expected:
-        assert text in err, err
-
-
 def test_missing_or_malformed_data_is_one_line_and_exit_2(tmp_path, pip_folder, movielens_folder, capsys):
     out = ["--tiny-random", "--no-images", "--out", str(tmp_path / "out"), "--no-progress"]
-    assert_one_line_error(capsys, main(["--pip", str(tmp_path / "nowhere"), *out]), f"PIP data not found: {tmp_path / 'nowhere'}")
+    assert_one_line_error(capsys, "eval", main(["--pip", str(tmp_path / "nowhere"), *out]), f"PIP data not found: {tmp_path / 'nowhere'}")
     (pip_folder / "user1.jsonl").write_text('train_samples:\n{"prompt": "a fox"}\n{"prompt": \n', encoding="utf-8")
-    assert_one_line_error(capsys, main(["--pip", str(pip_folder), *out]), "user1.jsonl line 3: broken JSON")
+    assert_one_line_error(capsys, "eval", main(["--pip", str(pip_folder), *out]), "user1.jsonl line 3: broken JSON")
     (tmp_path / "no_pip").mkdir()
-    assert_one_line_error(capsys, main(["--pip", str(tmp_path / "no_pip"), *out]), "no .jsonl files")
-    assert_one_line_error(capsys, main(["--movielens", str(tmp_path / "no_ml"), *out]), "MovieLens file not found", "movies.csv")
+    assert_one_line_error(capsys, "eval", main(["--pip", str(tmp_path / "no_pip"), *out]), "no .jsonl files")
+    assert_one_line_error(capsys, "eval", main(["--movielens", str(tmp_path / "no_ml"), *out]), "MovieLens file not found", "movies.csv")
     (movielens_folder / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,four,5\n", encoding="utf-8")
-    assert_one_line_error(capsys, main(["--movielens", str(movielens_folder), *out]), "ratings.csv line 2")
+    assert_one_line_error(capsys, "eval", main(["--movielens", str(movielens_folder), *out]), "ratings.csv line 2")
     assert not (tmp_path / "out").exists()  # refused before anything is written
 
 
@@ -175,7 +167,7 @@ def test_missing_or_malformed_data_is_one_line_and_exit_2(tmp_path, pip_folder, 
     ],
 )
 def test_flags_that_do_nothing_are_refused(tmp_path, pip_folder, capsys, flags, refused):
-    assert_one_line_error(capsys, main(["--pip", str(pip_folder), "--out", str(tmp_path / "out"), *flags]), refused)
+    assert_one_line_error(capsys, "eval", main(["--pip", str(pip_folder), "--out", str(tmp_path / "out"), *flags]), refused)
     assert not (tmp_path / "out").exists()
 
 

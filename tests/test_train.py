@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
+from support.cli_errors import assert_one_line_error
 
 from drum_core import PeCA, PeCAConfig, tiny
 from drum_core.encoders import HFClipBackend, HFT5Backend
@@ -304,28 +305,23 @@ def test_sigterm_saves_and_the_command_resumes(tmp_path, caption_file):
 
 
 # ---------------------------------------------------------------------------------- the command, bad input
-def assert_one_line_error(capsys, status: int, *expected: str) -> None:
-    """Exit 2 with one line on stderr that names the problem, and no traceback."""
-    err = capsys.readouterr().err
-    assert status == 2, err
-    assert err.count("\n") == 1 and err.startswith("drum train: ") and "Traceback" not in err, err
-    for text in expected:
-        assert text in err, err
-
-
 TINY = ["--encoder", "tiny-clip", "--no-progress"]
 
 
 def test_missing_or_empty_caption_file_is_one_line_and_exit_2(tmp_path, capsys):
     missing = tmp_path / "nowhere" / "captions.txt"
-    assert_one_line_error(capsys, main([*TINY, "--captions", str(missing), "--out", str(tmp_path / "run")]), str(missing), "not found")
+    assert_one_line_error(
+        capsys, "train", main([*TINY, "--captions", str(missing), "--out", str(tmp_path / "run")]), str(missing), "not found"
+    )
     empty = tmp_path / "empty.txt"
     empty.write_text("\n  \n", encoding="utf-8")
     assert_one_line_error(
-        capsys, main([*TINY, "--captions", str(empty), "--out", str(tmp_path / "run")]), str(empty), "no training captions"
+        capsys, "train", main([*TINY, "--captions", str(empty), "--out", str(tmp_path / "run")]), str(empty), "no training captions"
     )
     cache = str(tmp_path / "cache")
-    assert_one_line_error(capsys, main([*TINY, "--captions", str(empty), "--cache", cache, "--cache-only"]), "no training captions")
+    assert_one_line_error(
+        capsys, "train", main([*TINY, "--captions", str(empty), "--cache", cache, "--cache-only"]), "no training captions"
+    )
     assert not (tmp_path / "run" / CHECKPOINT_NAME).exists()
 
 
@@ -342,7 +338,7 @@ def test_missing_or_empty_caption_file_is_one_line_and_exit_2(tmp_path, capsys):
 )
 def test_flags_that_do_nothing_are_refused(tmp_path, monkeypatch, capsys, caption_file, flags, refused):
     monkeypatch.chdir(tmp_path)
-    assert_one_line_error(capsys, main([*TINY, "--captions", str(caption_file), *flags]), refused)
+    assert_one_line_error(capsys, "train", main([*TINY, "--captions", str(caption_file), *flags]), refused)
     assert not list(tmp_path.iterdir())  # refused before anything is written
 
 
@@ -351,7 +347,7 @@ def test_a_finished_cache_refuses_caption_flags(tmp_path, capsys, caption_file):
     assert main([*TINY, "--captions", str(caption_file), "--cache", cache, "--cache-only", "--validation-fraction", "0.1"]) == 0
     assert "caption cache ready" in capsys.readouterr().out
     argv = ["--cache", cache, "--captions", str(caption_file), "--out", str(tmp_path / "run"), "--no-progress"]
-    assert_one_line_error(capsys, main(argv), f"--captions does nothing with the finished caption cache {cache}")
+    assert_one_line_error(capsys, "train", main(argv), f"--captions does nothing with the finished caption cache {cache}")
 
 
 def test_drum_train_subprocess_bad_input_has_no_traceback(tmp_path):

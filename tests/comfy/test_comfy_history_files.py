@@ -8,19 +8,12 @@ import pytest
 pytestmark = pytest.mark.comfy
 
 
-@pytest.fixture
-def input_folder(pack, tmp_path):
+@pytest.mark.skipif(os.name == "nt", reason="symlinks need privileges on Windows")
+def test_a_symlink_loop_ends_and_the_walk_is_bounded(pack, tmp_path, monkeypatch):
     import folder_paths
 
-    previous = folder_paths.get_input_directory()
-    folder_paths.set_input_directory(str(tmp_path))
-    yield tmp_path
-    folder_paths.set_input_directory(previous)
-
-
-@pytest.mark.skipif(os.name == "nt", reason="symlinks need privileges on Windows")
-def test_a_symlink_loop_ends_and_the_walk_is_bounded(pack, input_folder):
-    history = sys.modules["comfyui_drum.nodes.history"]
+    monkeypatch.setattr(folder_paths, "input_directory", str(tmp_path))  # what set_input_directory sets; restored after
+    history, input_folder = sys.modules["comfyui_drum.nodes.history"], tmp_path
     deep = input_folder / "users" / "ann" / "2024" / "archive"
     deep.mkdir(parents=True)
     for path in (input_folder / "top.txt", deep.parent / "ann_2024.csv", deep / "too_deep.txt", input_folder / "photo.png"):
