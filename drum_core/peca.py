@@ -12,7 +12,6 @@ so the [heads, S, T * (1 + R)] score tensor is never built.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -23,16 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .adapter_names import PUBLISHED_SIZES, published_name
 from .atomic import save_safetensors
+from .intensities import check_intensities
 
 HEAD_WIDTH = 64
-PUBLISHED_SIZES = {  # name -> (kind, encoder width E)
-    "L": ("clip", 768),
-    "H": ("clip", 1024),
-    "bigG": ("clip", 1280),
-    "T5": ("t5", 4096),
-}
-FORMAT_TAG = "drum-peca"
+FORMAT_TAG = "drum-peca"  # the "format" metadata of files written by PeCA.save (the release's files carry none)
+T5_ENCODE_RATIO = 4  # a T5 adapter works at E / 4 inside
 
 
 class PeCAFormatError(ValueError):
@@ -51,24 +47,29 @@ class PeCAConfig:
     query_tokens: int  # 78 (CLIP: 77 + pooled) or 256 (T5)
 
     @property
-    def heads(self) -> int:
-        return self.width // HEAD_WIDTH
-
-    @property
     def name(self) -> str | None:
         """ "L", "H", "bigG" or "T5" for the published sizes, else None."""
-        for name, (kind, width) in PUBLISHED_SIZES.items():
-            if (kind, width) == (self.kind, self.encoder_width):
-                return name
-        return None
+        return published_name(self.kind, self.encoder_width)
+
+    @classmethod
+    def for_encoder(cls, kind: str, encoder_width: int, layers: int = 10, width: int | None = None) -> PeCAConfig:
+        """The adapter the release builds for an encoder of `kind` ("clip"/"t5") and width E.
+
+        CLIP: d = E, FFN d / 4, 78 queries; T5: d = E / 4 (`width` overrides it), FFN d, 256 queries.
+        """
+        if kind not in ("clip", "t5"):
+            raise ValueError(f"unknown encoder kind {kind!r}; 'clip' or 't5'")
+        width = width or (encoder_width // T5_ENCODE_RATIO if kind == "t5" else encoder_width)
+        if width % HEAD_WIDTH or (kind == "clip" and width != encoder_width):
+            raise ValueError(f"a {kind} adapter for width {encoder_width} would be {width} wide inside, not a multiple of {HEAD_WIDTH}")
+        if kind == "t5":
+            return cls("t5", encoder_width, width, width, layers, 256)
+        return cls("clip", encoder_width, width, width // 4, layers, 78)
 
     @classmethod
     def published(cls, name: str) -> PeCAConfig:
         """The configuration of a published adapter ("L", "H", "bigG", "T5")."""
-        kind, width = PUBLISHED_SIZES[name]
-        if kind == "t5":
-            return cls("t5", width, width // 4, width // 4, 10, 256)
-        return cls("clip", width, width, width // 4, 10, 78)
+        return cls.for_encoder(*PUBLISHED_SIZES[name])
 
 
 class QuickGELU(nn.Module):
@@ -89,8 +90,9 @@ class ReferenceState:
     tokens: int  # T, tokens per reference
 
 
-# Scores held at once by the blocked kernel (heads * B*S * references per block * T): 1 MiB, about L2.
-BLOCK_SCORES = 1 << 18
+# Scores held at once by the blocked kernel (heads * B*S * references per block * T), 8 MiB: few, large
+# operations (every operation is a parallel region; small ones stall when another process takes a core).
+BLOCK_SCORES = 1 << 21
 
 
 class GuidedCrossAttention(nn.Module):
@@ -187,13 +189,14 @@ def _references_blocked(rows, keys, values, weights, tokens: int) -> torch.Tenso
     """The same sum, a block of references at a time with batched matmuls (CPU)."""
     h, length, c = rows.shape
     r = weights.shape[0]
-    per_block = max(1, BLOCK_SCORES // (h * length * tokens))
-    scale = 1.0 / math.sqrt(c)
+    blocks = -(-r // max(1, BLOCK_SCORES // (h * length * tokens)))
+    per_block = -(-r // blocks)  # equal blocks
+    rows = rows * (1.0 / math.sqrt(c))  # the score scale, on the small operand (exact for 64-wide heads)
     mixed = rows.new_zeros(h, length, c)
     for first in range(0, r, per_block):
         last = min(r, first + per_block)
         segment = slice(first * tokens, last * tokens)
-        scores = torch.matmul(rows, keys[:, segment].transpose(1, 2)).mul_(scale)  # [h, L, n*T]
+        scores = torch.matmul(rows, keys[:, segment].transpose(1, 2))  # [h, L, n*T]
         probs = scores.view(h, length, last - first, tokens).softmax(-1).mul_(weights[first:last].view(1, 1, -1, 1))
         mixed.baddbmm_(probs.view(h, length, -1), values[:, segment])
     return mixed
@@ -222,11 +225,22 @@ class PeCA(nn.Module):
         super().__init__()
         self.config = config
         d = config.width
-        self.base_query = nn.Parameter(torch.zeros(1, config.query_tokens, d))  # kept, unused
+        # the published key: training stores its query here; inference takes the encoder's empty_query() instead
+        self.base_query = nn.Parameter(torch.zeros(1, config.query_tokens, d))
         if config.kind == "t5":
             self.pre_proj = nn.Linear(config.encoder_width, d)
             self.post_proj = nn.Linear(d, config.encoder_width)
         self.tf = nn.ModuleList(Block(d, config.ffn_width, dropout) for _ in range(config.layers))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the adapter computes in (its parameters')."""
+        return self.base_query.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Where the adapter's parameters live."""
+        return self.base_query.device
 
     # ------------------------------------------------------------------ loading / saving
     @classmethod
@@ -256,7 +270,7 @@ class PeCA(nn.Module):
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> PeCA:
         """Load a `.safetensors` adapter file (never unpickles)."""
-        from safetensors import SafetensorError
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
 
         path = os.fspath(path)
@@ -266,8 +280,12 @@ class PeCA(nn.Module):
             raise PeCAFormatError(f"{path}: adapters are read from .safetensors files only")
         try:
             tensors = load_file(path)
+            with safe_open(path, "pt") as file:
+                claimed = (file.metadata() or {}).get("format")
         except (SafetensorError, OSError, ValueError) as error:
             raise PeCAFormatError(f"{path}: unreadable safetensors file ({error})") from error
+        if claimed is not None and claimed != FORMAT_TAG:
+            raise PeCAFormatError(f"{path}: a {claimed!r} file, not a PeCA adapter (format {FORMAT_TAG!r} or the release's layout)")
         model = cls.from_state_dict(tensors, source=path)
         model.source = path
         return model
@@ -275,7 +293,7 @@ class PeCA(nn.Module):
     def save(self, path: str | os.PathLike) -> None:
         """Write the published layout (+ metadata), atomically."""
         tensors = {k: v.detach().float().cpu() for k, v in self.state_dict().items()}
-        save_safetensors(tensors, path, {"format": FORMAT_TAG, "config": json.dumps(self.config.__dict__)})
+        save_safetensors(tensors, path, {"format": FORMAT_TAG})
 
     # ------------------------------------------------------------------ inference
     def set_kernel(self, kernel: str) -> PeCA:
@@ -288,7 +306,7 @@ class PeCA(nn.Module):
 
     def _context(self, states: torch.Tensor) -> torch.Tensor:
         """Encoder states [N, T, E] -> block width [N, T, d]."""
-        states = states.to(self.base_query.dtype)
+        states = states.to(self.dtype)
         return self.pre_proj(states) if self.config.kind == "t5" else states
 
     def _check_states(self, name: str, states: torch.Tensor) -> None:
@@ -325,7 +343,7 @@ class PeCA(nn.Module):
         self._check_states("query", query)
         self._check_states("target", target)
         b = target.shape[0]
-        dtype = self.base_query.dtype
+        dtype = self.dtype
         if isinstance(references, torch.Tensor):
             references = self.encode_references(references) if references.shape[0] else None
         if references is not None and references.count == 0:
@@ -333,7 +351,7 @@ class PeCA(nn.Module):
         alphas = _alphas(alpha, b, dtype, target.device)
         reference_weights = None
         if references is not None:
-            p = _intensities(weights, references.count, dtype, target.device)
+            p = check_intensities(weights, references.count, "PeCA weights", dtype, target.device)
             if p.sum() > 0:  # all p_i = 0 behaves like alpha = 0
                 reference_weights = p / p.sum()
         target_share = 1.0 - alphas if reference_weights is not None else torch.ones_like(alphas)
@@ -356,18 +374,6 @@ def _alphas(alpha, batch: int, dtype, device) -> torch.Tensor:
     if not torch.all((alphas >= 0) & (alphas <= 1)):
         raise ValueError(f"alpha must lie in [0, 1], got {alphas.tolist()}")
     return alphas
-
-
-def _intensities(weights, count: int, dtype, device) -> torch.Tensor:
-    """Preference intensities [R]: finite, non-negative; default all 1."""
-    if weights is None:
-        return torch.ones(count, dtype=dtype, device=device)
-    p = torch.as_tensor(weights, dtype=dtype, device=device).reshape(-1)
-    if p.numel() != count:
-        raise ValueError(f"{p.numel()} preference intensities for {count} references")
-    if not torch.all(torch.isfinite(p)) or torch.any(p < 0):
-        raise ValueError(f"preference intensities must be finite and >= 0, got {p.tolist()}")
-    return p
 
 
 _BLOCK_KEY = re.compile(r"^tf\.(\d+)\.")

@@ -22,13 +22,16 @@ from pathlib import Path
 
 import torch
 
+from .adapter_names import PUBLISHED_SIZES
 from .peca import PeCA, PeCAConfig
 
 FAMILIES = ("sd1", "sd2", "sdxl", "sd3", "flux")
+# the tiny encoders' widths (the real ones are in adapter_names.PUBLISHED_SIZES)
 L_WIDTH = 64
 H_WIDTH = 128
 G_WIDTH = 128
 T5_WIDTH = 4096
+T5_ADAPTER_WIDTH = 64  # d inside the tiny T5 adapter (the release's is T5_WIDTH / 4)
 PROJECTION_WIDTH = 32
 CLIP_LAYERS = 3
 ADAPTER_LAYERS = 2
@@ -129,12 +132,9 @@ def t5_encoder(tokenizer, seed: int = 0):
 
 
 def adapter(kind: str, encoder_width: int, seed: int = 0) -> PeCA:
-    """A random 2-block PeCA for an encoder: CLIP d = E, FFN E/4; T5 d = 64 inside."""
-    config = PeCAConfig("clip", encoder_width, encoder_width, encoder_width // 4, ADAPTER_LAYERS, 78)
-    if kind == "t5":
-        config = PeCAConfig("t5", encoder_width, 64, 64, ADAPTER_LAYERS, 256)
+    """A random 2-block PeCA for an encoder, built as the release builds one, but T5 d = 64 inside."""
     torch.manual_seed(seed)
-    model = PeCA(config)
+    model = PeCA(PeCAConfig.for_encoder(kind, encoder_width, ADAPTER_LAYERS, width=T5_ADAPTER_WIDTH if kind == "t5" else None))
     with torch.no_grad():
         model.base_query.normal_()
     return model.eval()
@@ -142,9 +142,9 @@ def adapter(kind: str, encoder_width: int, seed: int = 0) -> PeCA:
 
 def adapters(family: str, seed: int = 0) -> dict[str, PeCA]:
     """The tiny adapters of a family, keyed by adapter name ("L", "H", "bigG", "T5")."""
-    sizes = {"L": ("clip", L_WIDTH), "H": ("clip", H_WIDTH), "bigG": ("clip", G_WIDTH), "T5": ("t5", T5_WIDTH)}
+    widths = {"L": L_WIDTH, "H": H_WIDTH, "bigG": G_WIDTH, "T5": T5_WIDTH}
     names = {"sd1": ["L"], "sd2": ["H"], "sdxl": ["L", "bigG"], "sd3": ["L", "bigG", "T5"], "flux": ["L", "T5"]}[family]
-    return {name: adapter(*sizes[name], seed=seed + i) for i, name in enumerate(names)}
+    return {name: adapter(PUBLISHED_SIZES[name][0], widths[name], seed=seed + i) for i, name in enumerate(names)}
 
 
 def _unet(cross_attention_dim: int, sdxl: bool = False):

@@ -1,8 +1,12 @@
 """Finding and loading the published PeCA adapters (`L`, `H`, `bigG`, `T5`).
 
-Search order for `<name>.safetensors` (also the hub layout `weight/<name>.safetensors`):
+A file is named for adapter `name` when its stem is `name` or ends in `_name` / `-name` (any
+case; `L.safetensors`, `drum_L.safetensors`); exact names come first. The ComfyUI node applies
+the same rule to the files of its `models/drum` folders. Search order, in a folder and its
+`weight/` subfolder (the hub layout):
 
-    1. the folders given (`--adapters`, `source=`), else every folder in $DRUM_WEIGHTS
+    1. the folders given (`--adapters`; Python: `adapters=` of the diffusers helpers, `source=` of
+       `load_adapters`), else every folder in $DRUM_WEIGHTS
        (os.pathsep-separated) and ComfyUI's `models/drum` when this pack sits in
        `ComfyUI/custom_nodes/`;
     2. the Hugging Face hub repo `Burf/DrUM` through huggingface_hub (its local cache only
@@ -17,13 +21,13 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from .adapter_names import ADAPTER_NAMES
 from .peca import PeCA, PeCAFormatError
 
 HUB_REPO = "Burf/DrUM"
 HUB_FOLDER = "weight"
 HUB_PAGE = "https://huggingface.co/Burf/DrUM/tree/main/weight"
 ENV_VAR = "DRUM_WEIGHTS"
-ADAPTER_NAMES = ("L", "H", "bigG", "T5")
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -37,9 +41,9 @@ class AdapterNotFoundError(FileNotFoundError):
         folders = "\n".join(f"    {folder}" for folder in searched) or "    (none: no folder given, $DRUM_WEIGHTS unset)"
         super().__init__(
             f"DrUM adapter weights not found: {files}.\n"
-            f"Searched these folders (for <name>.safetensors and weight/<name>.safetensors):\n{folders}\n"
+            f"Searched these folders and their weight/ subfolders (for <name>.safetensors, then *_<name>.safetensors):\n{folders}\n"
             f"Hugging Face hub: {hub_note}.\n"
-            f"Download {files} from {HUB_PAGE} and put them in a folder passed with --adapters (Python: source=), "
+            f"Download {files} from {HUB_PAGE} and put them in a folder passed with --adapters (Python: adapters=), "
             f"or in a folder named by the {ENV_VAR} environment variable, or in ComfyUI's models/drum folder."
         )
 
@@ -71,11 +75,31 @@ def default_search_dirs() -> list[Path]:
     return folders
 
 
+def adapter_files(files: Iterable[str], name: str) -> list[str]:
+    """The `.safetensors` files (paths, any folder) named for adapter `name`, best first.
+
+    Stem `name` first, then stems ending in `_name` or `-name` (any case); given order within each.
+    """
+    wanted = name.lower()
+    exact, suffixed = [], []
+    for file in files:
+        stem, extension = os.path.splitext(os.path.basename(file))
+        if extension != ".safetensors":
+            continue
+        if stem.lower() == wanted:
+            exact.append(file)
+        elif stem.lower().endswith(("_" + wanted, "-" + wanted)):
+            suffixed.append(file)
+    return exact + suffixed
+
+
 def _local(name: str, search_dirs: Iterable[Path]) -> Path | None:
+    """The first file named for `name` in the folders, each folder before its weight/ subfolder."""
     for folder in search_dirs:
-        for candidate in (folder / f"{name}.safetensors", folder / HUB_FOLDER / f"{name}.safetensors"):
-            if candidate.is_file():
-                return candidate
+        files = [path for where in (folder, folder / HUB_FOLDER) if where.is_dir() for path in sorted(where.iterdir()) if path.is_file()]
+        found = adapter_files([str(path) for path in files], name)
+        if found:
+            return Path(found[0])
     return None
 
 

@@ -2,20 +2,33 @@
 
 The folder is registered like ComfyUI's own model folders, so `extra_model_paths.yaml` can
 add more (`drum: path/to/adapters`). Only `.safetensors` files are listed (never unpickled).
+
+Loaded adapters live under ComfyUI's model management, like its CLIP vision models: each gets a
+`comfy.model_patcher.ModelPatcher` (load device: the text encoders'; offload device: theirs) and
+is brought in with `load_models_gpu` right before use, so ComfyUI offloads it when the diffusion
+model needs the memory. At most ADAPTERS_KEPT files stay cached (published fp32 sizes: L 107 MB,
+H 189 MB, bigG 296 MB, T5 287 MB).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
+from collections.abc import Iterable
 
+import comfy.model_management
+import comfy.model_patcher
 import folder_paths
+import torch
 from comfy_api.latest import io
 
+from drum_core.adapter_names import ADAPTER_NAMES, ENCODER_ADAPTERS, ENCODER_TITLES
 from drum_core.peca import PeCA, PeCAFormatError
-from drum_core.personalizer import ENCODER_ADAPTERS, AdapterMismatchError
+from drum_core.personalizer import AdapterMismatchError
+from drum_core.weights import adapter_files
 
-from .io_types import ADAPTER_SLOTS, AUTO, NONE, AdapterChoice, DrumPeCAType
+from .io_types import AUTO, NONE, AdapterChoice, DrumPeCAType
 
 log = logging.getLogger(__name__)
 FOLDER = "drum"
@@ -28,7 +41,8 @@ def register_folder() -> None:
     folder_paths.folder_names_and_paths[FOLDER] = (paths, {".safetensors"})
 
 
-_loaded: dict[str, tuple[tuple[int, int], PeCA]] = {}  # path -> ((size, mtime), adapter)
+ADAPTERS_KEPT = 4  # files cached at once: one per slot (L, H, bigG, T5)
+_loaded: OrderedDict[str, tuple[tuple[int, int], PeCA]] = OrderedDict()  # path -> ((size, mtime), adapter), least recent first
 
 
 def load_adapter(name: str, slot: str | None = None) -> PeCA:
@@ -40,6 +54,9 @@ def load_adapter(name: str, slot: str | None = None) -> PeCA:
     stamp = (stat.st_size, stat.st_mtime_ns)
     if path not in _loaded or _loaded[path][0] != stamp:
         _loaded[path] = (stamp, PeCA.from_file(path))
+    _loaded.move_to_end(path)
+    while len(_loaded) > ADAPTERS_KEPT:
+        _loaded.popitem(last=False)
     adapter = _loaded[path][1]
     found = adapter.config.name
     if slot is not None and found != slot:
@@ -48,17 +65,39 @@ def load_adapter(name: str, slot: str | None = None) -> PeCA:
     return adapter
 
 
+class ManagedAdapter(torch.nn.Module):
+    """The module a ModelPatcher manages for one adapter (the patcher sets its bookkeeping attributes, e.g. `device`, on it)."""
+
+    def __init__(self, adapter: PeCA):
+        super().__init__()
+        self.adapter = adapter
+
+
+def model_patcher(adapter: PeCA) -> comfy.model_patcher.ModelPatcher:
+    """The adapter's ModelPatcher (made once, kept on the adapter): ComfyUI loads it to the text-encoder device and offloads it."""
+    patcher = getattr(adapter, "comfy_patcher", None)
+    if patcher is None:
+        patcher = comfy.model_patcher.ModelPatcher(
+            ManagedAdapter(adapter),
+            load_device=comfy.model_management.text_encoder_device(),
+            offload_device=comfy.model_management.text_encoder_offload_device(),
+        )
+        adapter.comfy_patcher = patcher
+    return patcher
+
+
+def load_to_device(adapters: Iterable[PeCA]) -> None:
+    """Bring the adapters onto their load device through ComfyUI's model management (freeing other models if needed).
+
+    Fully: the adapters' plain torch layers cannot run partially offloaded. ComfyUI may offload
+    them again whenever another model needs the memory; they come back at the next use.
+    """
+    comfy.model_management.load_models_gpu([model_patcher(adapter) for adapter in adapters], force_full_load=True)
+
+
 def auto_files(slot: str) -> list[str]:
-    """Drum-folder files named like the published `slot` adapter: `L.safetensors` first, then `*_L` / `*-L` (any case)."""
-    wanted = slot.lower()
-    exact, suffixed = [], []
-    for name in folder_paths.get_filename_list(FOLDER):
-        stem = os.path.splitext(os.path.basename(name))[0].lower()
-        if stem == wanted:
-            exact.append(name)
-        elif stem.endswith(("_" + wanted, "-" + wanted)):
-            suffixed.append(name)
-    return exact + suffixed
+    """Drum-folder files named for the `slot` adapter (drum_core.weights.adapter_files: `L.safetensors`, then `*_L` / `*-L`)."""
+    return adapter_files(folder_paths.get_filename_list(FOLDER), slot)
 
 
 def auto_adapter(slot: str) -> PeCA:
@@ -93,12 +132,11 @@ def resolve(choice: AdapterChoice, encoder_names) -> dict[str, PeCA]:
 
 
 def _slot_input(slot: str) -> io.Combo.Input:
-    encoder = {"L": "CLIP-L", "H": "OpenCLIP-H (SD2)", "bigG": "OpenCLIP-bigG", "T5": "T5-XXL"}[slot]
     return io.Combo.Input(
         slot,
         options=[AUTO, NONE, *folder_paths.get_filename_list(FOLDER)],
         default=AUTO,
-        tooltip=f"Adapter for the {encoder} text encoder. 'auto': the file named {slot}.safetensors or *_{slot}.safetensors, "
+        tooltip=f"Adapter for the {ENCODER_TITLES[slot]} text encoder. 'auto': the file named {slot}.safetensors or *_{slot}.safetensors, "
         "used only when the model has this encoder; 'none': no adapter (an error if the model has this encoder).",
     )
 
@@ -115,7 +153,7 @@ class DrUMPeCALoader(io.ComfyNode):
                 "The conditioner matches them to the CLIP's text encoders and stops with an error before sampling when "
                 "one is missing or made for another encoder."
             ),
-            inputs=[_slot_input(slot) for slot in ADAPTER_SLOTS],
+            inputs=[_slot_input(slot) for slot in ADAPTER_NAMES],
             outputs=[
                 DrumPeCAType.Output(display_name="adapters", tooltip="The chosen adapters, matched to the encoders by the conditioner.")
             ],
@@ -123,7 +161,7 @@ class DrUMPeCALoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, L: str, H: str, bigG: str, T5: str) -> bool | str:
-        for slot, value in zip(ADAPTER_SLOTS, (L, H, bigG, T5)):
+        for slot, value in zip(ADAPTER_NAMES, (L, H, bigG, T5)):
             if value in (AUTO, NONE):
                 continue
             try:
@@ -135,7 +173,7 @@ class DrUMPeCALoader(io.ComfyNode):
     @classmethod
     def execute(cls, L: str, H: str, bigG: str, T5: str) -> io.NodeOutput:
         slots, files = {}, {}
-        for slot, value in zip(ADAPTER_SLOTS, (L, H, bigG, T5)):
+        for slot, value in zip(ADAPTER_NAMES, (L, H, bigG, T5)):
             slots[slot] = value if value in (AUTO, NONE) else load_adapter(value, slot)
             files[slot] = value
         return io.NodeOutput(AdapterChoice(slots, files))

@@ -7,6 +7,7 @@ and encoders by hand; the Personalizer must produce exactly the same tensors.
 import pytest
 import torch
 import torch.nn.functional as F
+from support.method_table import by_hand, expected_condition
 
 from drum_core import AdapterMismatchError, EmbeddingCache, Personalizer, detect_family, tiny
 from drum_core.diffusers_pipelines import pipeline_encoders
@@ -30,39 +31,13 @@ def setup(request):
     return family_setup(request.param)
 
 
-def by_hand(encoder, adapter, layer, alpha):
-    """A(ctx@layer) for the target with the history as references: raw (tokens, pooled)."""
-    refs = encoder.hidden_states(HISTORY, layer)
-    with torch.inference_mode():
-        return adapter(encoder.empty_query(), encoder.hidden_states([TARGET], layer), refs, torch.tensor(WEIGHTS), alpha)
-
-
-def expected_condition(family, enc, ada, alpha):
-    if family in ("sd1", "sd2"):
-        name = "l" if family == "sd1" else "h"
-        tokens, pooled = by_hand(enc[name], ada[name], -1, alpha)
-        return enc[name].final_norm(tokens), enc[name].project(enc[name].final_norm(pooled))
-    if family == "flux":
-        _, pooled = by_hand(enc["l"], ada["l"], -1, alpha)
-        return by_hand(enc["t5"], ada["t5"], -1, alpha)[0], enc["l"].final_norm(pooled)
-    l_tokens, _ = by_hand(enc["l"], ada["l"], -2, alpha)
-    g_tokens, _ = by_hand(enc["g"], ada["g"], -2, alpha)
-    g_pooled = enc["g"].project(enc["g"].final_norm(by_hand(enc["g"], ada["g"], -1, alpha)[1]))
-    clip = torch.cat([l_tokens, g_tokens], -1)
-    if family == "sdxl":
-        return clip, g_pooled
-    l_pooled = enc["l"].project(enc["l"].final_norm(by_hand(enc["l"], ada["l"], -1, alpha)[1]))
-    t5_tokens, _ = by_hand(enc["t5"], ada["t5"], -1, alpha)
-    return torch.cat([F.pad(clip, (0, 4096 - clip.shape[-1])), t5_tokens], 1), torch.cat([l_pooled, g_pooled], -1)
-
-
 @pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
 def test_personalized_condition_matches_method_table(setup, alpha):
     family, encoders, adapters = setup
     personalizer = Personalizer(family, encoders, adapters)
     personalizer.set_history(HISTORY, WEIGHTS)
     condition = personalizer.condition(TARGET, alpha)
-    tokens, pooled = expected_condition(family, encoders, adapters, alpha)
+    tokens, pooled = expected_condition(family, encoders, adapters, alpha, TARGET, HISTORY, WEIGHTS)
     torch.testing.assert_close(condition.tokens, tokens)
     torch.testing.assert_close(condition.pooled, pooled)
     shapes = {
@@ -91,20 +66,29 @@ def test_empty_history_gives_the_plain_encoder_output(setup):
     personalizer = Personalizer(family, encoders, adapters)
     personalizer.set_history([])
     condition = personalizer.condition(TARGET, 0.3)
-    if family == "sd1":  # transformers' own last_hidden_state / pooler_output
-        with torch.inference_mode():
-            out = encoders["l"].model(encoders["l"].token_ids([TARGET]))
-        torch.testing.assert_close(condition.tokens, out.last_hidden_state)
-        torch.testing.assert_close(condition.pooled, out.pooler_output)
-    if family == "sdxl":  # diffusers SDXL: penultimate raw states, projected text_embeds of g
-        with torch.inference_mode():
-            g = encoders["g"].model(encoders["g"].token_ids([TARGET]), output_hidden_states=True)
-            l_states = encoders["l"].model(encoders["l"].token_ids([TARGET]), output_hidden_states=True).hidden_states[-2]
-        torch.testing.assert_close(condition.tokens, torch.cat([l_states, g.hidden_states[-2]], -1))
-        torch.testing.assert_close(condition.pooled, g.text_embeds)
-    if family == "flux":
-        t5 = encoders["t5"]
-        torch.testing.assert_close(condition.tokens, t5.hidden_states([TARGET]))
+    tokens, pooled = transformers_encoding(family, encoders, TARGET)
+    torch.testing.assert_close(condition.tokens, tokens)
+    torch.testing.assert_close(condition.pooled, pooled)
+
+
+def transformers_encoding(family, encoders, prompt):
+    """(tokens, pooled) as the method table's plain rows, from transformers' own outputs and tokenizers only."""
+    with torch.inference_mode():
+        out = {}
+        for name, encoder in encoders.items():
+            length = 256 if name == "t5" else 77
+            ids = encoder.tokenizer([prompt], padding="max_length", max_length=length, truncation=True, return_tensors="pt").input_ids
+            out[name] = encoder.model(ids, output_hidden_states=True)
+    if family in ("sd1", "sd2"):  # last layer after the final LayerNorm; pooler_output (no projection in these models)
+        states = out["l" if family == "sd1" else "h"]
+        return states.last_hidden_state, states.pooler_output
+    if family == "flux":  # T5 last_hidden_state; CLIP-L pooler_output, unprojected
+        return out["t5"].last_hidden_state, out["l"].pooler_output
+    clip = torch.cat([out["l"].hidden_states[-2], out["g"].hidden_states[-2]], -1)  # penultimate raw states
+    if family == "sdxl":
+        return clip, out["g"].text_embeds
+    tokens = torch.cat([F.pad(clip, (0, 4096 - clip.shape[-1])), out["t5"].last_hidden_state], 1)
+    return tokens, torch.cat([out["l"].text_embeds, out["g"].text_embeds], -1)
 
 
 def test_history_is_encoded_once_for_new_targets_and_alphas(setup):
@@ -135,7 +119,7 @@ def test_token_layer_override():
     family, encoders, adapters = family_setup("sd1")
     personalizer = Personalizer(family, encoders, adapters, token_layer=-2)
     personalizer.set_history(HISTORY, WEIGHTS)
-    tokens, _ = by_hand(encoders["l"], adapters["l"], -2, 0.3)
+    tokens, _ = by_hand(encoders["l"], adapters["l"], -2, 0.3, TARGET, HISTORY, WEIGHTS)
     torch.testing.assert_close(personalizer.condition(TARGET, 0.3).tokens, encoders["l"].final_norm(tokens))
 
 

@@ -78,10 +78,8 @@ def _peca_module():
 def tiny_adapter(name: str, seed: int = 0, layers: int = 2):
     """A random 2-block PeCA with the published widths of `name` ("L", "H", "bigG", "T5")."""
     peca = _peca_module()
-    published = peca.PeCAConfig.published(name)
-    config = peca.PeCAConfig(published.kind, published.encoder_width, published.width, published.ffn_width, layers, published.query_tokens)
     torch.manual_seed(seed)
-    adapter = peca.PeCA(config)
+    adapter = peca.PeCA(peca.PeCAConfig.for_encoder(*peca.PUBLISHED_SIZES[name], layers=layers))
     with torch.no_grad():
         for block in adapter.tf:  # keep the blocks well-conditioned: small attention and FFN outputs
             block.attn.proj.weight.mul_(0.5)
