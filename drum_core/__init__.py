@@ -1,7 +1,8 @@
 """drum_core: the DrUM method (arXiv 2508.03481) in plain PyTorch, no ComfyUI import.
 
 Public API (see README "drum_core API"): PeCA, coreset_sample, load_history / History /
-HistoryError, EmbeddingCache, Personalizer / detect_family, TextEncoderBackend.
+HistoryError, EmbeddingCache, Personalizer / detect_family, Profile / ProfileFormatError,
+TextEncoderBackend.
 """
 
 from .backend import TextEncoderBackend
@@ -11,6 +12,7 @@ from .evaluate.datasets import load_movielens
 from .history import History, HistoryError, load_history, parse_history_text
 from .peca import PeCA, PeCAConfig, PeCAFormatError, ReferenceState
 from .personalizer import AdapterMismatchError, Condition, Personalizer, detect_family
+from .profiles import Profile, ProfileFormatError
 
 __all__ = [
     "AdapterMismatchError",
@@ -22,6 +24,8 @@ __all__ = [
     "PeCAConfig",
     "PeCAFormatError",
     "Personalizer",
+    "Profile",
+    "ProfileFormatError",
     "ReferenceState",
     "TextEncoderBackend",
     "coreset_sample",

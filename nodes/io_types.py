@@ -14,8 +14,8 @@ from comfy_api.latest import io
 
 from drum_core.history import History
 from drum_core.peca import PeCA
+from drum_core.profiles import Profile
 
-ADAPTER_SLOTS = ("L", "H", "bigG", "T5")  # one per encoder kind, as the published files are named
 AUTO = "auto"
 NONE = "none"
 
@@ -25,20 +25,11 @@ DrumDegreesType = io.Custom("DRUM_DEGREES")
 
 
 @dataclass(frozen=True)
-class Profile:
-    """The full history behind a coreset: pooled features [N, D] and the picked rows, in pick order."""
-
-    history: History
-    embeddings: torch.Tensor
-    picks: list[int]
-
-
-@dataclass(frozen=True)
 class DrumHistory:
     """A DRUM_HISTORY: the prompts the conditioner uses as references (with intensities p_i)."""
 
     history: History
-    profile: Profile | None = None
+    profile: Profile | None = None  # the full history with its features and picks (Coreset Sampler, Profile Load)
 
     @property
     def digest(self) -> str:
@@ -47,6 +38,10 @@ class DrumHistory:
         for prompt, weight in zip(self.history.prompts, self.history.weights):
             digest.update(f"{weight!r}\0{prompt}\0".encode())
         return digest.hexdigest()[:32]
+
+    def reference_features(self, fingerprint: str) -> torch.Tensor | None:
+        """[R, P] pooled features of `history`'s prompts from the profile, when it holds them for encoder `fingerprint`."""
+        return None if self.profile is None else self.profile.features_of(self.history.prompts, fingerprint)
 
     def preview(self, limit: int = 50) -> list[dict]:
         """[{"prompt", "weight"}] of the first `limit` prompts, for the web UI."""

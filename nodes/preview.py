@@ -9,21 +9,8 @@ from comfy_api.latest import io
 from drum_core.profile_picture import render_profile
 
 from . import clip_bridge
-from .caches import EMBEDDINGS
-from .io_types import DrumHistory, DrumHistoryType, Profile
-
-
-def profile_of(history: DrumHistory, clip) -> Profile:
-    """The sampler's profile, else the history's own features (needs the CLIP), nothing picked."""
-    if history.profile is not None:
-        return history.profile
-    if clip is None:
-        raise ValueError("DrUM Profile Preview: connect a DrUM Coreset Sampler output, or a CLIP to encode this history")
-    if len(history.history) == 0:
-        raise ValueError("DrUM Profile Preview: the history is empty")
-    clip_bridge.prepare(clip)
-    encoder = clip_bridge.first_clip_encoder(clip_bridge.sub_encoders(clip))
-    return Profile(history.history, EMBEDDINGS.pooled_features(encoder, history.history.prompts, clip_bridge.progress_reporter()), [])
+from .io_types import DrumHistory, DrumHistoryType
+from .profiles import profile_of
 
 
 class DrUMProfilePreview(io.ComfyNode):
@@ -48,9 +35,9 @@ class DrUMProfilePreview(io.ComfyNode):
 
     @classmethod
     def execute(cls, history: DrumHistory, width: int, height: int, clip=None) -> io.NodeOutput:
-        profile = profile_of(history, clip)
+        profile = profile_of(history, clip, "DrUM Profile Preview")
         full = profile.history
-        picture = render_profile(profile.embeddings, profile.picks, full.prompts, full.weights, (width, height))
+        picture = render_profile(profile.features, profile.picks, full.prompts, full.weights, (width, height))
         image = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255.0)[None]  # [1, H, W, 3]
         return io.NodeOutput(image.to(clip_bridge.output_device()))
 
