@@ -7,7 +7,7 @@
 
 The rule works on similarities, so it favours central, typical prompts of the dominant
 (p-weighted) themes — the published behaviour. `diverse=True` is the k-center variant on
-cosine distances (far-apart prompts), never the default.
+cosine distances (the same first pick, then farthest-first: far-apart prompts), never the default.
 
 Speed: the greedy loop needs one similarity row per pick. Rows are computed in blocks for
 the current best candidates with one matrix product (compute-bound), and a step only goes
@@ -21,7 +21,10 @@ from collections.abc import Sequence
 
 import torch
 
+from .intensities import check_intensities
+
 SIM_SCALE = 100.0
+CORESET_MODES = ("published", "diverse")  # the node's / CLI's names for diverse=False / True
 
 
 def _normalized(embeddings: torch.Tensor) -> torch.Tensor:
@@ -34,28 +37,18 @@ def _normalized(embeddings: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(e, dim=1)
 
 
-def _intensities(weights, n: int, like: torch.Tensor) -> torch.Tensor:
-    if weights is None:
-        return torch.ones(n, dtype=like.dtype)
-    p = torch.as_tensor(weights, dtype=like.dtype).reshape(-1)
-    if p.numel() != n:
-        raise ValueError(f"{p.numel()} preference intensities for {n} embeddings")
-    bad = (~torch.isfinite(p)) | (p < 0)
-    if bad.any():
-        i = bad.nonzero()[0, 0].item()
-        raise ValueError(f"preference intensity {p[i].item()} at index {i} must be finite and >= 0")
-    return p
-
-
-def sample_count(total: int, ratio: float = 0.1, n: int | None = None) -> int:
-    """How many prompts to pick: n if given, else max(1, round(ratio * total)); never > total."""
+def sample_count(total: int, ratio: float = 0.1, n: int | None = None, max_count: int = 0) -> int:
+    """How many prompts to pick: n if given, else max(1, round(ratio * total)); at most `max_count`
+    (0 = no limit: the node's `max_count` and the CLI's `--max-references`) and never more than total."""
     if n is None:
         if not 0 < ratio <= 1:
             raise ValueError(f"coreset ratio must lie in (0, 1], got {ratio}")
         n = max(1, round(ratio * total))
     if n < 1:
         raise ValueError(f"coreset size must be >= 1, got {n}")
-    return min(n, total)
+    if max_count < 0:
+        raise ValueError(f"the coreset's maximum count must be >= 0 (0 = no limit), got {max_count}")
+    return min(n, total, max_count or total)
 
 
 def coreset_sample(
@@ -72,10 +65,13 @@ def coreset_sample(
 
     Returns a LongTensor [n] of indices in pick order. `n` overrides `ratio`; `k >= N`
     uses the whole history as the approximation set A; deterministic for a seed.
+    diverse=False is Algorithm 1 (mode "published"). diverse=True (mode "diverse") makes the
+    same first pick (the most typical prompt), then farthest-first: each next pick maximises
+    p_i * (1 - cos) to the nearest pick so far, so minor themes are covered.
     """
     e = _normalized(embeddings)
     total = e.shape[0]
-    p = _intensities(weights, total, e)
+    p = check_intensities(weights, total, "coreset weights", e.dtype)
     count = sample_count(total, ratio, n)
     if k < 1:
         raise ValueError(f"coreset k must be >= 1, got {k}")
@@ -84,11 +80,10 @@ def coreset_sample(
     else:
         anchors = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:k]
     scale = SIM_SCALE * p  # [N]; sim(e_s, e_i, p_i) = (e_i . e_s) * scale_i
-    if diverse:  # k-center on cosine distance: maximise the distance to the nearest pick
-        score = (1 - e @ e[anchors].T).min(1).values * p
+    score = (e @ e[anchors].mean(0)) * scale  # mean over a of sim(a, e_i, p_i)
+    if diverse:  # k-center on cosine distance: maximise the p-weighted distance to the nearest pick
         row = lambda rows: (1 - rows) * p  # noqa: E731
     else:
-        score = (e @ e[anchors].mean(0)) * scale  # mean over a of sim(a, e_i, p_i)
         row = lambda rows: rows * scale  # noqa: E731
     picks: list[int] = []
     rows: dict[int, torch.Tensor] = {}  # candidate index -> its similarity row [N]
@@ -103,7 +98,10 @@ def coreset_sample(
             new = [c for c in candidates.tolist() if c not in rows]
             block_rows = row(e[new] @ e.T)  # [len(new), N]
             rows.update(zip(new, block_rows.unbind(0)))
-        torch.minimum(score, rows.pop(best), out=score)
+        if diverse and not picks:  # after the first pick, the score is the distance to the picks
+            score = rows.pop(best).clone()
+        else:
+            torch.minimum(score, rows.pop(best), out=score)
         score[best] = -torch.inf
         picks.append(best)
     return torch.tensor(picks, dtype=torch.long)

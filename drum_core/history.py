@@ -10,10 +10,14 @@
       .jsonl                   one string or object a line; PIP per-user files are detected by their
                                `train_samples:` / `test_samples:` marker lines (is_test marks test records)
     parse_history_text(text)   the pasted form of the ComfyUI node: the .txt rules
+    recency_weights(h, days)   p_i * 0.5 ** (age_i / days), age before the newest timestamp
+    split_history(h, t)        (likes: rating >= t, p = rating; dislikes: rating < t, p = t - rating)
+    mix_histories(a, b, t)     both sides scaled to one total, weighted 1 - t and t
 
 Ratings become intensities p_i: finite and >= 0; a missing rating is 1.0. Timestamps are seconds
-since the epoch, given as numbers or ISO-8601 text (no zone = UTC); they are kept only when every
-record has one. Every malformed input raises HistoryError "<file> line <n>: <problem>".
+since the epoch, given as numbers or ISO-8601 text (no zone = UTC); a file gives every record a
+timestamp or none (some but not all is an error). Every malformed input raises HistoryError
+"<file> line <n>: <problem>".
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from .intensities import is_intensity
 
 PROMPT_FIELDS = ("prompt", "text", "caption", "query", "title", "description")
 RATING_FIELDS = ("rating", "weight", "score", "intensity", "preference")
@@ -66,7 +72,7 @@ class History:
             values = getattr(self, name)
             if values is not None and len(values) != len(self.prompts):
                 raise HistoryError(f"{self.source}: {len(values)} {name} for {len(self.prompts)} prompts")
-        bad = next((i for i, w in enumerate(self.weights) if not (math.isfinite(w) and w >= 0)), None)
+        bad = next((i for i, w in enumerate(self.weights) if not is_intensity(w)), None)
         if bad is not None:
             raise HistoryError(f"{self.source}: weight {self.weights[bad]} of prompt {bad} must be finite and >= 0")
 
@@ -88,6 +94,94 @@ class History:
             raise ValueError(f"most_recent needs n >= 0, got {n}")
         order = range(len(self)) if self.timestamps is None else sorted(range(len(self)), key=lambda i: (self.timestamps[i], i))
         return list(reversed(order))[:n]
+
+    def reweighted(self, weights: Sequence[float]) -> History:
+        """The same records with other intensities (one per prompt)."""
+        return History(list(self.prompts), [float(w) for w in weights], self.timestamps, self.source, self.is_test)
+
+
+SECONDS_PER_DAY = 86_400.0
+
+
+def recency_weights(history: History, half_life_days: float) -> list[float]:
+    """Intensities decayed by age: p_i * 0.5 ** (age_i / half_life_days), one per prompt.
+
+    age_i = (newest timestamp of the history - t_i) in days, so the newest prompt keeps p_i and
+    one a half-life older counts half. half_life_days = 0 turns the decay off; a history without
+    timestamps, and any record whose timestamp is None, keeps p_i. (The file loaders keep
+    timestamps only when every record has one and reject files where only some have one.)
+    """
+    if not (math.isfinite(half_life_days) and half_life_days >= 0):
+        raise ValueError(f"half_life_days must be a finite number >= 0 (0 = no decay), got {half_life_days}")
+    times = history.timestamps
+    known = [] if times is None or half_life_days == 0 else [t for t in times if t is not None]
+    if not known:
+        return list(history.weights)
+    newest = max(known)
+    return [p if t is None else p * 0.5 ** ((newest - t) / SECONDS_PER_DAY / half_life_days) for p, t in zip(history.weights, times)]
+
+
+def split_history(history: History, threshold: float) -> tuple[History, History]:
+    """(likes, dislikes) of a rated history, each in history order with timestamps kept.
+
+    likes: rating >= threshold, intensity = the rating itself (unchanged).
+    dislikes: rating < threshold, intensity = threshold - rating, so the most disliked weigh most.
+    Unrated prompts have rating 1.0 (the loaders' default).
+    """
+    if not math.isfinite(threshold):
+        raise ValueError(f"split threshold must be a finite number, got {threshold}")
+    liked = [i for i, rating in enumerate(history.weights) if rating >= threshold]
+    disliked = [i for i, rating in enumerate(history.weights) if rating < threshold]
+    likes = history.subset(liked)
+    likes.source = f"{history.source} (likes: rating >= {threshold:g})"
+    dislikes = history.subset(disliked).reweighted([threshold - history.weights[i] for i in disliked])
+    dislikes.source = f"{history.source} (dislikes: rating < {threshold:g})"
+    return likes, dislikes
+
+
+def mix_histories(a: History, b: History, t: float) -> History:
+    """One history moving from taste `a` (t = 0) to taste `b` (t = 1).
+
+    Each side is scaled to the common total S = (1 - t) * total_a + t * total_b, then weighted
+    (1 - t) and t: w_a,i = (1 - t) * p_a,i * S / total_a and w_b,i = t * p_b,i * S / total_b, so
+    side a holds the share 1 - t of the intensity whatever the sides' sizes and rating scales.
+    t = 0 returns `a` itself and t = 1 returns `b` (a side of share 0 adds no prompts; PeCA is
+    then exactly as with that history alone). A prompt of `b` that is also in `a` is not repeated:
+    its weight adds to the first such prompt of `a` (PeCA sums identical references' weights, so
+    this is exact). A side with no prompts, or intensities summing to 0, contributes no intensity;
+    S is then the other side's total. Timestamps are kept when both sides have them (a merged
+    prompt keeps the newer one).
+    """
+    if not (math.isfinite(t) and 0 <= t <= 1):
+        raise ValueError(f"mix must lie in [0, 1], got {t}")
+    if t == 0:
+        return a
+    if t == 1:
+        return b
+    sides = [(a, 1 - t, math.fsum(a.weights)), (b, t, math.fsum(b.weights))]
+    weighted = [(share, total) for _, share, total in sides if total > 0]
+    common = sum(share * total for share, total in weighted) / sum(share for share, _ in weighted) if weighted else 0.0
+    keep_times = a.timestamps is not None and b.timestamps is not None
+    prompts: list[str] = []
+    weights: list[float] = []
+    timestamps: list[float] = []
+    first_in_a: dict[str, int] = {}
+    for side, (history, share, total) in enumerate(sides):
+        scale = share * common / total if total > 0 else 0.0
+        for i, (prompt, p) in enumerate(zip(history.prompts, history.weights)):
+            at = first_in_a.get(prompt) if side == 1 else None
+            if at is None:
+                if side == 0:
+                    first_in_a.setdefault(prompt, len(prompts))
+                prompts.append(prompt)
+                weights.append(p * scale)
+                if keep_times:
+                    timestamps.append(history.timestamps[i])
+            else:
+                weights[at] += p * scale
+                if keep_times:
+                    timestamps[at] = max(timestamps[at], history.timestamps[i])
+    return History(prompts, weights, timestamps if keep_times else None, f"mix of {a.source} and {b.source} (t = {t:g})")
 
 
 def _prompt(value: Any, field: str) -> str:
@@ -122,7 +216,7 @@ def _rating(value: Any) -> float:
         rating = float(value)
     except ValueError:
         raise _Invalid(f"rating {value!r} is not a number") from None
-    if not (math.isfinite(rating) and rating >= 0):
+    if not is_intensity(rating):
         raise _Invalid(f"rating {value!r} must be a finite number >= 0")
     return rating
 

@@ -4,26 +4,28 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from drum_core.coreset import coreset_sample, sample_count
+from drum_core.coreset import CORESET_MODES, coreset_sample, sample_count
+from drum_core.history import recency_weights
 
-from . import clip_bridge
-from .caches import EMBEDDINGS
+from .caches import first_clip_encoder, pooled_history_features
 from .io_types import DrumHistory, DrumHistoryType, Profile
 
 
-def sample(history: DrumHistory, clip, ratio: float, max_count: int, k: int, seed: int) -> DrumHistory:
-    """The picked prompts (with their intensities) and, as profile, the full history's features."""
-    full = history.history
-    if len(full) == 0:
+def sample(
+    history: DrumHistory, clip, ratio: float, max_count: int, k: int, seed: int, mode: str = "published", half_life_days: float = 0.0
+) -> DrumHistory:
+    """The picked prompts with their effective intensities (recency-decayed when half_life_days > 0)
+    and, as profile, the full history (effective intensities) with its features."""
+    if mode not in CORESET_MODES:
+        raise ValueError(f"DrUM Coreset Sampler: mode must be one of {', '.join(CORESET_MODES)}, got {mode!r}")
+    if len(history.history) == 0:
         return history
-    clip_bridge.prepare(clip)
-    encoder = clip_bridge.first_clip_encoder(clip_bridge.sub_encoders(clip))
-    embeddings = EMBEDDINGS.pooled_features(encoder, full.prompts, clip_bridge.progress_reporter())  # [N, P]
-    count = sample_count(len(full), ratio)
-    if max_count > 0:
-        count = min(count, max_count)
-    picks = coreset_sample(embeddings, full.weights, n=count, k=k, seed=seed).tolist()
-    return DrumHistory(full.subset(picks), Profile(full, embeddings, picks))
+    full = history.history.reweighted(recency_weights(history.history, half_life_days))
+    embeddings = pooled_history_features(clip, full.prompts)  # [N, P]
+    count = sample_count(len(full), ratio, max_count=max_count)
+    picks = coreset_sample(embeddings, full.weights, n=count, k=k, seed=seed, diverse=mode == "diverse").tolist()
+    settings = {"ratio": ratio, "max_count": max_count, "k": k, "seed": seed, "mode": mode, "half_life_days": half_life_days}
+    return DrumHistory(full.subset(picks), Profile(full, embeddings, picks, first_clip_encoder(clip).fingerprint, settings))
 
 
 class DrUMCoresetSampler(io.ComfyNode):
@@ -35,8 +37,9 @@ class DrUMCoresetSampler(io.ComfyNode):
             category="conditioning/DrUM",
             description=(
                 "Picks the representative prompts of a history (DrUM Algorithm 1 on pooled CLIP text features of the "
-                "model's first CLIP encoder, weighted by the preference intensities). The rule favours central, typical "
-                "prompts of the dominant themes. Features are cached: re-running with other settings encodes nothing."
+                "model's first CLIP encoder, weighted by the preference intensities). Mode 'published' favours central, "
+                "typical prompts of the dominant themes; 'diverse' spreads the picks over every theme. A half-life makes older "
+                "prompts count less. Features are cached: re-running with other settings encodes nothing."
             ),
             inputs=[
                 DrumHistoryType.Input("history", tooltip="The full prompt history (DrUM History Loader)."),
@@ -52,6 +55,29 @@ class DrUMCoresetSampler(io.ComfyNode):
                 io.Int.Input("max_count", default=0, min=0, max=100000, tooltip="Upper bound on the number of picks; 0 = no bound."),
                 io.Int.Input("k", default=10, min=1, max=10000, tooltip="Size of the random anchor set A that seeds the scores."),
                 io.Int.Input("seed", default=42, min=0, max=2**31 - 1, control_after_generate=False, tooltip="Seed of the anchor set A."),
+                io.Combo.Input(
+                    "mode",
+                    options=list(CORESET_MODES),
+                    default="published",
+                    optional=True,
+                    tooltip=(
+                        "published: the paper's rule, central prompts of the dominant (intensity-weighted) theme. "
+                        "diverse: far-apart prompts, so minor themes get picks too."
+                    ),
+                ),
+                io.Float.Input(
+                    "half_life_days",
+                    default=0.0,
+                    min=0.0,
+                    max=36500.0,
+                    step=1.0,
+                    optional=True,
+                    tooltip=(
+                        "Recency: intensity x 0.5^(age / half-life), age in days before the history's newest timestamp. "
+                        "0 = off. Needs a history with timestamps (csv/json/jsonl); prompts without one keep their intensity. "
+                        "The decayed intensities are also what the conditioner uses."
+                    ),
+                ),
             ],
             outputs=[
                 DrumHistoryType.Output(
@@ -62,8 +88,18 @@ class DrUMCoresetSampler(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, history: DrumHistory, clip, ratio: float, max_count: int, k: int, seed: int) -> io.NodeOutput:
-        picked = sample(history, clip, ratio, max_count, k, seed)
+    def execute(
+        cls,
+        history: DrumHistory,
+        clip,
+        ratio: float,
+        max_count: int,
+        k: int,
+        seed: int,
+        mode: str = "published",
+        half_life_days: float = 0.0,
+    ) -> io.NodeOutput:
+        picked = sample(history, clip, ratio, max_count, k, seed, mode, half_life_days)
         return io.NodeOutput(picked, ui={"drum_picks": picked.preview(limit=len(picked.history))})
 
 

@@ -1,6 +1,7 @@
 """History loading: every format written by the test, every malformed kind with its file and line."""
 
 import json
+import math
 import re
 from datetime import datetime, timezone
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from drum_core.evaluate.datasets import load_movielens, movielens_prompt
-from drum_core.history import History, HistoryError, load_history, parse_history_text
+from drum_core.history import History, HistoryError, load_history, mix_histories, parse_history_text, recency_weights, split_history
 
 
 def write(tmp_path, name, content):
@@ -136,6 +137,88 @@ def test_history_rejects_misaligned_lists_and_bad_weights():
         History(["a", "b"], timestamps=[1.0], source="mine")
     with pytest.raises(HistoryError, match="weight -1.0 of prompt 1"):
         History(["a", "b"], [1.0, -1.0], source="mine")
+
+
+# --- recency, likes / dislikes, mixing ----------------------------------------------------
+
+DAY = 86_400.0
+
+
+def test_recency_weights_halve_per_half_life_from_the_newest_timestamp():
+    history = History(["a", "b", "c", "d"], [2.0, 4.0, 1.0, 3.0], [10 * DAY, 8 * DAY, 4 * DAY, 10 * DAY])
+    assert recency_weights(history, 2.0) == [2.0, 2.0, 0.125, 3.0]  # ages 0, 2, 6, 0 days
+    assert recency_weights(history, 0.0) == [2.0, 4.0, 1.0, 3.0]  # 0 = off
+    assert recency_weights(History(["a", "b"], [2.0, 5.0]), 3.0) == [2.0, 5.0]  # no timestamps: p_i kept
+    partial = History(["a", "b", "c"], [1.0, 1.0, 1.0], [0.0, None, 3 * DAY])  # only in code: files are all-or-none
+    assert recency_weights(partial, 3.0) == [0.5, 1.0, 1.0]
+
+
+def test_recency_weights_match_a_float64_restatement():
+    times = [1_700_000_000.0, 1_699_123_456.7, 1_690_000_000.0, 1_700_000_000.0 - 0.5]
+    weights = [4.5, 1.0, 2.0, 0.0]
+    decayed = recency_weights(History(["a", "b", "c", "d"], weights, times), 7.5)
+    newest = max(times)
+    expected = [p * math.exp(-math.log(2.0) * (newest - t) / 86_400.0 / 7.5) for p, t in zip(weights, times)]
+    assert decayed == pytest.approx(expected, rel=1e-14, abs=0)
+
+
+def test_recency_reads_iso_dates_from_files_and_rejects_bad_half_lives(tmp_path):
+    history = load_history(
+        write(tmp_path, "h.csv", "prompt,rating,date\nnew,4,2024-05-08\nweek old,4,2024-05-01\nmonth old,2,2024-04-10\n")
+    )
+    assert recency_weights(history, 7.0) == [4.0, 2.0, 2.0 * 0.5**4]
+    for bad in (-1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="half_life_days"):
+            recency_weights(history, bad)
+
+
+def test_split_history_likes_keep_ratings_dislikes_weigh_the_distance_below_the_threshold():
+    history = History(["a", "b", "c", "d", "e"], [5.0, 3.0, 1.0, 2.5, 4.0], [1.0, 2.0, 3.0, 4.0, 5.0], "mine")
+    likes, dislikes = split_history(history, 3.0)
+    assert (likes.prompts, likes.weights, likes.timestamps) == (["a", "b", "e"], [5.0, 3.0, 4.0], [1.0, 2.0, 5.0])  # 3 == threshold: a like
+    assert (dislikes.prompts, dislikes.weights, dislikes.timestamps) == (["c", "d"], [2.0, 0.5], [3.0, 4.0])
+    assert "mine" in likes.source and "likes" in likes.source and "dislikes" in dislikes.source
+    none_liked, everything = split_history(History(["x", "y"]), 3.0)  # unrated prompts are rating 1.0
+    assert none_liked.prompts == [] and (everything.prompts, everything.weights) == (["x", "y"], [2.0, 2.0])
+    with pytest.raises(ValueError, match="threshold"):
+        split_history(history, math.nan)
+
+
+def test_mix_histories_scales_both_sides_to_one_total_and_merges_shared_prompts():
+    a = History(["x", "y"], [1.0, 3.0], source="A")  # total 4
+    b = History(["z", "y", "w"], [2.0, 2.0, 4.0], source="B")  # total 8
+    mixed = mix_histories(a, b, 0.25)
+    # S = 0.75 * 4 + 0.25 * 8 = 5; a's prompts x 0.75 * 5 / 4, b's x 0.25 * 5 / 8; "y" once, summed
+    assert mixed.prompts == ["x", "y", "z", "w"]
+    assert mixed.weights == [0.9375, 3 * 0.9375 + 2 * 0.15625, 0.3125, 0.625]
+    assert sum(mixed.weights) == 5.0 and 0.9375 + 3 * 0.9375 == 0.75 * 5.0  # A holds the share 1 - t
+    assert mixed.timestamps is None and "A" in mixed.source and "B" in mixed.source
+    assert mix_histories(a, b, 0.0) is a and mix_histories(a, b, 1.0) is b  # a side of share 0 adds nothing
+
+
+def test_mix_histories_restated_in_float64():
+    a = History([f"a{i}" for i in range(5)], [0.5, 1.7, 3.0, 4.2, 2.2])
+    b = History([f"b{i}" for i in range(3)], [10.0, 30.5, 7.25])
+    for t in (0.1, 0.3, 0.5, 0.9):
+        common = (1 - t) * sum(a.weights) + t * sum(b.weights)
+        expected = [(1 - t) * p * common / sum(a.weights) for p in a.weights] + [t * p * common / sum(b.weights) for p in b.weights]
+        assert mix_histories(a, b, t).weights == pytest.approx(expected, rel=1e-15, abs=0)
+
+
+def test_mix_histories_empty_or_zero_sides_timestamps_and_bad_mix():
+    b = History(["z", "w"], [2.0, 6.0], [10.0, 20.0])
+    empty = History([])
+    assert (mix_histories(empty, b, 0.25).prompts, mix_histories(empty, b, 0.25).weights) == (["z", "w"], [0.5, 1.5])
+    assert mix_histories(empty, b, 0.0).prompts == [] and mix_histories(empty, empty, 0.5).prompts == []
+    zero = History(["q"], [0.0], [15.0])
+    assert mix_histories(zero, b, 0.5).weights == [0.0, 1.0, 3.0]  # S = b's total; q carries no intensity
+    assert mix_histories(zero, b, 0.5).timestamps == [15.0, 10.0, 20.0]
+    shared = mix_histories(History(["w"], [1.0], [5.0]), b, 0.5)
+    assert shared.prompts == ["w", "z"] and shared.timestamps == [20.0, 10.0]  # merged: the newer time
+    assert mix_histories(History(["w"]), b, 0.5).timestamps is None  # one side without times: none
+    for bad in (-0.1, 1.5, math.nan):
+        with pytest.raises(ValueError, match="mix"):
+            mix_histories(b, b, bad)
 
 
 # --- malformed input ---------------------------------------------------------------------
