@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 import torch
+from support.tiny_models import tiny_adapter
 
 from drum_core.evaluate.datasets import load_movielens, movielens_prompt
 from drum_core.history import History, HistoryError, load_history, mix_histories, parse_history_text, recency_weights, split_history
@@ -194,6 +195,18 @@ def test_mix_histories_scales_both_sides_to_one_total_and_merges_shared_prompts(
     assert sum(mixed.weights) == 5.0 and 0.9375 + 3 * 0.9375 == 0.75 * 5.0  # A holds the share 1 - t
     assert mixed.timestamps is None and "A" in mixed.source and "B" in mixed.source
     assert mix_histories(a, b, 0.0) is a and mix_histories(a, b, 1.0) is b  # a side of share 0 adds nothing
+
+
+def test_a_merged_shared_prompt_conditions_like_its_two_copies():
+    """Why mix_histories merges a prompt both sides hold: PeCA sums identical references' weights."""
+    adapter = tiny_adapter("L", seed=3).double()
+    g = torch.Generator().manual_seed(4)
+    query, target = torch.randn(1, 78, 768, generator=g, dtype=torch.float64), torch.randn(1, 77, 768, generator=g, dtype=torch.float64)
+    shared, other = torch.randn(2, 1, 77, 768, generator=g, dtype=torch.float64)
+    copies = adapter(query, target, torch.cat([shared, other, shared]), torch.tensor([1.0, 0.5, 2.0]), alpha=0.6)
+    merged = adapter(query, target, torch.cat([shared, other]), torch.tensor([3.0, 0.5]), alpha=0.6)
+    for twice, once in zip(copies, merged):
+        torch.testing.assert_close(twice, once, rtol=1e-12, atol=1e-12)
 
 
 def test_mix_histories_restated_in_float64():
