@@ -171,6 +171,12 @@ def test_flags_that_do_nothing_are_refused(tmp_path, pip_folder, capsys, flags, 
     assert not (tmp_path / "out").exists()
 
 
+def test_a_mistyped_flag_is_one_line_and_exit_2(tmp_path, pip_folder, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--pip", str(pip_folder), "--tiny-random", "--out", str(tmp_path), "--alpha", "much"])
+    assert_one_line_error(capsys, "eval", exited.value.code, "--alpha: invalid float value: 'much'")
+
+
 def test_drum_eval_subprocess_bad_input_has_no_traceback(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     argv = [sys.executable, "-m", "drum_core.cli", "eval", "--movielens", str(tmp_path), "--tiny-random", "--out", str(tmp_path / "o")]

@@ -342,6 +342,12 @@ def test_flags_that_do_nothing_are_refused(tmp_path, monkeypatch, capsys, captio
     assert not list(tmp_path.iterdir())  # refused before anything is written
 
 
+def test_a_mistyped_flag_is_one_line_and_exit_2(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([*TINY, "--captions", "c.txt", "--out", "run", "--max-step", "5"])
+    assert_one_line_error(capsys, "train", exited.value.code, "unrecognized arguments: --max-step 5")
+
+
 def test_a_finished_cache_refuses_caption_flags(tmp_path, capsys, caption_file):
     cache = str(tmp_path / "cache")
     assert main([*TINY, "--captions", str(caption_file), "--cache", cache, "--cache-only", "--validation-fraction", "0.1"]) == 0

@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from ..cli import BAD_INPUT, INTERRUPTED
+from ..cli import BAD_INPUT, INTERRUPTED, OneLineParser, given_flags, one_line
 from ..dtypes import DTYPE_NAMES, parse_dtype
 from .clip_scorer import ClipScorer, tiny_clip_scorer
 from .datasets import movielens_users, pip_users
@@ -18,9 +18,7 @@ from .variants import VARIANTS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="drum eval", description="CLIP score and Text align of DrUM and its ablations (the paper's Tables 2/3)."
-    )
+    parser = OneLineParser(prog="drum eval", description="CLIP score and Text align of DrUM and its ablations (the paper's Tables 2/3).")
     data = parser.add_mutually_exclusive_group(required=True)
     data.add_argument("--pip", help="PIP: folder of per-user .jsonl files (or one file)")
     data.add_argument("--movielens", help="MovieLens latest-small folder (ratings.csv, movies.csv)")
@@ -62,11 +60,11 @@ TINY_FLAGS = ("family",)  # only with --tiny-random
 IMAGE_FLAGS = ("clip_model", "save_images", "steps", "guidance", "size", "seed")  # not with --no-images
 
 
-def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """UsageError for a missing flag the mode needs, or flags that would do nothing in it."""
+def check_flags(args: argparse.Namespace, given: set[str]) -> None:
+    """UsageError for a missing flag the mode needs, or flags (`given`: dest names written) that would do nothing in it."""
 
     def refuse(names: tuple[str, ...], why: str) -> None:
-        idle = [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) != parser.get_default(name)]
+        idle = [f"--{name.replace('_', '-')}" for name in names if name in given]
         if idle:
             raise UsageError(f"{', '.join(idle)} {'does' if len(idle) == 1 else 'do'} nothing {why}")
 
@@ -82,16 +80,17 @@ def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
 
 def main(argv: list[str] | None = None) -> int:
     """`drum eval ...`: 0 done, 2 bad input (one line on stderr), 130 interrupted (results so far are kept; re-run to go on)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        check_flags(parser, args)
+        check_flags(args, given_flags(parser, argv))
         return _evaluate(args)
     except KeyboardInterrupt:
         print(f"\ninterrupted; results so far are in {args.out}/results.jsonl: run the same command to go on", file=sys.stderr)
         return INTERRUPTED
     except (ValueError, OSError) as error:  # bad input: one line, no traceback
-        print(f"drum eval: {' '.join(str(error).split())}", file=sys.stderr)
+        print(f"drum eval: {one_line(error)}", file=sys.stderr)
         return BAD_INPUT
 
 

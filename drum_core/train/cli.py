@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from ..cli import BAD_INPUT, INTERRUPTED
+from ..cli import BAD_INPUT, INTERRUPTED, OneLineParser, given_flags, one_line
 from ..dtypes import DTYPE_NAMES
 from ..encoder_factory import open_encoder
 from .caption_cache import CaptionCache, build_caption_cache
@@ -34,7 +34,7 @@ ENCODING_FLAGS = ("captions", "format", "column", "validation_fraction", "valida
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="drum train",
         description="Train a PeCA adapter on captions by self-reconstruction (the published DrUM recipe). "
         "Re-run the same command to resume an interrupted run.",
@@ -92,16 +92,11 @@ class UsageError(ValueError):
     """Flags that contradict each other or do nothing together."""
 
 
-def _given(parser: argparse.ArgumentParser, args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
-    """The flags among `names` set to something other than their default, as typed (--max-steps)."""
-    return [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) != parser.get_default(name)]
-
-
-def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """UsageError for a missing flag the mode needs, or flags that would do nothing in it."""
+def check_flags(args: argparse.Namespace, given: set[str]) -> None:
+    """UsageError for a missing flag the mode needs, or flags (`given`: dest names written) that would do nothing in it."""
 
     def refuse(names: tuple[str, ...], why: str) -> None:
-        idle = _given(parser, args, names)
+        idle = [f"--{name.replace('_', '-')}" for name in names if name in given]
         if idle:
             raise UsageError(f"{', '.join(idle)} {'does' if len(idle) == 1 else 'do'} nothing {why}")
 
@@ -148,10 +143,11 @@ def _options(args: argparse.Namespace) -> TrainOptions:
 
 def main(argv: list[str] | None = None) -> int:
     """`drum train ...`: returns the exit status (0 done, 2 bad input, 130/143 stopped by SIGINT/SIGTERM)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        check_flags(parser, args)
+        check_flags(args, given_flags(parser, argv))
         processes = Processes.start(args.device)
         try:
             data = _open_data(args, processes)
@@ -165,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ndrum train: interrupted", file=sys.stderr)
         return INTERRUPTED
     except (ValueError, OSError, CheckpointError) as error:  # bad input: one line, no traceback
-        print(f"drum train: {' '.join(str(error).split())}", file=sys.stderr)
+        print(f"drum train: {one_line(error)}", file=sys.stderr)
         return BAD_INPUT
     if processes.rank == 0:
         if result.finished:
