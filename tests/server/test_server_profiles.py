@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from support.comfy_env import ROOT
 from support.server import PromptRejected
 from support.workflows import tiny_template_graph
 
@@ -136,3 +137,17 @@ def test_bad_profile_names_and_files_are_named_errors(server):
     message = rejection(server, saving)
     assert "DrUMProfileSave" in message and "inside the drum_profiles folder" in message
     assert not (server.base / "escape.safetensors").exists() and server.alive()
+
+
+def test_the_profile_nodes_are_registered_with_tooltips_and_help_pages(server):
+    info = server.object_info()
+    for node in ("DrUMProfileSave", "DrUMProfileLoad"):
+        assert info[node]["category"] == "conditioning/DrUM" and info[node]["description"], node
+        inputs = {**info[node]["input"]["required"], **info[node]["input"].get("optional", {})}
+        assert all(options[-1].get("tooltip") for options in inputs.values()), node
+        assert (ROOT / "web" / "docs" / f"{node}.md").is_file(), node
+    assert info["DrUMProfileSave"]["output_node"] is True
+    assert info["DrUMProfileLoad"]["output_name"] == ["coreset", "history"]
+    conditioner = info["DrUMConditioner"]["input"]["optional"]
+    assert conditioner["relevant"][1]["default"] == 0
+    assert (conditioner["start_percent"][1]["default"], conditioner["end_percent"][1]["default"]) == (0.0, 1.0)
