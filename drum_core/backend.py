@@ -9,12 +9,26 @@ do not depend on the host.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 import torch
 
 CLIP_TOKENS = 77
 T5_TOKENS = 256
+
+
+@dataclass
+class Encoding:
+    """What one encoder pass over N prompts yields.
+
+    `states[layer]`: raw states [N, T, E] of each requested layer (see `TextEncoderBackend.hidden_states`);
+    `pooled`: [N, E] the raw top-layer state at each prompt's pooling (EOS) position, before the final
+    norm, when it was asked for (else None).
+    """
+
+    states: dict[int, torch.Tensor]
+    pooled: torch.Tensor | None = None
 
 
 @runtime_checkable
@@ -29,6 +43,12 @@ class TextEncoderBackend(Protocol):
     width: int  # E, the hidden width
     tokens_per_prompt: int  # T: 77 (CLIP) or 256 (T5)
     fingerprint: str  # identifies weights + layer conventions; keys the embedding cache
+
+    def encode(self, prompts: Sequence[str], layers: Sequence[int] = (-1,), pooled: bool = False) -> Encoding:
+        """ONE forward pass: the raw states of every layer in `layers` and, if `pooled`, the raw
+        top-layer pooling states (`Encoding`). Equal to the single-layer calls, value for value.
+        """
+        ...
 
     def hidden_states(self, prompts: Sequence[str], layer: int = -1) -> torch.Tensor:
         """Raw states [N, T, E] float32, every prompt cut/padded to exactly T tokens.
@@ -58,5 +78,5 @@ class TextEncoderBackend(Protocol):
         ...
 
     def pooled_features(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Coreset features [N, P]: project(final_norm(raw top-layer EOS state))."""
+        """Coreset features [N, P]: project(final_norm(raw top-layer EOS state)), i.e. of `encode(..., pooled=True).pooled`."""
         ...

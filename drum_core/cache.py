@@ -1,5 +1,8 @@
 """Encodings of history prompts, computed once per (encoder, layer, prompt) and reused.
 
+Every layer a caller needs (and the pooled features) comes from ONE encoder pass per prompt
+(`EmbeddingCache.encode`); each is stored as its own entry.
+
 In memory (an LRU bounded in bytes) and, with a directory, on disk as one safetensors file
 per entry, written atomically. An unreadable or mismatched entry is rebuilt, never trusted.
 """
@@ -15,7 +18,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .atomic import save_safetensors
-from .backend import TextEncoderBackend
+from .backend import Encoding, TextEncoderBackend
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
@@ -38,50 +41,68 @@ class EmbeddingCache:
         self.computed = 0  # prompts actually run through an encoder (for tests and stats)
 
     # ------------------------------------------------------------------ public
+    def encode(
+        self,
+        backend: TextEncoderBackend,
+        prompts: Sequence[str],
+        layers: Sequence[int] = (),
+        pooled: bool = False,
+        progress: Progress | None = None,
+    ) -> Encoding:
+        """Raw states [N, T, E] of each of `layers` and, if `pooled`, the pooled features [N, P]
+        (`Encoding.pooled` here holds `TextEncoderBackend.pooled_features`).
+
+        A prompt missing any of these entries runs through the encoder once, for all of them.
+        """
+        if not prompts:
+            raise ValueError("no prompts to encode")
+        layers = list(dict.fromkeys(layers))
+        entries = [f"layer{layer}" for layer in layers] + ([POOLED] if pooled else [])
+        if not entries:
+            raise ValueError("nothing to encode: no layers and no pooled features asked for")
+        fingerprint = backend.fingerprint
+        found: dict[str, dict[str, torch.Tensor]] = {}  # prompt -> entry -> value
+        for prompt in dict.fromkeys(prompts):
+            values = {what: self._get(fingerprint, what, prompt) for what in entries}
+            if all(value is not None for value in values.values()):
+                found[prompt] = values
+        occurrences = Counter(prompt for prompt in prompts if prompt not in found)  # each missing prompt is encoded once
+        total = len(prompts)
+        done = total - sum(occurrences.values())
+        if progress is not None:
+            progress(done, total)
+        unique = list(occurrences)
+        for start in range(0, len(unique), self.batch_size):
+            batch = unique[start : start + self.batch_size]
+            with torch.inference_mode():
+                encoding = backend.encode(batch, layers, pooled=pooled)
+                outputs = {f"layer{layer}": encoding.states[layer] for layer in layers}
+                if pooled:
+                    outputs[POOLED] = backend.project(backend.final_norm(encoding.pooled))
+            self.computed += len(batch)
+            for what, out in outputs.items():
+                out = out.detach().float().cpu()
+                for prompt, value in zip(batch, out):
+                    value = value.clone()
+                    found.setdefault(prompt, {})[what] = value
+                    self._put(fingerprint, what, prompt, value)
+            done += sum(occurrences[prompt] for prompt in batch)
+            if progress is not None:
+                progress(done, total)
+        states = {layer: torch.stack([found[prompt][f"layer{layer}"] for prompt in prompts]) for layer in layers}
+        return Encoding(states, torch.stack([found[prompt][POOLED] for prompt in prompts]) if pooled else None)
+
     def hidden_states(
         self, backend: TextEncoderBackend, prompts: Sequence[str], layer: int = -1, progress: Progress | None = None
     ) -> torch.Tensor:
         """Raw states [N, T, E] of `layer` (see TextEncoderBackend.hidden_states)."""
-        return self._lookup(backend, f"layer{layer}", prompts, lambda batch: backend.hidden_states(batch, layer), progress)
+        return self.encode(backend, prompts, [layer], progress=progress).states[layer]
 
     def pooled_features(self, backend: TextEncoderBackend, prompts: Sequence[str], progress: Progress | None = None) -> torch.Tensor:
         """Pooled features [N, P] (see TextEncoderBackend.pooled_features)."""
-        return self._lookup(backend, POOLED, prompts, backend.pooled_features, progress)
+        return self.encode(backend, prompts, pooled=True, progress=progress).pooled
 
     # ------------------------------------------------------------------ internals
-    def _lookup(self, backend, what: str, prompts: Sequence[str], encode, progress: Progress | None) -> torch.Tensor:
-        if not prompts:
-            raise ValueError("no prompts to encode")
-        found: dict[int, torch.Tensor] = {}
-        missing: list[int] = []
-        for i, prompt in enumerate(prompts):
-            entry = self._get(backend.fingerprint, what, prompt)
-            if entry is None:
-                missing.append(i)
-            else:
-                found[i] = entry
-        total = len(prompts)
-        done = total - len(missing)
-        if progress is not None:
-            progress(done, total)
-        occurrences = Counter(prompts[i] for i in missing)  # each missing prompt is encoded once
-        unique = list(occurrences)
-        computed: dict[str, torch.Tensor] = {}
-        for start in range(0, len(unique), self.batch_size):
-            batch = unique[start : start + self.batch_size]
-            with torch.inference_mode():
-                out = encode(batch).detach().float().cpu()
-            self.computed += len(batch)
-            for prompt, value in zip(batch, out):
-                value = value.clone()
-                computed[prompt] = value
-                self._put(backend.fingerprint, what, prompt, value)
-            done += sum(occurrences[prompt] for prompt in batch)
-            if progress is not None:
-                progress(done, total)
-        for i in missing:
-            found[i] = computed[prompts[i]]
-        return torch.stack([found[i] for i in range(total)])
 
     def _path(self, fingerprint: str, what: str, prompt: str) -> str:
         digest = _digest(prompt)

@@ -1,6 +1,7 @@
 """Standalone text encoders (transformers CLIP / CLIPWithProjection / T5) as TextEncoderBackends.
 
     HFClipBackend  CLIPTextModel[WithProjection] + CLIPTokenizer
+        encode(p, layers)        out.hidden_states[layer] for each layer, one forward pass
         hidden_states(p, layer)  out.hidden_states[layer]       raw, before final_layer_norm
         pooled token             raw state at the EOS position  (transformers' own rule)
         final_norm               final_layer_norm
@@ -8,6 +9,7 @@
     HFT5Backend    T5EncoderModel + T5 tokenizer
         hidden_states(p)         last_hidden_state, 256 tokens  (final RMSNorm applied)
     OpenClipBackend  open_clip CLIP / CustomTextCLIP text tower + open_clip tokenizer
+        encode(p, layers)        the blocks run once, up to the deepest layer asked for
         hidden_states(p, layer)  residual stream after block `layer`, before ln_final
         pooled token             raw state at open_clip's pool position (text_pool_type)
         final_norm               ln_final
@@ -28,7 +30,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .backend import CLIP_TOKENS, T5_TOKENS
+from .backend import CLIP_TOKENS, T5_TOKENS, Encoding
 
 LEGACY_EOS_ID = 2  # configs made before transformers PR #24773: pool at argmax(input ids)
 
@@ -62,22 +64,33 @@ def _apply(module: nn.Module, states: torch.Tensor) -> torch.Tensor:
 class _ClipStates:
     """What every CLIP-like backend derives from its `token_ids`, `eos_positions` and `_states`."""
 
+    def encode(self, prompts: Sequence[str], layers: Sequence[int] = (-1,), pooled: bool = False) -> Encoding:
+        """One forward pass: raw states [N, 77, E] of each of `layers` and, if `pooled`, the raw last-layer EOS states [N, E]."""
+        ids = self.token_ids(prompts)
+        states = self._states(ids, sorted(set(layers) | ({-1} if pooled else set())))
+        eos = None
+        if pooled:
+            top = states[-1]
+            eos = top[torch.arange(top.shape[0]), self.eos_positions(ids).to(top.device)]
+        return Encoding({layer: states[layer] for layer in layers}, eos)
+
     def hidden_states(self, prompts: Sequence[str], layer: int = -1) -> torch.Tensor:
         """Raw states [N, 77, E] of `layer` (-1 = last), before the final LayerNorm."""
-        return self._states(self.token_ids(prompts), layer)
+        return self.encode(prompts, (layer,)).states[layer]
 
     def raw_pooled(self, prompts: Sequence[str]) -> torch.Tensor:
         """[N, E] raw last-layer states at the pooling (EOS) positions, before the final LayerNorm."""
-        ids = self.token_ids(prompts)
-        states = self._states(ids, -1)
-        return states[torch.arange(states.shape[0]), self.eos_positions(ids).to(states.device)]
+        return self.encode(prompts, (), pooled=True).pooled
 
     def empty_query(self) -> torch.Tensor:
         """[1, 78, E]: raw last-layer states of "" and, as the 78th token, its raw EOS state."""
-        ids = self.token_ids([""])
-        states = self._states(ids, -1)
-        eos = states[:, self.eos_positions(ids)[0].item()]
-        return torch.cat([states, eos.unsqueeze(1)], 1)
+        encoding = self.encode([""], (-1,), pooled=True)
+        return torch.cat([encoding.states[-1], encoding.pooled.unsqueeze(1)], 1)
+
+    def _check_layers(self, layers: Sequence[int]) -> None:
+        for layer in layers:
+            if not -self.layers <= layer <= -1:
+                raise ValueError(f"CLIP layer {layer} out of range: this encoder has {self.layers} layers (use -1 .. -{self.layers})")
 
     def pooled_features(self, prompts: Sequence[str]) -> torch.Tensor:
         """[N, P] = project(final_norm(raw EOS state)): the host's pooled output (pooler_output / text_embeds)."""
@@ -133,12 +146,12 @@ class HFClipBackend(_ClipStates):
             return ids.to(torch.int).argmax(-1)
         return (ids.to(torch.int) == self.eos_token_id).int().argmax(-1)
 
-    def _states(self, ids: torch.Tensor, layer: int) -> torch.Tensor:
-        if not -self.layers <= layer <= -1:
-            raise ValueError(f"CLIP layer {layer} out of range: this encoder has {self.layers} layers (use -1 .. -{self.layers})")
+    def _states(self, ids: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+        """{layer: raw states [N, 77, E]} from one forward pass."""
+        self._check_layers(layers)
         with torch.inference_mode():
             out = self.model(ids.to(self.device), output_hidden_states=True)
-        return out.hidden_states[layer].float()
+        return {layer: out.hidden_states[layer].float() for layer in layers}
 
     def final_norm(self, states: torch.Tensor) -> torch.Tensor:
         """final_layer_norm, [..., E] -> [..., E] float32."""
@@ -180,10 +193,21 @@ class HFT5Backend:
         ids[full, -1] = self.tokenizer.eos_token_id
         return ids
 
+    def encode(self, prompts: Sequence[str], layers: Sequence[int] = (-1,), pooled: bool = False) -> Encoding:
+        """One forward pass: last_hidden_state [N, 256, E] under every key of `layers` (T5 has one output) and,
+        if `pooled`, the state at each prompt's EOS [N, E]."""
+        ids = self.token_ids(prompts)
+        with torch.inference_mode():
+            states = self.model(ids.to(self.device)).last_hidden_state.float()
+        eos = None
+        if pooled:
+            positions = (ids == self.tokenizer.eos_token_id).int().argmax(-1)
+            eos = states[torch.arange(states.shape[0]), positions.to(states.device)]
+        return Encoding({layer: states for layer in layers}, eos)
+
     def hidden_states(self, prompts: Sequence[str], layer: int = -1) -> torch.Tensor:
         """[N, 256, E] last_hidden_state (final RMSNorm applied); `layer` is ignored."""
-        with torch.inference_mode():
-            return self.model(self.token_ids(prompts).to(self.device)).last_hidden_state.float()
+        return self.encode(prompts, (layer,)).states[layer]
 
     def empty_query(self) -> torch.Tensor:
         """[1, 256, E] states of the empty prompt."""
@@ -199,10 +223,7 @@ class HFT5Backend:
 
     def pooled_features(self, prompts: Sequence[str]) -> torch.Tensor:
         """[N, E] the state at each prompt's EOS (T5 has no pooled output; never used by a family)."""
-        ids = self.token_ids(prompts)
-        states = self.hidden_states(prompts)
-        eos = (ids == self.tokenizer.eos_token_id).int().argmax(-1)
-        return states[torch.arange(states.shape[0]), eos.to(states.device)]
+        return self.encode(prompts, (), pooled=True).pooled
 
 
 class OpenClipBackend(_ClipStates):
@@ -279,21 +300,22 @@ class OpenClipBackend(_ClipStates):
             return (ids == self.eos_token_id).int().argmax(-1)
         return torch.full((ids.shape[0],), 0 if self.pool_type == "first" else ids.shape[1] - 1, dtype=torch.long)
 
-    def _states(self, ids: torch.Tensor, layer: int) -> torch.Tensor:
-        """open_clip's encode_text up to block `layer` (counted from block `self.layers`), no ln_final."""
-        if not -self.layers <= layer <= -1:
-            raise ValueError(f"CLIP layer {layer} out of range: this encoder has {self.layers} layers (use -1 .. -{self.layers})")
+    def _states(self, ids: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+        """open_clip's encode_text, once, up to the deepest of `layers` (counted from block `self.layers`), no ln_final."""
+        self._check_layers(layers)
         tower, transformer = self.tower, self.tower.transformer
         dtype = transformer.get_cast_dtype()
+        after_block = {self.layers + layer: layer for layer in layers}  # block index -> layer read after it
+        states = {}
         with torch.inference_mode():
             x = tower.token_embedding(ids.to(self.device)).to(dtype) + tower.positional_embedding.to(dtype)
             if not transformer.batch_first:
                 x = x.transpose(0, 1)
-            for block in transformer.resblocks[: self.layers + layer + 1]:
+            for index, block in enumerate(transformer.resblocks[: max(after_block, default=-1) + 1]):
                 x = block(x, attn_mask=tower.attn_mask)
-            if not transformer.batch_first:
-                x = x.transpose(0, 1)
-        return x.float()
+                if index in after_block:
+                    states[after_block[index]] = (x if transformer.batch_first else x.transpose(0, 1)).float()
+        return states
 
     def final_norm(self, states: torch.Tensor) -> torch.Tensor:
         """ln_final, [..., E] -> [..., E] float32."""

@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from drum_core import EmbeddingCache, tiny
+from drum_core import EmbeddingCache, Personalizer, tiny
+from drum_core.adapter_names import ENCODER_ADAPTERS
+from drum_core.diffusers_pipelines import pipeline_encoders
 from drum_core.encoders import HFClipBackend
 
 PROMPTS = tiny.HISTORY[:5]
@@ -83,3 +85,47 @@ def test_interrupting_progress_keeps_finished_entries(tmp_path, backend):
 def test_no_prompts_is_an_error(backend):
     with pytest.raises(ValueError, match="no prompts"):
         EmbeddingCache().hidden_states(backend, [], -1)
+
+
+def test_every_layer_and_the_pooled_features_come_from_one_pass_per_prompt(tmp_path, backend):
+    cache = EmbeddingCache(tmp_path)
+    encoding = cache.encode(backend, PROMPTS, [-2, -1], pooled=True)
+    assert cache.computed == 5 and len(entry_files(tmp_path)) == 15  # one pass per prompt, three entries each
+    direct = backend.encode(PROMPTS, (-2, -1), pooled=True)
+    for layer in (-2, -1):
+        torch.testing.assert_close(encoding.states[layer], direct.states[layer], rtol=0, atol=0)
+        torch.testing.assert_close(cache.hidden_states(backend, PROMPTS, layer), backend.hidden_states(PROMPTS, layer), rtol=0, atol=0)
+    torch.testing.assert_close(encoding.pooled, backend.pooled_features(PROMPTS), rtol=0, atol=0)
+    torch.testing.assert_close(cache.pooled_features(backend, PROMPTS), encoding.pooled, rtol=0, atol=0)
+    assert cache.computed == 5  # each entry served from the cache
+    cache.encode(backend, PROMPTS[:2], [-3, -1])  # a missing entry: those prompts run once more, for all asked
+    assert cache.computed == 7
+
+
+def test_a_history_prompt_runs_through_each_encoder_once():
+    """SD3 (CLIP-L and bigG at layers -2 and -1 plus pooled, T5): one forward pass per history prompt and encoder."""
+    family = "sd3"
+    _, encoders = pipeline_encoders(tiny.pipeline(family))
+    adapters = {name: tiny.adapters(family)[ENCODER_ADAPTERS[name]] for name in encoders}
+    rows = {name: [] for name in encoders}
+    hooks = [
+        encoder.model.register_forward_pre_hook(
+            lambda _m, args, kwargs, name=name: rows[name].append(len((args or [kwargs.get("input_ids")])[0])), with_kwargs=True
+        )
+        for name, encoder in encoders.items()
+    ]
+    history = tiny.HISTORY[:6] + tiny.HISTORY[:2]  # repeated prompts are encoded once
+    try:
+        cache = EmbeddingCache(batch_size=4)
+        personalizer = Personalizer(family, encoders, adapters, cache)
+        personalizer.set_history(history)
+        assert {name: sum(r) for name, r in rows.items()} == dict.fromkeys(encoders, 6)
+        assert cache.computed == 6 * len(encoders)
+        personalizer.condition("a fox in the snow", 0.3)  # the empty queries, then the target
+        for r in rows.values():
+            r.clear()
+        personalizer.condition("a lighthouse at dusk", [0.2, 0.6])
+        assert rows == dict.fromkeys(encoders, [1])  # a new target: one pass per encoder, all layers and pooled
+    finally:
+        for hook in hooks:
+            hook.remove()

@@ -141,3 +141,39 @@ def test_t5_states_are_last_hidden_state_of_256_tokens(t5):
     torch.testing.assert_close(backend.empty_query(), states[1:2])
     assert torch.equal(backend.final_norm(states), states) and torch.equal(backend.project(states[:, 0]), states[:, 0])
     assert backend.pooled_features(["a cat"]).shape == (1, tiny.T5_WIDTH)
+
+
+def forward_calls(model: torch.nn.Module) -> tuple[list[int], object]:
+    """A list that counts forward passes of the real `model` (a forward pre-hook), and the hook's handle."""
+    calls: list[int] = []
+    return calls, model.register_forward_pre_hook(lambda _module, _args: calls.append(1))
+
+
+def test_one_clip_pass_gives_every_layer_and_the_pooled_state_exactly(clip):
+    model, backend = clip
+    calls, hook = forward_calls(model)
+    try:
+        encoding = backend.encode(PROMPTS, (-2, -1), pooled=True)
+    finally:
+        hook.remove()
+    assert len(calls) == 1 and sorted(encoding.states) == [-2, -1]
+    for layer in (-2, -1):
+        torch.testing.assert_close(encoding.states[layer], backend.hidden_states(PROMPTS, layer), rtol=0, atol=0)
+    torch.testing.assert_close(encoding.pooled, backend.raw_pooled(PROMPTS), rtol=0, atol=0)
+    features = backend.project(backend.final_norm(encoding.pooled))
+    torch.testing.assert_close(features, backend.pooled_features(PROMPTS), rtol=0, atol=0)
+    assert backend.encode(PROMPTS, (-2,)).pooled is None
+    with pytest.raises(ValueError, match="CLIP layer -4 out of range"):
+        backend.encode(PROMPTS, (-1, -4))
+
+
+def test_one_t5_pass_gives_the_states_and_eos_state(t5):
+    model, backend = t5
+    calls, hook = forward_calls(model)
+    try:
+        encoding = backend.encode(PROMPTS, (-1,), pooled=True)
+    finally:
+        hook.remove()
+    assert len(calls) == 1
+    torch.testing.assert_close(encoding.states[-1], backend.hidden_states(PROMPTS), rtol=0, atol=0)
+    torch.testing.assert_close(encoding.pooled, backend.pooled_features(PROMPTS), rtol=0, atol=0)

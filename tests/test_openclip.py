@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from support import clip_oracle
 
 from drum_core import Personalizer, tiny
 from drum_core.backend import TextEncoderBackend
@@ -212,3 +213,39 @@ def test_open_encoder_refuses_pickled_weights(tmp_path, open_clip):
         open_encoder(f"open_clip:local-dir:{tmp_path}")
     with pytest.raises(EncoderSpecError, match="name the weights"):
         open_encoder("open_clip:ViT-B-32")
+
+
+def test_one_pass_gives_every_layer_and_the_pooled_state_exactly(encoder):
+    model, backend = encoder
+    blocks: list[int] = []
+    hooks = [
+        block.register_forward_pre_hook(lambda _m, _a, i=i: blocks.append(i))
+        for i, block in enumerate(model_tower(model).transformer.resblocks)
+    ]
+    try:
+        encoding = backend.encode(PROMPTS, (-3, -2, -1), pooled=True)
+        assert blocks == [0, 1, 2]  # every block ran once
+        blocks.clear()
+        shallow = backend.encode(PROMPTS, (-3,))
+        assert blocks == [0]  # no deeper than asked
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for layer in (-3, -2, -1):
+        torch.testing.assert_close(encoding.states[layer], backend.hidden_states(PROMPTS, layer), rtol=0, atol=0)
+    torch.testing.assert_close(shallow.states[-3], encoding.states[-3], rtol=0, atol=0)
+    torch.testing.assert_close(encoding.pooled, backend.raw_pooled(PROMPTS), rtol=0, atol=0)
+    torch.testing.assert_close(backend.project(backend.final_norm(encoding.pooled)), backend.pooled_features(PROMPTS), rtol=0, atol=0)
+
+
+def test_backend_equals_a_float64_forward_through_the_layers(encoder):
+    """Not the open_clip calls the backend makes: its text tower written out in float64 (tests/support/clip_oracle.py)."""
+    model, backend = encoder
+    ids = backend.token_ids(PROMPTS)
+    tower = clip_oracle.open_clip_tower(model)
+    outputs, final = clip_oracle.run(tower, ids)
+    for layer in (-1, -2, -3):
+        torch.testing.assert_close(backend.hidden_states(PROMPTS, layer).double(), outputs[layer], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(backend.final_norm(backend.hidden_states(PROMPTS, -1)).double(), final, rtol=1e-5, atol=1e-5)
+    positions = [row.index(49407) for row in ids.tolist()]  # the end-of-text token: the highest id, so argmax pooling agrees
+    torch.testing.assert_close(backend.pooled_features(PROMPTS).double(), clip_oracle.pooled(tower, final, positions), rtol=1e-5, atol=1e-5)
