@@ -4,6 +4,7 @@ conditioner's `relevant` references (Personalizer.condition) against a float64 r
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -274,3 +275,38 @@ def test_pipeline_kwargs_take_relevant_and_use_the_profile_features():
     alone.set_history([profile.prompts[i] for i in chosen], [profile.intensities[i] for i in chosen])
     expected = alone.condition("a fox in the snow", 0.4).tokens.to(kwargs["prompt_embeds"].dtype)
     torch.testing.assert_close(kwargs["prompt_embeds"], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_pipeline_takes_a_saved_profile_instead_of_the_history(tmp_path):
+    pipe = tiny.pipeline("sd1")
+    history = History(tiny.HISTORY, [float(i % 4) + 0.5 for i in range(12)])
+    session = PipelinePersonalizer(pipe, tiny.adapters("sd1"))
+    saved = session.set_history(history, ratio=0.25)
+    expected = session.kwargs("a fox in the snow", 0.4)["prompt_embeds"]
+    saved.save(tmp_path / "p.safetensors")
+    other = PipelinePersonalizer(pipe, tiny.adapters("sd1"))
+    used = other.set_profile(Profile.load(tmp_path / "p.safetensors"))
+    assert other.cache.computed == len(used.prompts)  # the references' states only: the saved features were reused
+    assert used.prompts == saved.prompts and torch.equal(other.kwargs("a fox in the snow", 0.4)["prompt_embeds"], expected)
+
+
+def test_cli_personalizes_from_a_profile_file_and_with_relevant(tmp_path, capsys):
+    from PIL import Image
+
+    path = tmp_path / "me.safetensors"
+    assert main(["profile", "--tiny-random", "--ratio", "0.5", "--no-progress", "--save", str(path)]) == 0
+    runs = {
+        "history": ["--ratio", "0.5"],
+        "profile": ["--profile", str(path)],
+        "relevant": ["--profile", str(path), "--relevant", "1"],
+    }
+    images = {}
+    for name, extra in runs.items():
+        out = tmp_path / f"{name}.png"
+        assert main(["personalize", "--tiny-random", "--no-progress", "--out", str(out), *extra]) == 0
+        images[name] = np.asarray(Image.open(out))
+    assert "6 of 12 history prompts as references" in capsys.readouterr().err
+    assert np.array_equal(images["profile"], images["history"])
+    assert not np.array_equal(images["relevant"], images["history"])
+    assert main(["personalize", "--tiny-random", "--profile", str(path), "--ratio", "0.3"]) == 2
+    assert "--ratio does nothing with --profile" in capsys.readouterr().err
