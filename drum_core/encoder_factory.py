@@ -52,6 +52,8 @@ def open_encoder(spec: str, device: torch.device | str = "cpu", dtype: str = "fp
 
     location = ENCODERS.get(spec.lower(), spec)
     repo, _, subfolder = location.partition(":")
+    if _looks_like_a_folder(repo) and not os.path.isdir(repo):
+        raise EncoderSpecError(f"{repo}: no such folder (--encoder takes {', '.join(ENCODERS)}, a folder, a hub id or open_clip:...)")
     if os.path.isdir(repo) and not subfolder and os.path.isdir(os.path.join(repo, "text_encoder")):
         raise EncoderSpecError(f"{repo} is a diffusers pipeline folder: name its text encoder, e.g. {repo}:text_encoder")
     where = {"subfolder": subfolder} if subfolder else {}
@@ -68,10 +70,21 @@ def open_encoder(spec: str, device: torch.device | str = "cpu", dtype: str = "fp
     raise EncoderSpecError(f"{location}: a {model_type or 'unknown'} model; drum train reads CLIP and T5 text encoders")
 
 
+def _looks_like_a_folder(location: str) -> bool:
+    """A path rather than a hub id ("name" or "namespace/name")."""
+    return location.startswith(("/", ".", "~")) or location.count("/") > 1 or (os.sep != "/" and os.sep in location)
+
+
 def _open_clip_encoder(location: str, device: torch.device | str, dtype: str, layers: int | None = None) -> TextEncoderBackend:
     """An open_clip model's text tower: "<model>:<pretrained tag or .safetensors file>", "local-dir:<folder>"
     (open_clip_config.json + .safetensors weights) or "hf-hub:<repo>"; the image tower is dropped."""
-    import open_clip
+    try:
+        import open_clip
+    except ImportError as error:
+        raise EncoderSpecError(
+            f"{OPEN_CLIP_PREFIX}{location}: open_clip cannot be imported ({error}); "
+            "pip install 'comfyui-drum[openclip]' with a torchvision that matches your torch"
+        ) from error
 
     from . import encoders
 

@@ -342,6 +342,11 @@ def test_flags_that_do_nothing_are_refused(tmp_path, monkeypatch, capsys, captio
     assert not list(tmp_path.iterdir())  # refused before anything is written
 
 
+def test_an_encoder_folder_that_is_not_there_is_one_line_and_exit_2(tmp_path, capsys, caption_file):
+    argv = ["--encoder", str(tmp_path / "no-encoder"), "--captions", str(caption_file), "--out", str(tmp_path / "run"), "--no-progress"]
+    assert_one_line_error(capsys, "train", main(argv), f"{tmp_path / 'no-encoder'}: no such folder")
+
+
 def test_a_mistyped_flag_is_one_line_and_exit_2(capsys):
     with pytest.raises(SystemExit) as exited:
         main([*TINY, "--captions", "c.txt", "--out", "run", "--max-step", "5"])
