@@ -14,7 +14,7 @@ import sys
 import torch
 
 from ..cli import BAD_INPUT, INTERRUPTED, OneLineParser, given_flags, one_line
-from ..dtypes import DTYPE_NAMES
+from ..dtypes import DTYPE_NAMES, dtype_name
 from ..encoder_factory import open_encoder
 from .caption_cache import CaptionCache, build_caption_cache
 from .captions import CaptionSource, CaptionSplit
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="text encoder: clip-l, openclip-h, openclip-bigg, t5-xxl, tiny-clip, tiny-t5, a transformers path/id, "
         "or open_clip:<model>:<pretrained> (e.g. open_clip:ViT-bigG-14:laion2b_s39b_b160k, open_clip:local-dir:<folder>)",
     )
+    autocast_choices = ["auto", *(name for name in DTYPE_NAMES if dtype_name(name) != "float16")]  # no fp16: it needs loss scaling
     parser.add_argument("--encoder-dtype", default="fp32", choices=DTYPE_NAMES, help="precision of the frozen encoder")
     parser.add_argument(
         "--encoder-layers",
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after N optimizer steps in all: the adapter so far and loss.png are written, the checkpoint kept (re-run to go on)",
     )
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available; torchrun: the local GPU)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help="auto: bf16 autocast on CUDA")
+    parser.add_argument("--precision", default="auto", choices=autocast_choices, help="bf16 autocast or fp32 (auto: bf16 on CUDA)")
     parser.add_argument("--no-tensorboard", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
     return parser

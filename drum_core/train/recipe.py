@@ -45,7 +45,7 @@ class TrainOptions:
     save_every: int = 1000
     validate_every: int = 1000
     max_steps: int | None = None  # stop (checkpoint, adapter and loss plot written) after this many optimizer steps in all
-    precision: str = "auto"  # "bf16" autocast, "fp32", or "auto" (bf16 on CUDA)
+    precision: str = "auto"  # "bf16" autocast, "fp32" (any drum_core.dtypes spelling), or "auto" (bf16 on CUDA)
     export: str | None = None  # adapter file; default <out>/<name>.safetensors
     tensorboard: bool = True
     progress: bool = True

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from ..dtypes import dtype_name
 from ..peca import PeCA, PeCAConfig
 from .captions import batched
 from .checkpoints import CHECKPOINT_NAME, read_checkpoint, restore_rng_state, rng_state, write_checkpoint
@@ -54,7 +55,7 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise ValueError(f"only {data.train_count} training captions, fewer than one batch of {o.batch_size}")
         self.total_steps = self.steps_per_epoch * o.epochs
-        self.bf16 = o.precision == "bf16" or (o.precision == "auto" and self.device.type == "cuda")
+        self.bf16 = self.device.type == "cuda" if o.precision == "auto" else dtype_name(o.precision) == "bfloat16"
         torch.manual_seed(o.seed)
         self.config = PeCAConfig.for_encoder(data.kind, data.width, o.layers)
         self.model = PeCA(self.config, dropout=o.dropout)

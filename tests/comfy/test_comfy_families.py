@@ -1,11 +1,13 @@
 """Every family through real comfy.sd.CLIP objects: the bridge's raw states, the conditioner's output."""
 
+import copy
 import gc
 import sys
 
 import pytest
 import torch
-from support.tiny_models import FAMILIES, tiny_adapter, tiny_clip
+import torch.nn.functional as F
+from support.tiny_models import CLIP_LAYERS, FAMILIES, tiny_adapter, tiny_clip
 
 import drum_core.history
 import drum_core.personalizer
@@ -31,6 +33,13 @@ CONTEXT_LAYERS = {  # family -> CLIP encoder -> the layers its adapter reads (to
     "flux": {"l": (-1,)},
 }
 ATTRIBUTES = {"l": "clip_l", "h": "clip_h", "g": "clip_g"}
+ASSEMBLY = {  # docs/method.md §5: (token encoders, their layer, final LayerNorm on tokens, pooled encoders)
+    "sd1": (("l",), -1, True, ("l",)),
+    "sd2": (("h",), -1, True, ("h",)),
+    "sdxl": (("l", "g"), -2, False, ("g",)),
+    "sd3": (("l", "g"), -2, False, ("l", "g")),
+    "flux": ((), -1, False, ("l",)),
+}
 
 
 def node_module(name):
@@ -85,6 +94,39 @@ def comfy_encode(clip, text, t5_tokens=256):
     return c.encode_from_tokens(c.tokenize(text), return_pooled=True)
 
 
+def adapter_by_hand(encoder, adapter, layer, alpha, prompts, weights, text=TEXT):
+    """A(ctx@layer) of `text` with `prompts` as references, in float64 on the bridge's raw states: (tokens, pooled) float32."""
+    exact = copy.deepcopy(adapter).double()
+    references = encoder.hidden_states(prompts, layer).double() if prompts else None
+    p = torch.tensor(weights, dtype=torch.float64) if prompts else None
+    with torch.inference_mode():
+        tokens, pooled = exact(encoder.empty_query().double(), encoder.hidden_states([text], layer).double(), references, p, alpha)
+    return tokens.float(), None if pooled is None else pooled.float()
+
+
+def condition_by_hand(name, clip, adapters, alpha, prompts=HISTORY, weights=WEIGHTS):
+    """The personalized (cond [1, L, D], pooled [1, P]) assembled per docs/method.md §5 from adapters run by hand;
+    final LayerNorm and projection are the host's (the bridge's final_norm / project, checked against ComfyUI above)."""
+    bridge = node_module("clip_bridge")
+    bridge.prepare(clip)
+    encoders = bridge.sub_encoders(clip)
+    slots = drum_core.personalizer.ENCODER_ADAPTERS
+
+    def run(encoder, layer):
+        return adapter_by_hand(encoders[encoder], adapters[slots[encoder]], layer, alpha, prompts, weights)
+
+    token_encoders, layer, normalize, pooled_encoders = ASSEMBLY[name]
+    parts = [run(e, layer)[0] for e in token_encoders]
+    parts = [encoders[e].final_norm(part) if normalize else part for e, part in zip(token_encoders, parts)]
+    pooled = torch.cat([encoders[e].project(encoders[e].final_norm(run(e, -1)[1])) for e in pooled_encoders], -1)
+    if name == "flux":
+        return run("t5", -1)[0], pooled
+    tokens = torch.cat(parts, -1)
+    if name == "sd3":  # CLIP part zero-padded to the T5 width, then the T5 tokens
+        tokens = torch.cat([F.pad(tokens, (0, 4096 - tokens.shape[-1])), run("t5", -1)[0]], 1)
+    return tokens, pooled
+
+
 def test_bridge_raw_states_equal_a_hand_path_through_the_transformer(family):
     name, clip = family
     bridge = node_module("clip_bridge")
@@ -134,7 +176,9 @@ def test_conditioner_output_per_family(family, adapters, pack):
     cond, extras = conditioning[0]
     assert tuple(cond.shape) == SHAPES[name][0] and cond.dtype == torch.float32
     assert tuple(extras["pooled_output"].shape) == SHAPES[name][1]
-    assert torch.isfinite(cond).all() and torch.isfinite(extras["pooled_output"]).all()
+    tokens, pooled = condition_by_hand(name, clip, adapters, 0.3)
+    torch.testing.assert_close(cond, tokens, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(extras["pooled_output"], pooled, rtol=1e-4, atol=1e-4)
     plain, plain_pooled = comfy_encode(clip, TEXT)
     assert not torch.allclose(cond, plain, atol=1e-3)  # the adapters changed the condition
     assert ui["drum_conditioning"][0]["family"] == name
@@ -155,13 +199,13 @@ def test_empty_history_gives_clip_text_encode_output(family, adapters, pack):
 
 
 def test_adapters_read_the_raw_states_of_the_sub_encoders(family, adapters, pack, monkeypatch):
-    """The adapters' inputs (query, target, references) = raw states by the hand path."""
+    """The adapters' inputs (query, target, references) = raw states by the hand path (T5: ComfyUI's own T5 output)."""
     name, clip = family
     slots = drum_core.personalizer.ENCODER_ADAPTERS
     node_module("caches")._personalizers.clear()
     targets, references, queries = {}, {}, {}
     hooks = []
-    for slot in ("L", "H", "bigG"):
+    for slot in ("L", "H", "bigG", "T5"):
         adapter = adapters[slot]
         encode = adapter.encode_references
 
@@ -199,6 +243,18 @@ def test_adapters_read_the_raw_states_of_the_sub_encoders(family, adapters, pack
                     layer,
                     prompt,
                 )
+    if "t5" not in ENCODERS[name]:
+        assert "T5" not in references
+        return
+
+    def t5_states(text):  # the T5 part of ComfyUI's own encode (FLUX: all of it; SD3: after the 77 CLIP tokens)
+        return comfy_encode(clip, text)[0][:, -256:]
+
+    assert len(references["T5"]) == 1 and references["T5"][0].shape == (len(HISTORY), 256, 4096)
+    torch.testing.assert_close(queries["T5"], t5_states(""), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(targets["T5"][0][:1], t5_states(TEXT), rtol=1e-5, atol=1e-5)
+    for i, prompt in enumerate(HISTORY):
+        torch.testing.assert_close(references["T5"][0][i : i + 1], t5_states(prompt), rtol=1e-5, atol=1e-5)
 
 
 def test_degree_zero_is_the_adapter_reconstruction(family, adapters, pack):
@@ -207,11 +263,31 @@ def test_degree_zero_is_the_adapter_reconstruction(family, adapters, pack):
     with_history, _ = run_conditioner(pack, clip, adapters, alpha=0.0)
     other_history, _ = run_conditioner(pack, clip, adapters, alpha=0.0, hist=history(["a completely different prompt"], [3.0]))
     torch.testing.assert_close(with_history[0][0], other_history[0][0], rtol=0, atol=1e-5)
-    if name != "sd1":
-        return
+    tokens, pooled = condition_by_hand(name, clip, adapters, 0.0, prompts=[], weights=[])  # no references at all
+    torch.testing.assert_close(with_history[0][0], tokens, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(with_history[0][1]["pooled_output"], pooled, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("layers", [(-1,), (-2, -1), (-3, -2, -1)])
+def test_bridge_reads_every_layer_and_the_pooled_state_from_one_pass(family, layers):
+    """encode(prompts, layers, pooled) equals the single-layer reads exactly, from ONE transformer pass (also per chunk)."""
+    _name, clip = family
     bridge = node_module("clip_bridge")
-    encoder = bridge.sub_encoders(clip)["l"]
-    with torch.inference_mode():
-        tokens, pooled = adapters["L"](encoder.empty_query(), encoder.hidden_states([TEXT], -1))
-    torch.testing.assert_close(with_history[0][0], encoder.final_norm(tokens), rtol=0, atol=1e-5)
-    torch.testing.assert_close(with_history[0][1]["pooled_output"], encoder.final_norm(pooled), rtol=0, atol=1e-5)
+    bridge.prepare(clip)
+    prompts = [TEXT] + HISTORY
+    for encoder in bridge.sub_encoders(clip).values():
+        if encoder.kind == "clip" and min(layers) + encoder.layer_shift < -CLIP_LAYERS:
+            continue  # SD2's clip_h reads one layer lower: (-3, -2, -1) is out of the tiny stack
+        passes = []
+        hook = encoder.module.transformer.register_forward_pre_hook(lambda *_, passes=passes: passes.append(1))
+        try:
+            encoding = encoder.encode(prompts, layers, pooled=True)
+            chunks = encoder.prompt_chunks(TEXT, layers, pooled=True)
+        finally:
+            hook.remove()
+        assert len(passes) == 2 and sorted(encoding.states) == sorted(layers)
+        for layer in layers:
+            torch.testing.assert_close(encoding.states[layer], encoder.hidden_states(prompts, layer), rtol=0, atol=0)
+            torch.testing.assert_close(chunks.states[layer], encoder.hidden_states([TEXT], layer), rtol=0, atol=0)
+        features = encoder.project(encoder.final_norm(encoding.pooled))
+        torch.testing.assert_close(features, encoder.pooled_features(prompts), rtol=0, atol=0)
