@@ -50,10 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class UsageError(ValueError):
-    """Flags that contradict each other or do nothing together."""
-
-
 # flags (argparse dest names) that do nothing in a mode; one given there is refused
 REAL_MODEL_FLAGS = ("model", "adapters", "clip_model", "dtype")  # not with --tiny-random
 TINY_FLAGS = ("family",)  # only with --tiny-random
@@ -61,17 +57,17 @@ IMAGE_FLAGS = ("clip_model", "save_images", "steps", "guidance", "size", "seed")
 
 
 def check_flags(args: argparse.Namespace, given: set[str]) -> None:
-    """UsageError for a missing flag the mode needs, or flags (`given`: dest names written) that would do nothing in it."""
+    """ValueError for a missing flag the mode needs, or flags (`given`: dest names written) that would do nothing in it."""
 
     def refuse(names: tuple[str, ...], why: str) -> None:
         idle = [f"--{name.replace('_', '-')}" for name in names if name in given]
         if idle:
-            raise UsageError(f"{', '.join(idle)} {'does' if len(idle) == 1 else 'do'} nothing {why}")
+            raise ValueError(f"{', '.join(idle)} {'does' if len(idle) == 1 else 'do'} nothing {why}")
 
     if args.tiny_random:
         refuse(REAL_MODEL_FLAGS, "with --tiny-random (it builds its own tiny random pipeline, adapters and CLIP)")
     elif not args.model:
-        raise UsageError("--model (or --tiny-random) is required")
+        raise ValueError("--model (or --tiny-random) is required")
     else:
         refuse(TINY_FLAGS, "without --tiny-random")
     if args.no_images:

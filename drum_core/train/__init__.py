@@ -1,7 +1,7 @@
 """Train a PeCA adapter by self-reconstruction (docs/method.md §6), on one device or many (`drum train`).
 
-    recipe.py         TrainOptions, the adapter's size, initialisation, optimizer groups, lr schedule,
-                      what the adapter reconstructs (caption_targets) and the loss
+    recipe.py         TrainOptions, initialisation, optimizer groups, lr schedule, what the adapter
+                      reconstructs (caption_targets) and the loss; the adapter's size is PeCAConfig.for_encoder
     captions.py       caption sources (.txt, CC3M .tsv, .csv, .parquet, folders), streamed; hash-based validation split
     caption_cache.py  the encoded-caption cache (safetensors shards; resumable, built by several processes)
     data.py           what a run reads: captions encoded on the fly or cache rows, one order per epoch

@@ -89,24 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class UsageError(ValueError):
-    """Flags that contradict each other or do nothing together."""
-
-
 def check_flags(args: argparse.Namespace, given: set[str]) -> None:
-    """UsageError for a missing flag the mode needs, or flags (`given`: dest names written) that would do nothing in it."""
+    """ValueError for a missing flag the mode needs, or flags (`given`: dest names written) that would do nothing in it."""
 
     def refuse(names: tuple[str, ...], why: str) -> None:
         idle = [f"--{name.replace('_', '-')}" for name in names if name in given]
         if idle:
-            raise UsageError(f"{', '.join(idle)} {'does' if len(idle) == 1 else 'do'} nothing {why}")
+            raise ValueError(f"{', '.join(idle)} {'does' if len(idle) == 1 else 'do'} nothing {why}")
 
     if args.cache_only:
         if not args.cache:
-            raise UsageError("--cache-only needs --cache (the folder to encode the captions into)")
+            raise ValueError("--cache-only needs --cache (the folder to encode the captions into)")
         refuse(TRAINING_FLAGS, "with --cache-only (it encodes the captions into the cache and exits)")
     elif not args.out:
-        raise UsageError("--out is required (the run folder)")
+        raise ValueError("--out is required (the run folder)")
     if args.cache:
         refuse(("shuffle_buffer",), "with --cache (every epoch is a full random permutation of the cache)")
     else:
@@ -114,7 +110,7 @@ def check_flags(args: argparse.Namespace, given: set[str]) -> None:
     if _finished_cache(args) and not args.encoder:
         refuse(ENCODING_FLAGS + CACHE_BUILD_FLAGS, f"with the finished caption cache {args.cache} (its captions are encoded already)")
     elif not args.encoder or not args.captions:
-        raise UsageError("--encoder and --captions are required (or --cache with a finished cache)")
+        raise ValueError("--encoder and --captions are required (or --cache with a finished cache)")
 
 
 def _options(args: argparse.Namespace) -> TrainOptions:
