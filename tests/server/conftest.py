@@ -37,7 +37,6 @@ def server():
     extra = ARTIFACTS / "extra_model_paths.yaml"
     extra.write_text(f"drum_tests:\n    base_path: {adapters}\n    drum: .\n")
     (base / "input").mkdir()
-    shutil.copy(ROOT / "example_workflows" / "example_history.txt", base / "input")
     (base / "input" / "bad.json").write_text('[{"prompt": "fine"}, {"rating": 2}]')
     (base / "input" / "empty.txt").write_text("\n")
     (base / "custom_nodes").mkdir()

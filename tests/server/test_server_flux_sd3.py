@@ -1,58 +1,23 @@
 """The FLUX and SD3 example workflows in a real ComfyUI server, on tiny random models.
 
 The diffusion models and the 16-channel VAE are real files (tests/support/tiny_dit.py) loaded
-by UNETLoader and VAELoader. The text encoders cannot be: ComfyUI builds T5-XXL at its full
-4.76B parameters whatever a file holds, so the TEST-ONLY node DrUMTestTinyCLIP
+by UNETLoader and VAELoader (support.workflows.tiny_template_graph). The text encoders cannot
+be: ComfyUI builds T5-XXL at its full 4.76B parameters whatever a file holds, so the TEST-ONLY node DrUMTestTinyCLIP
 (tests/support/test_nodes) stands in for DualCLIPLoader / the checkpoint's CLIP with a real
 `comfy.sd.CLIP` of the family at shrunken depths. DrUMTestConditioningProbe, put in front of
 the sampler's positive input, reports exactly what the sampler receives.
 """
 
 import copy
-import json
 
 import numpy as np
 import pytest
 from PIL import Image
-from support.comfy_env import ROOT
+from support.workflows import PROBE, TINY_CLIP, tiny_template_graph
 
 pytestmark = pytest.mark.server
 
-WORKFLOWS = ROOT / "example_workflows" / "api"
-VAE = "tiny_vae16.safetensors"
-TEXT_ENCODER_LOADERS = ("CLIPLoader", "DualCLIPLoader", "TripleCLIPLoader")
-TINY_CLIP, TINY_VAE, PROBE, PROMPT_ENCODE = "101", "102", "103", "104"
-
-
-def tiny_dit_graph(name: str, family: str) -> dict:
-    """Example workflow `name` on the tiny models: the test CLIP for the text-encoder loaders, tiny diffusion
-    model and VAE files, 64x64 latents, 2 steps, and the probe in front of the sampler's positive input."""
-    graph = json.loads((WORKFLOWS / f"{name}.json").read_text())
-    replaced = {}  # (node, output slot) of a removed loader -> its stand-in
-    for key, node in list(graph.items()):
-        kind, inputs = node["class_type"], node["inputs"]
-        if kind == "CheckpointLoaderSimple":
-            graph[key] = {"class_type": "UNETLoader", "inputs": {"unet_name": f"tiny_{family}.safetensors", "weight_dtype": "default"}}
-            replaced.update({(key, 1): [TINY_CLIP, 0], (key, 2): [TINY_VAE, 0]})
-        elif kind in TEXT_ENCODER_LOADERS or kind == "VAELoader":
-            del graph[key]
-            replaced[(key, 0)] = [TINY_VAE, 0] if kind == "VAELoader" else [TINY_CLIP, 0]
-        elif kind == "UNETLoader":
-            inputs["unet_name"] = f"tiny_{family}.safetensors"
-        elif kind in ("EmptyLatentImage", "EmptySD3LatentImage"):
-            inputs.update(width=64, height=64)
-        elif kind == "KSampler":
-            inputs["steps"] = 2
-    for node in graph.values():
-        for input_name, value in node["inputs"].items():
-            if isinstance(value, list) and tuple(value) in replaced:
-                node["inputs"][input_name] = replaced[tuple(value)]
-    graph[TINY_CLIP] = {"class_type": "DrUMTestTinyCLIP", "inputs": {"family": family, "seed": 0}}
-    graph[TINY_VAE] = {"class_type": "VAELoader", "inputs": {"vae_name": VAE}}
-    sampler = node_of(graph, "KSampler")["inputs"]
-    graph[PROBE] = {"class_type": "DrUMTestConditioningProbe", "inputs": {"conditioning": sampler["positive"]}}
-    sampler["positive"] = [PROBE, 0]
-    return graph
+PROMPT_ENCODE = "104"  # beside the nodes tiny_template_graph adds (support.workflows)
 
 
 def node_of(graph: dict, class_type: str) -> dict:
@@ -75,7 +40,7 @@ def render(server, graph: dict) -> tuple[np.ndarray, dict, dict]:
 
 def test_flux_workflow_renders_personalized_conditioning(dit_models):
     server = dit_models
-    graph = tiny_dit_graph("drum_flux", "flux")
+    graph = tiny_template_graph("drum_flux")
     pixels, probe, conditioner = render(server, graph)
     assert pixels.shape == (64, 64, 3)
     assert conditioner["family"] == "flux" and conditioner["degrees"] == [0.3]
@@ -100,7 +65,7 @@ def test_flux_workflow_renders_personalized_conditioning(dit_models):
 
 
 def test_sd3_workflow_renders_personalized_conditioning(dit_models):
-    pixels, probe, conditioner = render(dit_models, tiny_dit_graph("drum_sd3", "sd3"))
+    pixels, probe, conditioner = render(dit_models, tiny_template_graph("drum_sd3"))
     assert pixels.shape == (64, 64, 3)
     assert conditioner["family"] == "sd3"
     assert probe["tokens"] == [1, 77 + 256, 4096]  # (CLIP-L ⊕ CLIP-G padded to 4096) then T5 along the tokens

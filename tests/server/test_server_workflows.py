@@ -1,4 +1,9 @@
-"""The example workflows and malformed inputs in a real ComfyUI server (HTTP)."""
+"""The templates (example workflows) and malformed inputs in a real ComfyUI server (HTTP).
+
+Every template in example_workflows/ validates and runs on the tiny models with nothing copied
+into ComfyUI's folders by hand (its history is in the History Loader's text box); each run's
+images also make the template's thumbnail candidate (tools/make_thumbnails.py installs them).
+"""
 
 import copy
 import json
@@ -6,28 +11,17 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from support.comfy_env import ROOT
 from support.server import PACK_NAME, PromptRejected
+from support.workflows import THUMBNAIL_SUFFIXES, WORKFLOWS, template_note, thumbnail, tiny_template_graph, ui_to_api
 
 pytestmark = pytest.mark.server
 
-WORKFLOWS = ROOT / "example_workflows"
 NODE_IDS = ["DrUMHistoryLoader", "DrUMCoresetSampler", "DrUMPeCALoader", "DrUMConditioner", "DrUMDegreeSlider", "DrUMProfilePreview"]
-TINY = {"drum_sd15": "tiny_sd15.safetensors", "drum_alpha_sweep": "tiny_sd15.safetensors", "drum_sdxl": "tiny_sdxl.safetensors"}
-
-
-def tiny_graph(name: str) -> dict:
-    """An example workflow's API copy on the tiny checkpoint: 64x64 latents, 2 steps."""
-    graph = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
-    for node in graph.values():
-        inputs = node["inputs"]
-        if node["class_type"] == "CheckpointLoaderSimple":
-            inputs["ckpt_name"] = TINY[name]
-        elif node["class_type"] in ("EmptyLatentImage", "EmptySD3LatentImage"):
-            inputs.update(width=64, height=64)
-        elif node["class_type"] == "KSampler":
-            inputs["steps"] = 2
-    return graph
+TEMPLATES = sorted(path.stem for path in WORKFLOWS.glob("*.json"))
+IMAGES = {"drum_sd15": 2, "drum_alpha_sweep": 4, "drum_style_mix": 3}  # saved images of a run, where not 1
+FAMILIES = {"drum_sdxl": "sdxl", "drum_sd3": "sd3", "drum_flux": "flux"}  # the conditioner's family, where not sd1
+ADAPTER_FILES = {"sd1": ["L"], "sdxl": ["L", "bigG"], "sd3": ["L", "bigG", "T5"], "flux": ["L", "T5"]}
+tiny_graph = tiny_template_graph  # the name other server tests import
 
 
 def node_of(graph: dict, class_type: str) -> dict:
@@ -49,23 +43,48 @@ def test_pack_nodes_are_registered(server):
     for node in NODE_IDS:
         assert info[node]["category"] == "conditioning/DrUM" and info[node]["description"]
     assert {"L.safetensors", "bigG.safetensors"} <= set(combo_options(info, "DrUMPeCALoader", "L"))  # drum folder of extra_model_paths.yaml
-    assert "example_history.txt" in combo_options(info, "DrUMHistoryLoader", "file")
 
 
-@pytest.mark.parametrize("name, images", [("drum_sd15", 2), ("drum_alpha_sweep", 4), ("drum_sdxl", 1)])
-def test_example_workflow_renders(server, name, images):
-    entry = server.run(tiny_graph(name))
-    assert entry.status == "success", entry.error or entry.messages
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_every_template_validates_and_runs_without_copying_a_file(dit_models, name):
+    server = dit_models
+    graph = tiny_template_graph(name)
+    loaders = [node["inputs"] for node in graph.values() if node["class_type"] == "DrUMHistoryLoader"]
+    assert loaders and all(inputs["file"] == "none" and inputs["text"].strip() for inputs in loaders), (
+        f"{name}: history not in the text box"
+    )
+    assert not list((server.base / "input").glob("example_history*")), "the server's input folder must not hold the example history"
+    entry = server.run(graph)
+    assert entry.status == "success", (entry.error or {}).get("exception_message") or entry.messages
     saved = entry.images(server.base / "output")
-    assert len(saved) == images
+    assert len(saved) == IMAGES.get(name, 1), saved
+    images = []
     for path in saved:
-        pixels = np.asarray(Image.open(path))
-        assert pixels.shape[2] == 3 and np.isfinite(pixels).all()
+        image = Image.open(path).convert("RGB")
+        pixels = np.asarray(image).astype(np.float64)
+        colours = np.unique(pixels.reshape(-1, 3), axis=0)
+        assert pixels.std() > 5 and len(colours) > 64, (path.name, pixels.std(), len(colours))  # a blank or black image fails
+        images.append(image)
     if name == "drum_sd15":
         profile = next(p for p in saved if "profile" in p.name)
         assert Image.open(profile).size == (1024, 512)
-    ui = next(out for out in entry.outputs.values() if "drum_conditioning" in out)
-    assert ui["drum_conditioning"][0]["family"] == ("sdxl" if name == "drum_sdxl" else "sd1")
+    conditioners = [out["drum_conditioning"][0] for out in entry.outputs.values() if "drum_conditioning" in out]
+    assert conditioners and {c["family"] for c in conditioners} == {FAMILIES.get(name, "sd1")}
+    candidates = server.base.parent / "thumbnails"
+    candidates.mkdir(exist_ok=True)
+    thumbnail(images, name).save(candidates / f"{name}.jpg", quality=90)
+
+
+def test_every_template_has_a_note_and_a_thumbnail():
+    for name in TEMPLATES:
+        note = template_note(json.loads((WORKFLOWS / f"{name}.json").read_text(encoding="utf-8")))
+        assert note and "models/drum" in note and "Queue" in note, f"{name}: no MarkdownNote saying what to do"
+        family = FAMILIES.get(name, "sd1")
+        assert all(f"{adapter}.safetensors" in note for adapter in ADAPTER_FILES[family]), (name, family)
+        thumbnails = [WORKFLOWS / f"{name}{suffix}" for suffix in THUMBNAIL_SUFFIXES if (WORKFLOWS / f"{name}{suffix}").is_file()]
+        assert len(thumbnails) == 1, f"{name}: one thumbnail ({', '.join(THUMBNAIL_SUFFIXES)}) expected, found {thumbnails}"
+        with Image.open(thumbnails[0]) as image:
+            assert min(image.size) >= 256
 
 
 def run_expecting_error(server, graph: dict) -> str:
@@ -80,16 +99,16 @@ def run_expecting_error(server, graph: dict) -> str:
 
 def test_malformed_inputs_end_with_a_named_node_error_and_the_server_keeps_running(server):
     good = tiny_graph("drum_sd15")
-    cases = {
-        "bad history file": (("DrUMHistoryLoader", "file", "bad.json"), ["DrUMHistoryLoader", "bad.json", "line"]),
-        "empty history file": (("DrUMHistoryLoader", "file", "empty.txt"), ["DrUMHistoryLoader", "empty.txt"]),
-        "path outside the input folder": (("DrUMHistoryLoader", "file", "../secret.txt"), ["secret.txt"]),
-        "adapter for the wrong encoder": (("DrUMPeCALoader", "L", "bigG.safetensors"), ["bigG.safetensors", "L slot"]),
-        "missing adapter": (("DrUMPeCALoader", "L", "none"), ["DrUMConditioner", "L slot is 'none'"]),
+    cases = {  # the history cases empty the text box: pasted text wins over the file
+        "bad history file": (("DrUMHistoryLoader", {"file": "bad.json", "text": ""}), ["DrUMHistoryLoader", "bad.json", "line"]),
+        "empty history file": (("DrUMHistoryLoader", {"file": "empty.txt", "text": ""}), ["DrUMHistoryLoader", "empty.txt"]),
+        "path outside the input folder": (("DrUMHistoryLoader", {"file": "../secret.txt", "text": ""}), ["secret.txt"]),
+        "adapter for the wrong encoder": (("DrUMPeCALoader", {"L": "bigG.safetensors"}), ["bigG.safetensors", "L slot"]),
+        "missing adapter": (("DrUMPeCALoader", {"L": "none"}), ["DrUMConditioner", "L slot is 'none'"]),
     }
-    for case, ((class_type, key, value), expected) in cases.items():
+    for case, ((class_type, inputs), expected) in cases.items():
         graph = copy.deepcopy(good)
-        node_of(graph, class_type)["inputs"][key] = value
+        node_of(graph, class_type)["inputs"].update(inputs)
         message = run_expecting_error(server, graph)
         assert all(part in message for part in expected), (case, message)
         assert server.alive(), case
@@ -105,12 +124,19 @@ def test_empty_history_renders_the_plain_prompt(server):
     graph["5"]["inputs"]["history"] = ["2", 0]
     entry = server.run(graph)
     assert entry.status == "success", entry.error
-    assert len(entry.images(server.base / "output")) == 1
+    (drum,) = entry.images(server.base / "output")
+    plain = copy.deepcopy(graph)  # the same graph with ComfyUI's own CLIP Text Encode on the positive side
+    plain["5"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": graph["5"]["inputs"]["clip"], "text": graph["5"]["inputs"]["text"]}}
+    plain["10"]["inputs"]["filename_prefix"] = "plain"
+    reference = server.run(plain)
+    assert reference.status == "success", reference.error
+    (expected,) = reference.images(server.base / "output")
+    pixels = np.asarray(Image.open(drum).convert("RGB"))
+    assert np.array_equal(pixels, np.asarray(Image.open(expected).convert("RGB")))  # the very image CLIP Text Encode gives
+    assert pixels.astype(np.float64).std() > 5  # and not a blank one
 
 
 def test_ui_workflows_match_their_api_copies(server):
-    from support.workflows import ui_to_api
-
     info = server.object_info()
     names = sorted(path.stem for path in (WORKFLOWS / "api").glob("*.json"))
     assert names == sorted(path.stem for path in WORKFLOWS.glob("*.json"))

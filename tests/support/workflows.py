@@ -1,11 +1,15 @@
-"""UI-format (litegraph) workflows <-> API-format graphs, using a server's /object_info.
+"""UI-format (litegraph) workflows <-> API-format graphs, using a server's /object_info; tiny test runs of them.
 
     python tests/support/workflows.py --object-info info.json   # writes example_workflows/<name>.json
                                                                  # from example_workflows/api/<name>.json
 
-The committed UI files are made from the API copies; the server tier converts them back and
-asserts equality, so the two formats never drift apart. Widget values follow /object_info's
-input order; an INT with control_after_generate (a seed) carries one extra value ("fixed").
+The committed UI files (the templates ComfyUI lists) are made from the API copies; the server
+tier converts them back and asserts equality, so the two formats never drift apart. Widget
+values follow /object_info's input order; an INT with control_after_generate (a seed) carries
+one extra value ("fixed"). A template's MarkdownNote (UI only: the API format has no notes) is
+kept when its UI file is rewritten; widget inputs an API copy lacks get the node's default.
+
+`tiny_template_graph(name)` is a template's API copy set up for the tests' tiny models.
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ import argparse
 import json
 from pathlib import Path
 
+WORKFLOWS = Path(__file__).resolve().parents[2] / "example_workflows"
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+NOTE_TYPES = ("MarkdownNote", "Note")  # frontend-only nodes: not in /object_info, never in the API format
 COLUMN_WIDTH, ROW_HEIGHT, NODE_HEIGHT = 420, 480, 440  # room for the web extension's panels
+NOTE_SIZE = [380, 700]
 
 
 def ordered_inputs(spec: dict) -> list[tuple[str, str, dict]]:
@@ -39,6 +46,8 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
     links = {link[0]: link for link in workflow["links"]}
     graph = {}
     for node in workflow["nodes"]:
+        if node["type"] in NOTE_TYPES:
+            continue
         linked = {i["name"]: i["link"] for i in node.get("inputs", []) if i.get("link") is not None}
         values = iter(node.get("widgets_values", []))
         inputs = {}
@@ -70,9 +79,23 @@ def _depths(graph: dict) -> dict[str, int]:
     return depths
 
 
-def api_to_ui(graph: dict, object_info: dict) -> dict:
-    """A UI workflow (nodes laid out in columns by depth) for an API graph."""
-    depths = _depths(graph)
+def template_note(workflow: dict) -> str | None:
+    """The text of a UI workflow's MarkdownNote, if it has one."""
+    return next((node["widgets_values"][0] for node in workflow["nodes"] if node["type"] == "MarkdownNote"), None)
+
+
+def with_defaults(graph: dict, object_info: dict) -> dict:
+    """The API graph with every widget input it lacks set to the node's default (inputs added to a node later)."""
+    for node in graph.values():
+        for name, kind, options in ordered_inputs(object_info[node["class_type"]]):
+            if is_widget(kind, options) and name not in node["inputs"] and "default" in options:
+                node["inputs"][name] = options["default"]
+    return graph
+
+
+def api_to_ui(graph: dict, object_info: dict, note: str | None = None) -> dict:
+    """A UI workflow (nodes laid out in columns by depth; `note`, as a MarkdownNote, in the first column) for an API graph."""
+    depths = {key: depth + (note is not None) for key, depth in _depths(graph).items()}
     rows: dict[int, int] = {}
     nodes, links = [], []
     outputs: dict[tuple[str, int], list[int]] = {}
@@ -123,8 +146,26 @@ def api_to_ui(graph: dict, object_info: dict) -> dict:
         ]
     for order, key in enumerate(sorted(graph, key=lambda k: (depths[k], int(k)))):
         next(n for n in nodes if n["id"] == int(key))["order"] = order
+    if note is not None:
+        nodes.append(
+            {
+                "id": max(int(k) for k in graph) + 1,
+                "type": "MarkdownNote",
+                "pos": [40, 40],
+                "size": NOTE_SIZE,
+                "flags": {},
+                "order": len(nodes),
+                "mode": 0,
+                "inputs": [],
+                "outputs": [],
+                "properties": {},
+                "widgets_values": [note],
+                "color": "#432",
+                "bgcolor": "#653",
+            }
+        )
     return {
-        "last_node_id": max(int(k) for k in graph),
+        "last_node_id": max(node["id"] for node in nodes),
         "last_link_id": len(links),
         "nodes": nodes,
         "links": links,
@@ -135,16 +176,135 @@ def api_to_ui(graph: dict, object_info: dict) -> dict:
     }
 
 
+# ------------------------------------------------------------------ tiny test runs
+TINY_CHECKPOINTS = {"sd15": "tiny_sd15.safetensors", "sdxl": "tiny_sdxl.safetensors"}  # support.test_models.CHECKPOINTS
+TEXT_ENCODER_LOADERS = ("CLIPLoader", "DualCLIPLoader", "TripleCLIPLoader")
+TINY_CLIP, TINY_VAE, PROBE = "101", "102", "103"  # ids of the nodes tiny_dit_graph adds
+TINY_VAE_FILE = "tiny_vae16.safetensors"
+
+
+def template_family(graph: dict) -> str:
+    """ "sd15", "sdxl", "sd3" or "flux": which tiny models a template's API graph runs on (read off its loaders)."""
+    kinds = {node["class_type"] for node in graph.values()}
+    checkpoints = [node["inputs"]["ckpt_name"].lower() for node in graph.values() if node["class_type"] == "CheckpointLoaderSimple"]
+    if "FluxGuidance" in kinds or any(
+        node["inputs"].get("type") == "flux" for node in graph.values() if node["class_type"] in TEXT_ENCODER_LOADERS
+    ):
+        return "flux"
+    if "EmptySD3LatentImage" in kinds or any("sd3" in name for name in checkpoints):
+        return "sd3"
+    return "sdxl" if any("xl" in name for name in checkpoints) else "sd15"
+
+
+def _small_and_quick(graph: dict) -> None:
+    """64x64 latents, 2 sampling steps."""
+    for node in graph.values():
+        if node["class_type"] in ("EmptyLatentImage", "EmptySD3LatentImage"):
+            node["inputs"].update(width=64, height=64)
+        elif node["class_type"] == "KSampler":
+            node["inputs"]["steps"] = 2
+
+
+def tiny_checkpoint_graph(graph: dict, family: str) -> dict:
+    """An SD1/SDXL API graph on the tiny checkpoint of `family`, small and quick."""
+    for node in graph.values():
+        if node["class_type"] == "CheckpointLoaderSimple":
+            node["inputs"]["ckpt_name"] = TINY_CHECKPOINTS[family]
+    _small_and_quick(graph)
+    return graph
+
+
+def tiny_dit_graph(graph: dict, family: str) -> dict:
+    """A FLUX / SD3 API graph on the tiny models: the TEST-ONLY DrUMTestTinyCLIP for the text-encoder loaders, tiny
+    diffusion model and VAE files, small and quick, and the probe (DrUMTestConditioningProbe) in front of the
+    sampler's positive input."""
+    replaced = {}  # (node, output slot) of a removed loader -> its stand-in
+    for key, node in list(graph.items()):
+        kind, inputs = node["class_type"], node["inputs"]
+        if kind == "CheckpointLoaderSimple":
+            graph[key] = {"class_type": "UNETLoader", "inputs": {"unet_name": f"tiny_{family}.safetensors", "weight_dtype": "default"}}
+            replaced.update({(key, 1): [TINY_CLIP, 0], (key, 2): [TINY_VAE, 0]})
+        elif kind in TEXT_ENCODER_LOADERS or kind == "VAELoader":
+            del graph[key]
+            replaced[(key, 0)] = [TINY_VAE, 0] if kind == "VAELoader" else [TINY_CLIP, 0]
+        elif kind == "UNETLoader":
+            inputs["unet_name"] = f"tiny_{family}.safetensors"
+    _small_and_quick(graph)
+    for node in graph.values():
+        for input_name, value in node["inputs"].items():
+            if isinstance(value, list) and tuple(value) in replaced:
+                node["inputs"][input_name] = replaced[tuple(value)]
+    graph[TINY_CLIP] = {"class_type": "DrUMTestTinyCLIP", "inputs": {"family": family, "seed": 0}}
+    graph[TINY_VAE] = {"class_type": "VAELoader", "inputs": {"vae_name": TINY_VAE_FILE}}
+    sampler = next(node for node in graph.values() if node["class_type"] == "KSampler")["inputs"]
+    graph[PROBE] = {"class_type": "DrUMTestConditioningProbe", "inputs": {"conditioning": sampler["positive"]}}
+    sampler["positive"] = [PROBE, 0]
+    return graph
+
+
+def tiny_template_graph(name: str) -> dict:
+    """Template `name`'s API copy (example_workflows/api/<name>.json) on the tests' tiny models of its family."""
+    graph = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text(encoding="utf-8"))
+    family = template_family(graph)
+    return tiny_dit_graph(graph, family) if family in ("sd3", "flux") else tiny_checkpoint_graph(graph, family)
+
+
+THUMBNAIL_SUFFIXES = (".jpg", ".png", ".webp")  # what ComfyUI's template browser shows beside <name>.json
+THUMBNAIL_SIZE = 512
+TITLES = {"drum_sd15": "SD1.5", "drum_alpha_sweep": "SD1.5 · degree sweep", "drum_sdxl": "SDXL", "drum_sd3": "SD3", "drum_flux": "FLUX"}
+
+
+def thumbnail(images: list, name: str):
+    """A template's thumbnail [512, 512] from its run's images (PIL): a title, wide images (a profile map) one per
+    row, then the others on a grid, nearest-upscaled so that tiny test images stay sharp."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    canvas = Image.new("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE), (30, 30, 34))
+    draw = ImageDraw.Draw(canvas)
+    title = f"DrUM · {TITLES.get(name, name.removeprefix('drum_').replace('_', ' '))}"
+    draw.text((20, 14), title, fill=(240, 240, 240), font=ImageFont.load_default(size=34))
+    draw.text(
+        (20, 56), "a run of this template on the tests' tiny random models", fill=(160, 160, 170), font=ImageFont.load_default(size=17)
+    )
+    margin, top = 12, 90
+
+    def paste(image, x: int, y: int, width: int, height: int) -> int:
+        """`image` fitted into the box, centred; returns the height it took."""
+        scale = min(width / image.width, height / image.height)
+        resample = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.LANCZOS
+        fitted = image.convert("RGB").resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))), resample)
+        canvas.paste(fitted, (x + (width - fitted.width) // 2, y + (height - fitted.height) // 2))
+        return fitted.height
+
+    wide = [image for image in images if image.width >= 1.5 * image.height]
+    square = [image for image in images if image.width < 1.5 * image.height]
+    width = THUMBNAIL_SIZE - 2 * margin
+    for image in wide:
+        top += paste(image, margin, top, width, (THUMBNAIL_SIZE - top) // (2 if square else 1) - margin) + margin
+    if square:
+        columns = min(len(square), 2 if len(square) <= 4 else 3)
+        rows = -(-len(square) // columns)
+        cell = width // columns, (THUMBNAIL_SIZE - top - margin) // rows
+        for index, image in enumerate(square):
+            x, y = margin + (index % columns) * cell[0], top + (index // columns) * cell[1]
+            paste(image, x + margin // 2, y + margin // 2, cell[0] - margin, cell[1] - margin)
+    return canvas
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="write example_workflows/<name>.json from the API copies")
     parser.add_argument("--object-info", required=True, help="a saved GET /object_info answer")
-    parser.add_argument("--workflows", default=str(Path(__file__).resolve().parents[2] / "example_workflows"))
+    parser.add_argument("--workflows", default=str(WORKFLOWS))
     args = parser.parse_args()
     object_info = json.loads(Path(args.object_info).read_text())
     folder = Path(args.workflows)
     for api in sorted((folder / "api").glob("*.json")):
-        ui = api_to_ui(json.loads(api.read_text()), object_info)
-        (folder / api.name).write_text(json.dumps(ui, indent=1) + "\n")
+        graph = with_defaults(json.loads(api.read_text(encoding="utf-8")), object_info)
+        api.write_text(json.dumps(graph, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        ui_path = folder / api.name
+        note = template_note(json.loads(ui_path.read_text(encoding="utf-8"))) if ui_path.is_file() else None
+        ui = api_to_ui(graph, object_info, note)
+        ui_path.write_text(json.dumps(ui, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,48 @@
+"""Regenerate the template thumbnails (example_workflows/<name>.jpg) from real runs.
+
+    .venv/bin/python tools/make_thumbnails.py [NAME ...]   # after tools/bootstrap.sh; default: every template
+
+Runs the server tier's template test (tests/server/test_server_workflows.py): every template's
+API copy goes through a real headless ComfyUI on the tests' tiny random models, and each run's
+saved images are laid out as a 512x512 thumbnail (tests/support/workflows.py: thumbnail). The
+thumbnail of each template that ran is copied beside it, replacing any older one of any format;
+a template whose run failed keeps its old thumbnail, and the exit status is the test run's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from support.workflows import THUMBNAIL_SUFFIXES, WORKFLOWS  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="regenerate example_workflows/<name>.jpg from real runs of the templates")
+    parser.add_argument("names", nargs="*", help="templates to redo (default: all)")
+    names = parser.parse_args().names
+    selection = "every_template_validates" + (f" and ({' or '.join(names)})" if names else "")
+    with tempfile.TemporaryDirectory(prefix="drum-thumbnails-") as artifacts:
+        test = "tests/server/test_server_workflows.py"
+        command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-m", "server", test, "-k", selection]
+        done = subprocess.run(command, cwd=ROOT, env={**os.environ, "DRUM_TEST_ARTIFACTS": artifacts})
+        if done.returncode != 0:
+            print("make_thumbnails: some template runs failed; their thumbnails were not replaced", file=sys.stderr)
+        made = sorted((Path(artifacts) / "server" / "thumbnails").glob("*.jpg"))
+        for thumbnail in made:
+            for suffix in THUMBNAIL_SUFFIXES:
+                (WORKFLOWS / f"{thumbnail.stem}{suffix}").unlink(missing_ok=True)
+            shutil.copy(thumbnail, WORKFLOWS / thumbnail.name)
+            print(f"wrote {WORKFLOWS.relative_to(ROOT) / thumbnail.name}")
+    return done.returncode
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
