@@ -2,36 +2,27 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from ..peca import PeCA, ReferenceState
+from ..peca import PeCA
 
 VARIANTS = ("base", "drum", "no_sampling", "no_guidance")
 LABELS = {"base": "base model", "drum": "DrUM", "no_sampling": "DrUM, no sampling", "no_guidance": "DrUM, no guidance"}
 
 
-class NoGuidance(nn.Module):
+class NoGuidance(PeCA):
     """The adapter with guidance off (PeCA.forward(..., guidance=False)): one softmax over
-    [target | ref_1 | ... | ref_R] in every block; alpha and the intensities are ignored."""
+    [target | ref_1 | ... | ref_R] in every block; alpha and the intensities are ignored.
+    It shares `adapter`'s modules and parameters (nothing is copied)."""
 
     def __init__(self, adapter: PeCA):
-        super().__init__()
-        self.adapter = adapter
+        nn.Module.__init__(self)  # not PeCA.__init__: the blocks are adapter's own, not new ones
         self.config = adapter.config
+        self.base_query = adapter.base_query
+        for name, module in adapter.named_children():
+            self.add_module(name, module)
         self.source = f"{getattr(adapter, 'source', adapter.config.name)} (no guidance)"
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.adapter.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.adapter.device
-
-    def encode_references(self, references: torch.Tensor) -> ReferenceState:
-        return self.adapter.encode_references(references)
-
-    def forward(self, query, target, references=None, weights=None, alpha=0.3):
-        """As PeCA.forward, without guidance."""
-        return self.adapter(query, target, references, weights, alpha, guidance=False)
+    def forward(self, query, target, references=None, weights=None, alpha=0.3, guidance=False):
+        """As PeCA.forward, always without guidance."""
+        return super().forward(query, target, references, weights, alpha, guidance=False)
