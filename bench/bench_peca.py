@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import math
 import os
-import statistics
 import subprocess
 import sys
 import time
 
 import torch
-from timing import best_of
+from timing import best_of, median_of, print_table
 
 from drum_core import PeCA, PeCAConfig, coreset_sample
 
@@ -46,17 +45,6 @@ def peca_flops(config: PeCAConfig, batch: int, refs: int, cached_references: boo
         + 2 * batch * s * d * f * 2  # feed-forward
     )
     return per_block * config.layers
-
-
-def median_of(fn, repeats: int = 7) -> float:
-    """Median wall time of `repeats` calls of `fn` after one untimed call (stalls count, unlike best_of)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def under_contention(fn, pinned: bool) -> float:
@@ -180,10 +168,7 @@ def main() -> None:
         ("alpha sweep (5 values) / one run", f"{sweep_time / ours:.2f}x", "<= 2x", f"sweep {sweep_time * 1e3:.0f} ms"),
         ("coreset 100,000 x 768 -> 256 picks", f"{coreset_time:.2f} s", "<= 5 s", f"{torch.get_num_threads()} threads"),
     ]
-    print("| measure | result | target | detail |")
-    print("|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print_table(("measure", "result", "target", "detail"), rows)
 
 
 if __name__ == "__main__":

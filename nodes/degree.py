@@ -7,6 +7,11 @@ from comfy_api.latest import io
 from .io_types import Degrees, DrumDegreesType
 
 
+def degree_input(tooltip: str) -> io.Float.Input:
+    """The degree alpha on a slider from 0 (the prompt alone) to 1 (the history alone), default 0.3 (the paper's)."""
+    return io.Float.Input("degree", default=0.3, min=0.0, max=1.0, step=0.01, display_mode=io.NumberDisplay.slider, tooltip=tooltip)
+
+
 def degree_values(degree: float, sweep: bool, start: float, end: float, count: int) -> tuple[float, ...]:
     """(degree,) or `count` evenly spaced values from start to end (both included)."""
     if not sweep:
@@ -29,15 +34,7 @@ class DrUMDegreeSlider(io.ComfyNode):
                 "so one run renders the styles side by side. Connect batch_size to the Empty Latent Image's batch_size."
             ),
             inputs=[
-                io.Float.Input(
-                    "degree",
-                    default=0.3,
-                    min=0.0,
-                    max=1.0,
-                    step=0.01,
-                    display_mode=io.NumberDisplay.slider,
-                    tooltip="alpha when not sweeping.",
-                ),
+                degree_input("alpha when not sweeping."),
                 io.Boolean.Input("sweep", default=False, tooltip="Give several degrees (start..end) for one side-by-side batch."),
                 io.Float.Input("start", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="First degree of the sweep."),
                 io.Float.Input("end", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="Last degree of the sweep."),

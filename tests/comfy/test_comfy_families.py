@@ -2,11 +2,11 @@
 
 import copy
 import gc
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
+from support.comfy_env import node_module
 from support.tiny_models import CLIP_LAYERS, FAMILIES, tiny_adapter, tiny_clip
 
 import drum_core.history
@@ -40,11 +40,6 @@ ASSEMBLY = {  # docs/method.md §5: (token encoders, their layer, final LayerNor
     "sd3": (("l", "g"), -2, False, ("l", "g")),
     "flux": ((), -1, False, ("l",)),
 }
-
-
-def node_module(name):
-    """A module of the pack's nodes/ as the in-process ComfyUI imported it."""
-    return sys.modules[f"comfyui_drum.nodes.{name}"]
 
 
 @pytest.fixture(scope="module")

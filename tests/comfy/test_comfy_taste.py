@@ -1,10 +1,10 @@
 """The conditioner's `relevant` and timestep range, and DrUM Profile Save / Load, on real comfy.sd.CLIP objects."""
 
 import math
-import sys
 
 import pytest
 import torch
+from support.comfy_env import node_module
 from support.tiny_models import tiny_adapter, tiny_clip
 
 pytestmark = pytest.mark.comfy
@@ -19,11 +19,6 @@ PROMPTS = [
     "a red fox portrait, morning",
 ]
 WEIGHTS = [1.0, 2.0, 0.5, 1.5, 3.0, 0.25]
-
-
-def node_module(name):
-    """A module of the pack's nodes/ as the in-process ComfyUI imported it."""
-    return sys.modules[f"comfyui_drum.nodes.{name}"]
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,11 @@ STUBS = Path(__file__).resolve().parent / "stubs"
 PACKAGE = "comfyui_drum"  # the name the pack is imported under in-process
 
 
+def node_module(name: str):
+    """A module of the pack's nodes/ as the in-process ComfyUI imported it (`node_module("clip_bridge")`)."""
+    return sys.modules[f"{PACKAGE}.nodes.{name}"]
+
+
 def comfy_dir() -> Path:
     """The ComfyUI tree under test; raises with the fix when it is missing."""
     path = Path(os.environ.get("DRUM_COMFY_DIR", ROOT / ".cache" / "comfyui" / "ComfyUI"))
