@@ -82,6 +82,8 @@ def test_relevant_uses_the_most_similar_references_without_encoding_the_history_
     assert len(got) == 1 and set(got[0][1]) == set(expected[0][1])
     torch.testing.assert_close(got[0][0], expected[0][0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got[0][1]["pooled_output"], expected[0][1]["pooled_output"], rtol=1e-5, atol=1e-5)
+    panel = pack["DrUMConditioner"].execute(sd1, adapters, picked, TEXT, 0.4, relevant=2).ui["drum_conditioning"][0]["references"]
+    assert [row["prompt"] for row in panel] == [picked.history.prompts[i] for i in chosen]  # the panel lists the ones used
     everything = condition(pack, sd1, adapters, picked)
     assert torch.equal(condition(pack, sd1, adapters, picked, relevant=6)[0][0], everything[0][0])  # m >= R: all
     assert not torch.allclose(got[0][0], everything[0][0])
