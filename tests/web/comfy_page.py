@@ -23,6 +23,9 @@ VIEWPORT = {"width": 1600, "height": 900}
 # What the frontend shows a first visitor: the template browser and the "Nodes 2.0" banner.
 FIRST_VISIT_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}
 FIRST_VISIT_STORAGE = "localStorage.setItem('vueNodesBannerDismissed', 'true')"
+# The frontend's setting that switches the classic canvas renderer to the Vue "Nodes 2.0" one.
+RENDERERS = {"classic": {"Comfy.VueNodes.Enabled": False}, "vue": {"Comfy.VueNodes.Enabled": True}}
+EXTENSION_LOADED = "() => window.app?.graph && window.app.extensions?.some((extension) => extension.name === 'DrUM.Page')"
 
 
 def browser_path() -> str:
@@ -32,10 +35,21 @@ def browser_path() -> str:
     return str(BROWSER)
 
 
+def vue_nodes(page) -> bool:
+    """Whether the page draws nodes with the Vue "Nodes 2.0" renderer (each node an element [data-node-id])."""
+    return page.evaluate("() => window.app.extensionManager.setting.get('Comfy.VueNodes.Enabled') === true")
+
+
 def node_client_point(page, node_id: int, y_offset: float = 40) -> tuple[float, float]:
-    """Viewport coordinates of a point inside node `node_id` (horizontally centred, `y_offset` below its top)."""
+    """Viewport coordinates of a point on node `node_id` away from its panels: `y_offset` below its top on the
+    canvas, or the middle of its first widget in the Vue renderer."""
     return page.evaluate(
         """([id, yOffset]) => {
+            const widget = document.querySelector(`[data-node-id="${id}"] [data-testid="node-widget"]`);
+            if (widget) {
+                const box = widget.getBoundingClientRect();
+                return [box.left + box.width / 2, box.top + box.height / 2];
+            }
             const canvas = window.app.canvas;
             const node = window.app.graph.getNodeById(id);
             const [x, y] = canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0] / 2, node.pos[1] + yOffset]);
@@ -46,18 +60,20 @@ def node_client_point(page, node_id: int, y_offset: float = 40) -> tuple[float, 
     )
 
 
-def drop_file_on_canvas(page, point: tuple[float, float], name: str, content: str) -> None:
-    """Drags a file over the canvas at `point` and drops it, as the frontend sees a file dropped from the desktop."""
+def drop_file_on_node(page, node_id: int, name: str, content: str) -> None:
+    """Drags a file over node `node_id` (away from its panels) and drops it: the events go to whatever element is
+    there, the canvas or the Vue node, as for a file dropped from the desktop."""
+    x, y = node_client_point(page, node_id)
     page.evaluate(
         """([x, y, name, content]) => {
             const transfer = new DataTransfer();
             transfer.items.add(new File([content], name, { type: "text/plain" }));
-            const canvas = window.app.canvas.canvas;
-            for (const type of ["dragover", "drop"]) {
-                canvas.dispatchEvent(new DragEvent(type, { dataTransfer: transfer, clientX: x, clientY: y, bubbles: true, cancelable: true }));
+            const target = document.elementFromPoint(x, y);
+            for (const type of ["dragenter", "dragover", "drop"]) {
+                target.dispatchEvent(new DragEvent(type, { dataTransfer: transfer, clientX: x, clientY: y, bubbles: true, cancelable: true }));
             }
         }""",
-        [point[0], point[1], name, content],
+        [x, y, name, content],
     )
 
 
@@ -76,10 +92,23 @@ def drop_file_on_widget(page, node_id: int, widget: str, name: str, content: str
     )
 
 
-def load_workflow(page, workflow: dict) -> None:
-    """Opens a UI-format workflow as the "Open" menu does, and lets the canvas draw it."""
-    page.evaluate("async (workflow) => { await window.app.loadGraphData(workflow); }", workflow)
+def next_frames(page) -> None:
     page.evaluate("() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)))")
+
+
+def load_workflow(page, workflow: dict) -> None:
+    """Opens a UI-format workflow as the "Open" menu does, and lets the page draw it."""
+    page.evaluate("async (workflow) => { await window.app.loadGraphData(workflow); }", workflow)
+    next_frames(page)
+    if vue_nodes(page):
+        page.wait_for_function("(count) => document.querySelectorAll('[data-node-id]').length === count", arg=len(workflow["nodes"]))
+
+
+def reload(page) -> None:
+    """Reloads the page (the open workflow is restored by the frontend; node outputs are not)."""
+    page.reload(wait_until="domcontentloaded")
+    page.wait_for_function(EXTENSION_LOADED)
+    next_frames(page)
 
 
 def run_graph(page, timeout_ms: float = 300_000) -> dict:
@@ -115,7 +144,7 @@ def keep_only(page, layout: dict[int, tuple[float, float, float]], scale: float 
         }""",
         [{str(k): v for k, v in layout.items()}, scale],
     )
-    page.evaluate("() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)))")
+    next_frames(page)
 
 
 def widget_value(page, node_id: int, name: str):
@@ -143,6 +172,11 @@ def save_screenshot(page, path: Path, nodes: list[int] | None = None, palette: b
                 const canvas = window.app.canvas;
                 const box = canvas.canvas.getBoundingClientRect();
                 const corners = ids.flatMap((id) => {
+                    const element = document.querySelector(`[data-node-id="${id}"]`);
+                    if (element) {
+                        const rect = element.getBoundingClientRect();
+                        return [[rect.left - box.left, rect.top - box.top], [rect.right - box.left, rect.bottom - box.top]];
+                    }
                     const node = window.app.graph.getNodeById(id);
                     const [x, y, width, height] = node.boundingRect;
                     return [canvas.ds.convertOffsetToCanvas([x, y]), canvas.ds.convertOffsetToCanvas([x + width, y + height])];
@@ -167,7 +201,7 @@ def nodes_of_type(page, node_type: str) -> list[dict]:
     """[{id, widgets: [{name, type, hidden, serialize, value, text}]}] of the graph's nodes of `node_type`."""
     return page.evaluate(
         """(type) => window.app.graph.nodes.filter((node) => node.comfyClass === type).map((node) => ({
-            id: node.id,
+            id: Number(node.id),
             widgets: node.widgets.map((widget) => ({
                 name: widget.name,
                 type: widget.type,
@@ -182,7 +216,7 @@ def nodes_of_type(page, node_type: str) -> list[dict]:
 
 
 def panel_rows(page, node_id: int, widget: str) -> dict:
-    """{summary, prompts, weights} shown by one of the extension's prompt panels."""
+    """{summary, prompts, weights, failed} shown by one of the extension's prompt panels."""
     return page.evaluate(
         """([id, name]) => {
             const node = window.app.graph.getNodeById(id);
@@ -191,7 +225,35 @@ def panel_rows(page, node_id: int, widget: str) -> dict:
                 summary: root.querySelector(".drum-summary").textContent,
                 prompts: Array.from(root.querySelectorAll(".drum-prompt"), (span) => span.textContent),
                 weights: Array.from(root.querySelectorAll(".drum-weight"), (span) => span.textContent),
+                failed: root.classList.contains("drum-failed"),
             };
         }""",
         [node_id, widget],
     )
+
+
+def page_for(browser, server, extension_url, page_errors, dialogs, artifacts, renderer: str, locale: str):
+    """(A fixture body) the page with `renderer` in `locale`; afterwards a screenshot <artifacts>/<locale>-<renderer>.png."""
+    page = open_page(browser, server, extension_url, page_errors, dialogs, {**RENDERERS[renderer], "Comfy.Locale": locale})
+    yield page
+    page.screenshot(path=str(artifacts / f"{locale}-{renderer}.png"))
+    page.close()
+
+
+def open_page(browser, server, extension_url, page_errors, dialogs, settings: dict):
+    """A new ComfyUI page with these frontend settings, first-visit dialogs off, the pack's extension loaded."""
+    server.post("/settings", {**FIRST_VISIT_SETTINGS, **settings})
+    pack_scripts = extension_url.rsplit("/js/", 1)[0]
+    page = browser.new_page()
+    page.on("pageerror", lambda error: page_errors.append(f"{error}\n{error.stack}") if pack_scripts in (error.stack or "") else None)
+    page.on(
+        "console", lambda message: page_errors.append(message.text) if message.type == "error" and pack_scripts in message.text else None
+    )
+    # Leaving a modified workflow asks "leave the page?" (accepted: the tests reload on purpose); anything else is recorded.
+    page.on(
+        "dialog", lambda dialog: dialog.accept() if dialog.type == "beforeunload" else (dialogs.append(dialog.message), dialog.dismiss())
+    )
+    page.add_init_script(FIRST_VISIT_STORAGE)
+    page.goto(server.url)
+    page.wait_for_function(EXTENSION_LOADED)
+    return page

@@ -1,4 +1,4 @@
-"""Web tier: a real ComfyUI server (the server tier's harness) and one Chromium page per module."""
+"""Web tier: one real ComfyUI server (the server tier's harness) and one Chromium for the session; pages per module."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from comfy_page import FIRST_VISIT_SETTINGS, FIRST_VISIT_STORAGE, FLAGS, VIEWPORT, browser_path
+from comfy_page import FLAGS, RENDERERS, VIEWPORT, browser_path, page_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ -> `support` package
 
@@ -21,11 +21,11 @@ from support.tiny_models import tiny_adapter  # noqa: E402
 ARTIFACTS = TEST_ARTIFACTS / "web"
 WORKFLOWS = ROOT / "example_workflows"
 TINY_CHECKPOINT = "tiny_sd15.safetensors"
-LOCALES = ROOT / "web" / "locales"
+LOCALES = ROOT / "locales"
 PAGE_SCRIPT = "js/drum.js"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server():
     """ComfyUI with the pack, the tiny SD1.5 checkpoint, a tiny CLIP-L adapter and the example history."""
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
@@ -40,18 +40,18 @@ def server():
         yield running
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def input_dir(server) -> Path:
     return server.base / "input"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def workflows() -> dict[str, dict]:
     """The example workflows (UI format) by name."""
     return {path.stem: json.loads(path.read_text(encoding="utf-8")) for path in WORKFLOWS.glob("*.json")}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def extension_url(server) -> str:
     """Absolute URL of web/js/drum.js as ComfyUI serves it (under the pack's folder name)."""
     scripts = [path for path in server.get("/extensions") if path.endswith(f"/{PAGE_SCRIPT}")]
@@ -59,18 +59,19 @@ def extension_url(server) -> str:
     return server.url + scripts[0]
 
 
-@pytest.fixture(scope="module")
-def locales() -> list[str]:
-    return sorted(path.stem for path in LOCALES.glob("*.json"))
+@pytest.fixture(scope="session")
+def locales() -> Path:
+    """The pack's locales/ folder (ComfyUI's layout: <language>/main.json and nodeDefs.json)."""
+    return LOCALES
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def artifacts(server) -> Path:
     """test-artifacts/web/: screenshots (the server's files are under base/)."""
     return ARTIFACTS
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser(tmp_path_factory):
     """Debian's Chromium, headless, with a fresh profile."""
     try:
@@ -100,20 +101,13 @@ def dialogs() -> list[str]:
     return []
 
 
+@pytest.fixture(scope="module", params=list(RENDERERS))
+def renderer(request) -> str:
+    """The node renderer the page uses: the classic canvas one, or the Vue "Nodes 2.0" one."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def page(browser, server, extension_url, page_errors, dialogs, artifacts):
-    """The ComfyUI page, first-visit dialogs off, with the frontend and the pack's extension loaded."""
-    server.post("/settings", FIRST_VISIT_SETTINGS)
-    pack_scripts = extension_url.rsplit("/js/", 1)[0]
-    page = browser.new_page()
-    page.on("pageerror", lambda error: page_errors.append(f"{error}\n{error.stack}") if pack_scripts in (error.stack or "") else None)
-    page.on(
-        "console", lambda message: page_errors.append(message.text) if message.type == "error" and pack_scripts in message.text else None
-    )
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    page.add_init_script(FIRST_VISIT_STORAGE)
-    page.goto(server.url)
-    page.wait_for_function("() => window.app?.graph && window.app.extensions?.some((extension) => extension.name === 'DrUM.Page')")
-    yield page
-    page.screenshot(path=str(artifacts / "last.png"))
-    page.close()
+def page(browser, server, extension_url, page_errors, dialogs, artifacts, renderer):
+    """The ComfyUI page in English with `renderer`."""
+    yield from page_for(browser, server, extension_url, page_errors, dialogs, artifacts, renderer, "en")

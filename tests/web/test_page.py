@@ -1,23 +1,26 @@
-"""The DrUM page extension in real Chromium against a real ComfyUI 0.3.75 and its PyPI frontend.
+"""The DrUM page extension in real Chromium against a real ComfyUI 0.3.75 serving the PyPI frontend
+that tools/bootstrap.sh pins, in both node renderers (classic canvas, Vue "Nodes 2.0").
 
 Each test opens the example workflow it needs in one shared page: the nodes render with their
 widgets, a history file dropped on the History Loader is uploaded and selected, the degree
-slider drives the saved value, and after a run the panels show the prompts as plain text.
+slider drives the saved value, after a run the panels show the prompts as plain text, a reload
+refills them from /history, and a failed run empties them.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 
 import pytest
 from comfy_page import (
-    drop_file_on_canvas,
+    drop_file_on_node,
     drop_file_on_widget,
     keep_only,
     load_workflow,
-    node_client_point,
     nodes_of_type,
     panel_rows,
+    reload,
     run_graph,
     save_screenshot,
     set_widgets,
@@ -56,14 +59,33 @@ def only(page, node_type: str) -> int:
     return found[0]["id"]
 
 
-def test_extension_loads_without_errors(page, page_errors, extension_url):
+def select_history(page, node: int, name: str, content: str) -> None:
+    """Drops a history file on the History Loader, waits until it is uploaded and selected, and empties the
+    loader's text box (pasted prompts are used instead of the file)."""
+    drop_file_on_node(page, node, name, content)
+    set_widgets(page, node, {"text": ""})
+    page.wait_for_function(
+        "([id, name]) => window.app.graph.getNodeById(id).widgets.find((w) => w.name === 'file').value === name", arg=[node, name]
+    )
+
+
+def run_tiny(page, workflow: dict) -> dict:
+    """Opens `workflow` with the tiny checkpoint and a 64 px, 2-step sampler, runs it; the run's end event."""
+    load_workflow(page, workflow)
+    for node_type, values in TINY_RUN.items():
+        set_widgets(page, only(page, node_type), values)
+    return run_graph(page)
+
+
+def test_extension_loads_without_errors(page, page_errors, extension_url, renderer):
     assert page.evaluate("() => window.app.extensions.some((extension) => extension.name === 'DrUM.Page')")
     assert page.evaluate("async (url) => (await fetch(url)).ok", extension_url)
+    assert page.evaluate("() => window.app.extensionManager.setting.get('Comfy.VueNodes.Enabled')") == (renderer == "vue")
     assert page_errors == []
 
 
 @pytest.mark.parametrize("name", ["drum_sd15", "drum_alpha_sweep"])
-def test_example_workflow_renders_nodes_with_their_widgets(page, workflows, artifacts, page_errors, name):
+def test_example_workflow_renders_nodes_with_their_widgets(page, workflows, artifacts, page_errors, renderer, name):
     load_workflow(page, workflows[name])
     saved_nodes = {node["id"]: node for node in workflows[name]["nodes"]}
     for node_type, page_widgets in PAGE_WIDGETS.items():
@@ -74,9 +96,13 @@ def test_example_workflow_renders_nodes_with_their_widgets(page, workflows, arti
             saved_values = [w["value"] for w in node["widgets"] if w["serialize"] and w["name"] != "control_after_generate"]
             assert saved_values == saved_nodes[node["id"]]["widgets_values"][: len(saved_values)]
     history = only(page, "DrUMHistoryLoader")
-    assert widget_value(page, history, "file") == "example_history.txt"
+    assert widget_value(page, history, "file") == "none" and widget_value(page, history, "text").startswith("watercolor")  # no file to copy
     assert "Drop a history file" in panel_rows(page, history, "drum_history_preview")["summary"]
+    panels = page.locator(".drum-panel")
+    assert panels.count() == sum(len(nodes_of_type(page, kind)) for kind in ("DrUMHistoryLoader", "DrUMCoresetSampler", "DrUMConditioner"))
+    assert all(panel.is_visible() for panel in panels.all()), f"{renderer}: a panel is not drawn"
     for degree in page.locator(".drum-degree").all():
+        assert degree.is_visible(), f"{renderer}: a degree slider is not drawn"
         labels = degree.inner_text()
         assert "target" in labels and "history" in labels
     if name == "drum_alpha_sweep":
@@ -84,7 +110,10 @@ def test_example_workflow_renders_nodes_with_their_widgets(page, workflows, arti
         assert any("sweep: 4 degrees from 0.00 to 0.90" in degree.inner_text() for degree in page.locator(".drum-degree").all())
         assert page.locator(".drum-degree.drum-inactive").count() == 2, "a sweep and a linked degrees input both override the slider"
         assert widget_value(page, slider, "degree") == 0.3
-    save_screenshot(page, artifacts / f"workflow-{name}.png")
+        set_widgets(page, slider, {"sweep": False})  # a widget changed elsewhere: the summary follows without a redraw
+        assert page.locator(".drum-degree.drum-inactive").count() == 1
+        assert not any("sweep:" in degree.inner_text() for degree in page.locator(".drum-degree").all())
+    save_screenshot(page, artifacts / f"workflow-{name}-{renderer}.png")
     assert page_errors == []
 
 
@@ -99,47 +128,59 @@ def test_degree_slider_drives_the_saved_value(page, workflows):
     prompt = page.evaluate("async () => (await window.app.graphToPrompt()).output")
     inputs = prompt[str(conditioner)]["inputs"]
     assert inputs["degree"] == 0.75 and not {"drum_degree", "drum_picks"} & set(inputs)
-    saved = page.evaluate("(id) => window.app.graph.serialize().nodes.find((node) => node.id === id).widgets_values", conditioner)
+    saved = page.evaluate(
+        "(id) => window.app.graph.serialize().nodes.find((node) => String(node.id) === String(id)).widgets_values", conditioner
+    )
     text = next(node for node in workflows["drum_sd15"]["nodes"] if node["id"] == conditioner)["widgets_values"][0]
-    assert saved == [text, 0.75]
+    assert saved[:2] == [text, 0.75]
 
     degree.locator(".drum-degree-number").fill("0.4")
     degree.locator(".drum-degree-number").press("Enter")
     assert widget_value(page, conditioner, "degree") == 0.4
     degree.locator(".drum-degree-number").blur()  # the field being typed in is left alone
-    set_widgets(page, conditioner, {"degree": 0.1})  # changed elsewhere (undo, a script): the slider follows on the next draw
+    set_widgets(page, conditioner, {"degree": 0.1})  # changed elsewhere (undo, a script): the slider follows
     page.wait_for_function("(input) => input.value === '0.10'", arg=degree.locator(".drum-degree-number").element_handle())
     assert degree.locator(".drum-degree-slider").input_value() == "0.1"
 
 
-def test_dropped_history_files_are_uploaded_and_selected(page, workflows, input_dir):
+def test_degree_slider_follows_the_mouse_and_leaves_the_node_in_place(page, workflows):
+    load_workflow(page, workflows["drum_sd15"])
+    conditioner = only(page, "DrUMConditioner")
+    position = page.evaluate("(id) => [...window.app.graph.getNodeById(id).pos]", conditioner)
+    box = page.locator(".drum-degree:not(.drum-inactive) .drum-degree-slider").bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.3, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] - 1, y, steps=8)
+    page.mouse.up()
+    assert widget_value(page, conditioner, "degree") == 1.0
+    assert page.evaluate("(id) => [...window.app.graph.getNodeById(id).pos]", conditioner) == position
+
+
+def test_dropped_history_files_are_uploaded_and_selected(page, workflows, input_dir, renderer):
     load_workflow(page, workflows["drum_sd15"])
     node = only(page, "DrUMHistoryLoader")
-    on_panel, on_canvas = f"panel_{RUN}.jsonl", f"canvas_{RUN}.txt"
+    on_panel, on_node = f"panel_{renderer}_{RUN}.jsonl", f"node_{renderer}_{RUN}.txt"
     selected = "([id, name]) => window.app.graph.getNodeById(id).widgets.find((w) => w.name === 'file').value === name"
 
     drop_file_on_widget(page, node, "drum_history_preview", on_panel, '"a first prompt"\n')
     page.wait_for_function(selected, arg=[node, on_panel])
     assert (input_dir / on_panel).read_text(encoding="utf-8") == '"a first prompt"\n'
 
-    drop_file_on_canvas(page, node_client_point(page, node), on_canvas, DROPPED_HISTORY)
-    page.wait_for_function(selected, arg=[node, on_canvas])
-    assert (input_dir / on_canvas).read_text(encoding="utf-8") == DROPPED_HISTORY
+    select_history(page, node, on_node, DROPPED_HISTORY)
+    assert (input_dir / on_node).read_text(encoding="utf-8") == DROPPED_HISTORY
     options = page.evaluate("(id) => window.app.graph.getNodeById(id).widgets.find((w) => w.name === 'file').options.values", node)
-    assert {on_panel, on_canvas, "example_history.txt"} <= set(options)
-    assert panel_rows(page, node, "drum_history_preview")["summary"] == f"Uploaded {on_canvas} to the input folder"
+    assert {on_panel, on_node, "example_history.txt"} <= set(options)
+    assert panel_rows(page, node, "drum_history_preview")["summary"] == f"Uploaded {on_node} to the input folder"
 
 
-def test_run_shows_history_and_picks_as_text(page, workflows, input_dir, dialogs, artifacts, page_errors):
+def test_run_shows_history_and_picks_as_text(page, workflows, dialogs, artifacts, page_errors, renderer):
     load_workflow(page, workflows["drum_sd15"])
     history, sampler, conditioner = (only(page, kind) for kind in ("DrUMHistoryLoader", "DrUMCoresetSampler", "DrUMConditioner"))
     for node_type, values in TINY_RUN.items():
         set_widgets(page, only(page, node_type), values)
-    name = f"history_{RUN}.txt"
-    drop_file_on_canvas(page, node_client_point(page, history), name, DROPPED_HISTORY)
-    page.wait_for_function(
-        "([id, name]) => window.app.graph.getNodeById(id).widgets.find((w) => w.name === 'file').value === name", arg=[history, name]
-    )
+    name = f"history_{renderer}_{RUN}.txt"
+    select_history(page, history, name, DROPPED_HISTORY)
 
     finished = run_graph(page)
     assert finished["type"] == "execution_success", finished
@@ -162,18 +203,63 @@ def test_run_shows_history_and_picks_as_text(page, workflows, input_dir, dialogs
     assert page.get_by_text(HOSTILE_PROMPT, exact=True).count() >= 1
     assert dialogs == []
     assert page_errors == []
-    save_screenshot(page, artifacts / "after-run.png")
+    save_screenshot(page, artifacts / f"after-run-{renderer}.png")
+
+    # Outputs live in the page only: a reload (or undo, or a tab switch) refills the panels from /history.
+    reload(page)
+    page.wait_for_function(
+        "([id, summary]) => window.app.graph.getNodeById(id)?.widgets.find((w) => w.name === 'drum_picks').element"
+        ".querySelector('.drum-summary').textContent === summary",
+        arg=[sampler, picks["summary"]],
+    )
+    assert panel_rows(page, history, "drum_history_preview") == shown
+    assert panel_rows(page, sampler, "drum_picks") == picks
+    assert panel_rows(page, conditioner, "drum_picks") == references
+    assert page_errors == []
 
 
-def test_readme_screenshot_of_the_example_workflow(page, workflows, artifacts):
-    """The example workflow on the shipped example history, run: test-artifacts/web/screenshot.png (docs/screenshot.png)."""
-    load_workflow(page, workflows["drum_sd15"])
-    for node_type, values in TINY_RUN.items():
-        set_widgets(page, only(page, node_type), values)
-    finished = run_graph(page)
+def test_a_failed_run_empties_the_panels(page, workflows, renderer, page_errors):
+    finished = run_tiny(page, workflows["drum_sd15"])
     assert finished["type"] == "execution_success", finished
     history, sampler, conditioner = (only(page, kind) for kind in ("DrUMHistoryLoader", "DrUMCoresetSampler", "DrUMConditioner"))
-    assert panel_rows(page, history, "drum_history_preview")["summary"].endswith("prompts · example_history.txt")
+    assert panel_rows(page, sampler, "drum_picks")["prompts"]
+
+    broken = f"broken_{renderer}_{RUN}.json"  # passes validation (the file exists), fails when the loader reads it
+    select_history(page, history, broken, '["an unfinished list",\n')
+    finished = run_graph(page)
+    assert finished["type"] == "execution_error" and finished["detail"]["node_type"] == "DrUMHistoryLoader", finished
+    for node, widget in ((history, "drum_history_preview"), (sampler, "drum_picks"), (conditioner, "drum_picks")):
+        shown = panel_rows(page, node, widget)
+        assert shown["failed"] and shown["prompts"] == [], f"{widget} of node {node} kept a stale result: {shown}"
+        assert shown["summary"].startswith(f"The last run failed at DrUMHistoryLoader (node {history}): ")
+        assert "broken JSON" in shown["summary"]
+
+    reload(page)  # the failure is what /history says of the last run too
+    page.wait_for_function(
+        "(id) => window.app.graph.getNodeById(id)?.widgets.find((w) => w.name === 'drum_picks').element.classList.contains('drum-failed')",
+        arg=sampler,
+    )
+    assert panel_rows(page, conditioner, "drum_picks")["failed"]
+    assert page_errors == []
+
+
+def test_outputs_put_back_by_the_frontend_are_shown(page, workflows):
+    """Newer frontends put finished outputs back on the graph (a job opened from the queue): onNodeOutputsUpdated."""
+    load_workflow(page, workflows["drum_sd15"])
+    sampler = only(page, "DrUMCoresetSampler")
+    picks = [{"prompt": "a kept prompt", "weight": 2.5}]
+    page.evaluate("([id, picks]) => { window.app.nodeOutputs = { [String(id)]: { drum_picks: picks } }; }", [sampler, picks])
+    shown = panel_rows(page, sampler, "drum_picks")
+    assert shown["summary"] == "1 prompts picked" and shown["prompts"] == ["a kept prompt"] and shown["weights"] == ["2.50"]
+
+
+def test_readme_screenshot_of_the_example_workflow(page, workflows, artifacts, renderer):
+    """The example workflow on the shipped example history, run: test-artifacts/web/screenshot.png (docs/screenshot.png,
+    the classic renderer, ComfyUI's default) and screenshot-vue.png."""
+    finished = run_tiny(page, workflows["drum_sd15"])
+    assert finished["type"] == "execution_success", finished
+    history, sampler, conditioner = (only(page, kind) for kind in ("DrUMHistoryLoader", "DrUMCoresetSampler", "DrUMConditioner"))
+    assert panel_rows(page, history, "drum_history_preview")["summary"].endswith("prompts · pasted text")
     profile = page.evaluate(
         "() => window.app.graph.nodes.find((n) => n.comfyClass === 'SaveImage' && n.getInputNode(0)?.comfyClass === 'DrUMProfilePreview').id"
     )
@@ -181,33 +267,49 @@ def test_readme_screenshot_of_the_example_workflow(page, workflows, artifacts):
     x = [0, widths[0] + 40, widths[0] + widths[1] + 80]
     layout = {history: (x[0], 0, 440), sampler: (x[1], 0, 340), conditioner: (x[2], 0, 440), profile: (x[1], 420, 320)}
     keep_only(page, layout, scale=0.9)
-    save_screenshot(page, artifacts / "screenshot.png", nodes=list(layout), palette=True)
-    assert (artifacts / "screenshot.png").stat().st_size < 300_000
+    picture = artifacts / ("screenshot.png" if renderer == "classic" else f"screenshot-{renderer}.png")
+    save_screenshot(page, picture, nodes=list(layout), palette=True)
+    assert picture.stat().st_size < 300_000
 
 
-def test_locale_file_overrides_the_strings(page, extension_url, locales):
-    strings = extension_url.replace("/drum.js", "/strings.js")
-    english = page.evaluate("async (url) => (await import(url)).t('picks.summary', { count: 3 })", strings)
-    assert english == "3 prompts picked"
-    assert locales, "web/locales/ holds no translation"
-    for locale in locales:
-        loaded = page.evaluate(
-            """async ([url, locale]) => {
-                const strings = await import(url);
-                const warnings = [];
-                const warn = console.warn;
-                console.warn = (...args) => warnings.push(args.join(" "));
-                try {
-                    await strings.loadLocale(locale);
-                    return { target: strings.t("degree.target"), summary: strings.t("picks.summary", { count: 3 }), warnings };
-                } finally {
-                    console.warn = warn;
-                    await strings.loadLocale("en");
-                }
-            }""",
-            [strings, locale],
-        )
-        assert loaded["warnings"] == [], f"web/locales/{locale}.json: {loaded['warnings']}"
-        assert loaded["target"] != "target", f"web/locales/{locale}.json does not translate degree.target"
-        assert "3" in loaded["summary"] and "{count}" not in loaded["summary"]
-    assert page.evaluate("async (url) => (await import(url)).t('degree.target')", strings) == "target"
+def test_history_tools_and_profile_save_show_their_outputs(page, renderer):
+    """History Loader → Split → Mix (likes and dislikes) → Coreset Sampler → Profile Save, built and run in the page
+    (on a history of its own: ComfyUI does not resend the outputs of nodes it takes from its cache)."""
+    history = DROPPED_HISTORY + f"a prompt only this renderer's run has, {renderer} {RUN}\t1\n"
+    ids = page.evaluate(
+        """([checkpoint, history, name]) => {
+            const { app } = window;
+            app.graph.clear();
+            const add = (type, values = {}) => {
+                const node = window.LiteGraph.createNode(type);
+                app.graph.add(node);
+                for (const [widget, value] of Object.entries(values)) node.widgets.find((w) => w.name === widget).value = value;
+                return node;
+            };
+            const link = (from, slot, to, input) => from.connect(slot, to, to.findInputSlot(input));
+            const loader = add("CheckpointLoaderSimple", { ckpt_name: checkpoint });
+            const text = add("DrUMHistoryLoader", { file: "none", text: history });
+            const split = add("DrUMHistorySplit");
+            const mix = add("DrUMHistoryMix", { mix: 0.5 });
+            const sampler = add("DrUMCoresetSampler", { ratio: 0.5 });
+            const save = add("DrUMProfileSave", { name: name });
+            link(text, 0, split, "history");
+            link(split, 0, mix, "history_a");
+            link(split, 1, mix, "history_b");
+            link(mix, 0, sampler, "history");
+            link(loader, 1, sampler, "clip");
+            link(sampler, 0, save, "history");
+            return { split: split.id, mix: mix.id, save: save.id };
+        }""",
+        [TINY_RUN["CheckpointLoaderSimple"]["ckpt_name"], history, f"tools_{renderer}_{RUN}"],
+    )
+    finished = run_graph(page)
+    assert finished["type"] == "execution_success", finished
+    split = panel_rows(page, ids["split"], "drum_split")
+    prompts = sorted(line.split("\t")[0] for line in history.splitlines())
+    assert split["summary"] == "4 likes · 2 dislikes"  # ratings 5 4 5 3 | 2 1 at the threshold 3
+    assert sorted(split["prompts"]) == prompts
+    mix = panel_rows(page, ids["mix"], "drum_history_preview")
+    assert re.fullmatch(rf"{len(prompts)} prompts · .+", mix["summary"]) and sorted(mix["prompts"]) == prompts
+    saved = panel_rows(page, ids["save"], "drum_profile")
+    assert saved["summary"].startswith(f"Saved tools_{renderer}_{RUN}") and saved["prompts"] == []

@@ -1,16 +1,19 @@
 // DrUM's page extension: history preview and drop-to-upload on the History Loader, the coreset's
-// picks on the Coreset Sampler and Conditioner, and a labelled degree slider.
+// picks on the Coreset Sampler and Conditioner (and the profile / split / mix nodes), and a labelled
+// degree slider. Works in the classic canvas renderer and in the Vue "Nodes 2.0" one: everything it
+// draws is a DOM widget, and it never relies on a canvas redraw.
 // Prompts are user data: they are only ever set as textContent, never parsed as HTML.
 
 import { api } from "../../../scripts/api.js";
 import { app } from "../../../scripts/app.js";
-import { loadLocale, t } from "./strings.js";
+import { loadStrings, t } from "./strings.js";
 
 const HISTORY_EXTENSIONS = [".txt", ".csv", ".tsv", ".json", ".jsonl"];
-const PICK_NODES = new Set(["DrUMCoresetSampler", "DrUMConditioner"]);
 const DEGREE_NODES = new Set(["DrUMDegreeSlider", "DrUMConditioner"]);
+const DEGREE_WATCHED = ["degree", "sweep", "count", "start", "end"];
 const PANEL_HEIGHT = { min: 90, max: 220 };
 const DEGREE_HEIGHT = 58;
+const HISTORY_ITEMS = 32; // how far back /history is searched for this workflow's last run
 
 /** A new element with a class and, optionally, text (set as textContent). */
 function element(tag, className, text) {
@@ -35,13 +38,33 @@ function addPageWidget(node, name, root, options) {
   return widget;
 }
 
-/** A read-only panel: a summary line and a scrollable list of (intensity, prompt) rows. */
+/** Calls `onChange` after every assignment to `widget.value`: the widget itself, undo, a script, a loaded workflow. */
+function watchValue(widget, onChange) {
+  let owner = widget;
+  let descriptor;
+  while (owner && !(descriptor = Object.getOwnPropertyDescriptor(owner, "value"))) owner = Object.getPrototypeOf(owner);
+  let stored = widget.value;
+  const get = descriptor?.get ? () => descriptor.get.call(widget) : () => stored;
+  const set = descriptor?.set ? (value) => descriptor.set.call(widget, value) : (value) => (stored = value);
+  Object.defineProperty(widget, "value", {
+    configurable: true,
+    enumerable: true,
+    get,
+    set(value) {
+      set(value);
+      onChange();
+    },
+  });
+}
+
+/** A read-only panel: a summary line and a scrollable list of (intensity, prompt) rows, in titled sections. */
 class PromptPanel {
   constructor(emptyText) {
     this.root = element("div", "drum-panel");
     this.summary = element("div", "drum-summary", emptyText);
     this.list = element("ol", "drum-list");
     this.root.append(this.summary, this.list);
+    this.version = 0; // bumped by every change: a late answer from /history must not replace a newer one
   }
 
   addTo(node, name) {
@@ -50,23 +73,168 @@ class PromptPanel {
     return this;
   }
 
-  /** Shows `summary` over the rows [{prompt, weight}]; `hidden` counts rows not sent by the server. */
-  show(summary, rows, hidden = 0) {
+  /** Shows `summary` over sections [{title?, rows: [{prompt, weight}], hidden?}]; `hidden` counts rows not sent by the server. */
+  show(summary, sections = []) {
+    this.version += 1;
+    this.root.classList.remove("drum-failed");
     this.summary.textContent = summary;
-    const items = rows.map(({ prompt, weight }) => {
-      const item = element("li", "drum-row");
-      const intensity = element("span", "drum-weight", formatNumber(weight));
-      intensity.title = t("picks.intensity");
-      item.append(intensity, element("span", "drum-prompt", String(prompt)));
-      return item;
+    const items = sections.flatMap(({ title, rows, hidden = 0 }) => {
+      const section = rows.map(({ prompt, weight }) => {
+        const item = element("li", "drum-row");
+        const intensity = element("span", "drum-weight", formatNumber(weight));
+        intensity.title = t("picks.intensity");
+        item.append(intensity, element("span", "drum-prompt", String(prompt)));
+        return item;
+      });
+      if (title !== undefined) section.unshift(element("li", "drum-heading", title));
+      if (hidden > 0) section.push(element("li", "drum-more", t("history.more", { count: hidden })));
+      return section;
     });
-    if (hidden > 0) items.push(element("li", "drum-more", t("history.more", { count: hidden })));
     this.list.replaceChildren(...items);
   }
 
+  /** Empties the panel and says the run failed. */
+  fail(text) {
+    this.show(text);
+    this.root.classList.add("drum-failed");
+  }
+
   status(text) {
+    this.version += 1;
     this.summary.textContent = text;
   }
+}
+
+/** A history summary {count, source, preview} as a panel section. */
+function historySection(summary, title) {
+  return { title, rows: summary.preview, hidden: summary.count - summary.preview.length };
+}
+
+/** What each node shows of its run's ui output: the panel's widget name, its empty text, and how to show an output. */
+const OUTPUT_VIEWS = {
+  history: {
+    widget: "drum_history_preview",
+    empty: "history.empty",
+    show(panel, output) {
+      const loaded = output.drum_history?.[0];
+      if (!loaded) return false;
+      panel.show(t("history.summary", { count: loaded.count, source: loaded.source }), [historySection(loaded)]);
+      return true;
+    },
+  },
+  picks: {
+    widget: "drum_picks",
+    empty: "picks.empty",
+    show(panel, output) {
+      const conditioning = output.drum_conditioning?.[0];
+      if (conditioning) {
+        const degrees = conditioning.degrees.map((value) => formatNumber(value)).join(", ");
+        const summary = t("picks.references", { family: conditioning.family, count: conditioning.references.length, degrees });
+        panel.show(summary, [{ rows: conditioning.references }]);
+        return true;
+      }
+      if (!output.drum_picks) return false;
+      panel.show(t("picks.summary", { count: output.drum_picks.length }), [{ rows: output.drum_picks }]);
+      return true;
+    },
+  },
+  split: {
+    widget: "drum_split",
+    empty: "split.empty",
+    show(panel, output) {
+      const split = output.drum_split?.[0];
+      if (!split) return false;
+      const counts = { likes: split.likes.count, dislikes: split.dislikes.count };
+      panel.show(t("split.summary", counts), [
+        historySection(split.likes, t("split.likes", counts)),
+        historySection(split.dislikes, t("split.dislikes", counts)),
+      ]);
+      return true;
+    },
+  },
+  profile: {
+    widget: "drum_profile",
+    empty: "profile.empty",
+    show(panel, output) {
+      const saved = output.drum_profile?.[0];
+      if (!saved) return false;
+      panel.show(t("profile.saved", saved));
+      return true;
+    },
+  },
+};
+const NODE_VIEWS = {
+  DrUMHistoryLoader: OUTPUT_VIEWS.history,
+  DrUMHistoryMix: OUTPUT_VIEWS.history,
+  DrUMHistorySplit: OUTPUT_VIEWS.split,
+  DrUMCoresetSampler: OUTPUT_VIEWS.picks,
+  DrUMProfileLoad: OUTPUT_VIEWS.picks,
+  DrUMConditioner: OUTPUT_VIEWS.picks,
+  DrUMProfileSave: OUTPUT_VIEWS.profile,
+};
+
+/** node → {view, panel} for every node with an output panel. */
+const panels = new WeakMap();
+
+function showOutput(node, output) {
+  const entry = panels.get(node);
+  if (entry && output) entry.view.show(entry.panel, output);
+}
+
+function showFailure(node, error) {
+  const message = String(error.exception_message ?? "").trim();
+  panels.get(node)?.panel.fail(t("run.failed", { node: error.node_type ?? "?", id: error.node_id ?? "?", message }));
+}
+
+function setUpOutputPanel(node, view) {
+  const panel = new PromptPanel(t(view.empty)).addTo(node, view.widget);
+  panels.set(node, { view, panel });
+  node.onExecuted = chain(node.onExecuted, (output) => showOutput(node, output));
+  return panel;
+}
+
+/** The nodes of the open graph (its root level) that have an output panel. */
+function panelNodes() {
+  return ((app.rootGraph ?? app.graph)?.nodes ?? []).filter((node) => panels.has(node));
+}
+
+/**
+ * Refills the panels from the last run of the open workflow (outputs live in the page only, so a reload,
+ * undo or tab switch loses them): the newest /history entry whose workflow has this graph's id, for
+ * nodes that are still of the same type, and only where nothing newer was shown meanwhile.
+ */
+async function refillFromHistory() {
+  const graph = app.rootGraph ?? app.graph;
+  const nodes = panelNodes();
+  if (!graph?.id || nodes.length === 0) return;
+  const versions = new Map(nodes.map((node) => [node, panels.get(node).panel.version]));
+  const response = await api.fetchApi(`/history?max_items=${HISTORY_ITEMS}`);
+  if (!response.ok) return;
+  const entries = Object.values(await response.json()).reverse();
+  const last = entries.find((entry) => entry.prompt?.[3]?.extra_pnginfo?.workflow?.id === graph.id);
+  if (!last) return;
+  const error = last.status?.messages?.find(([type]) => type === "execution_error")?.[1];
+  for (const node of nodes) {
+    if (panels.get(node).panel.version !== versions.get(node) || last.prompt[2]?.[node.id]?.class_type !== node.comfyClass) continue;
+    const output = last.outputs?.[node.id];
+    if (output) showOutput(node, output);
+    else if (error) showFailure(node, error);
+  }
+}
+
+/** Follows the running prompt: on execution_error, panels that got nothing from it are cleared (no stale picks). */
+function followRuns() {
+  let running = null;
+  api.addEventListener("execution_start", ({ detail }) => {
+    running = { promptId: detail.prompt_id, shown: new Set() };
+  });
+  api.addEventListener("executed", ({ detail }) => {
+    if (running?.promptId === detail.prompt_id) running.shown.add(String(detail.display_node ?? detail.node));
+  });
+  api.addEventListener("execution_error", ({ detail }) => {
+    if (running?.promptId !== detail.prompt_id) return;
+    for (const node of panelNodes()) if (!running.shown.has(String(node.id))) showFailure(node, detail);
+  });
 }
 
 function isHistoryFile(file) {
@@ -110,18 +278,21 @@ async function uploadHistory(node, panel, files) {
   node.setDirtyCanvas(true, true);
 }
 
-function setUpHistoryLoader(node) {
-  const panel = new PromptPanel(t("history.empty"));
+/** The "Upload a history file…" button (added before the preview panel, which `uploadHistory` reports to). */
+function addUploadButton(node) {
   const picker = Object.assign(document.createElement("input"), { type: "file", accept: HISTORY_EXTENSIONS.join(","), multiple: false });
-  picker.addEventListener("change", () => uploadHistory(node, panel, Array.from(picker.files ?? [])));
+  picker.addEventListener("change", () => uploadHistory(node, panels.get(node).panel, Array.from(picker.files ?? [])));
   const button = node.addWidget("button", "drum_upload", null, () => picker.click(), { serialize: false });
   button.label = t("history.choose");
   button.serialize = false;
-  panel.addTo(node, "drum_history_preview");
+}
 
+/** Files dropped on the node or on its preview panel are uploaded as histories. */
+function acceptDroppedHistories(node, panel) {
   const carriesFiles = (event) => Array.from(event.dataTransfer?.items ?? []).some((item) => item.kind === "file");
   const historyFiles = (event) => Array.from(event.dataTransfer?.files ?? []).filter(isHistoryFile);
-  // The app asks the node under the pointer first: accept any file while dragging, then only history files on drop.
+  // The app (canvas, or the Vue node's drop zone) asks the node under the pointer first: accept any file
+  // while dragging, then only history files on drop.
   node.onDragOver = carriesFiles;
   node.onDragDrop = async (event) => {
     const files = historyFiles(event);
@@ -137,26 +308,6 @@ function setUpHistoryLoader(node) {
     event.preventDefault();
     event.stopPropagation();
     uploadHistory(node, panel, files);
-  });
-  node.onExecuted = chain(node.onExecuted, (output) => {
-    const loaded = output?.drum_history?.[0];
-    if (!loaded) return;
-    panel.show(t("history.summary", { count: loaded.count, source: loaded.source }), loaded.preview, loaded.count - loaded.preview.length);
-  });
-}
-
-function setUpPicks(node) {
-  const panel = new PromptPanel(t("picks.empty")).addTo(node, "drum_picks");
-  node.onExecuted = chain(node.onExecuted, (output) => {
-    if (output?.drum_picks) {
-      panel.show(t("picks.summary", { count: output.drum_picks.length }), output.drum_picks);
-    }
-    const conditioning = output?.drum_conditioning?.[0];
-    if (conditioning) {
-      const degrees = conditioning.degrees.map((value) => formatNumber(value)).join(", ");
-      const summary = t("picks.references", { family: conditioning.family, count: conditioning.references.length, degrees });
-      panel.show(summary, conditioning.references);
-    }
   });
 }
 
@@ -178,7 +329,7 @@ function setUpDegree(node) {
   readout.append(number, sweep);
   root.append(row, readout);
 
-  // Draws mirror the widget: it may change from elsewhere (undo, workflow load, a script).
+  // The slider mirrors the widgets: they may change from elsewhere (undo, workflow load, a script).
   const refresh = () => {
     const value = formatNumber(degree.value);
     if (slider.value !== String(degree.value)) slider.value = degree.value;
@@ -198,12 +349,13 @@ function setUpDegree(node) {
     degree.value = clamped;
     degree.callback?.(clamped);
     node.setDirtyCanvas(true, true);
-    refresh();
   };
   slider.addEventListener("input", () => set(slider.value));
   number.addEventListener("change", () => set(number.value));
+  for (const widget of node.widgets.filter((widget) => DEGREE_WATCHED.includes(widget.name))) watchValue(widget, refresh);
+  node.onConnectionsChange = chain(node.onConnectionsChange, refresh);
   degree.hidden = true;
-  addPageWidget(node, "drum_degree", root, { getMinHeight: () => DEGREE_HEIGHT, getMaxHeight: () => DEGREE_HEIGHT, onDraw: refresh });
+  addPageWidget(node, "drum_degree", root, { getMinHeight: () => DEGREE_HEIGHT, getMaxHeight: () => DEGREE_HEIGHT });
   refresh();
 }
 
@@ -232,19 +384,41 @@ app.registerExtension({
     const link = Object.assign(document.createElement("link"), { rel: "stylesheet", href: new URL("../css/drum.css", import.meta.url).href });
     document.head.append(link);
     try {
-      await loadLocale(currentLocale());
+      await loadStrings(currentLocale());
     } catch (error) {
-      console.warn("DrUM: could not load the translations; showing English", error);
+      console.warn("DrUM: could not load the texts from /i18n", error);
     }
+  },
+  setup() {
+    followRuns();
   },
   nodeCreated(node) {
     const type = node.comfyClass;
-    if (type === "DrUMHistoryLoader") setUpHistoryLoader(node);
     if (DEGREE_NODES.has(type)) setUpDegree(node);
-    if (PICK_NODES.has(type)) setUpPicks(node);
+    if (type === "DrUMHistoryLoader") addUploadButton(node);
+    const view = NODE_VIEWS[type];
+    if (view) {
+      const panel = setUpOutputPanel(node, view);
+      if (type === "DrUMHistoryLoader") acceptDroppedHistories(node, panel);
+    }
     if (type?.startsWith("DrUM")) fitWidgets(node);
   },
   loadedGraphNode(node) {
     if (node.comfyClass?.startsWith("DrUM")) fitWidgets(node);
+  },
+  // Newer frontends: outputs put back on the graph (e.g. a finished job opened from the queue).
+  onNodeOutputsUpdated(nodeOutputs) {
+    const graph = app.rootGraph ?? app.graph;
+    for (const [id, output] of Object.entries(nodeOutputs ?? {})) {
+      const node = graph?.getNodeById(id);
+      if (node) showOutput(node, output);
+    }
+  },
+  async afterConfigureGraph() {
+    try {
+      await refillFromHistory();
+    } catch (error) {
+      console.warn("DrUM: could not refill the panels from /history", error);
+    }
   },
 });
