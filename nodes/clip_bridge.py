@@ -10,27 +10,51 @@ defaults, the layer to read is passed per call.
 Layers: -1 is the top layer of the stack as method.md defines it. For SD2 that is ComfyUI's
 -2 of the 24-layer clip_h (the published H adapter was built on the 23-layer diffusers
 encoder), so that encoder reads ComfyUI layer `layer - 1`.
+
+Execution mirrors ComfyUI's own encode (`comfy.sd.CLIP.encode_from_tokens`), by feature
+detection so one code path serves ComfyUI 0.3.51 to the newest: the encoders run on the
+patcher's load device, with the sub-encoder's `execution_device` set where ComfyUI has that
+option and inside `comfy.model_management.cuda_device_context` where it exists; `clip.load_model`
+gets the tokens where it takes them. Under dynamic VRAM the weights stay on the offload device and
+LoRAs are applied as ComfyUI casts them for the load device, so computing anywhere else would drop
+them. Before an encoder's states are used, `check_host` verifies once per fingerprint that this
+path reproduces ComfyUI's own encode (HostMismatchError otherwise).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Callable, Sequence
+import inspect
+import uuid
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 
 import comfy.model_management
 import comfy.utils
 import torch
 
-from drum_core.backend import CLIP_TOKENS, T5_TOKENS
-from drum_core.personalizer import detect_family
+from drum_core.backend import CLIP_TOKENS, T5_TOKENS, Encoding
+from drum_core.personalizer import FAMILIES, detect_family
+
+try:
+    from comfyui_version import __version__ as COMFYUI_VERSION
+except ImportError:  # a ComfyUI tree without its version file
+    COMFYUI_VERSION = "unknown"
 
 # tokenizer key -> (attribute on cond_stage_model and on the tokenizer, Personalizer name)
 SUB_ENCODERS = {"l": ("clip_l", "l"), "h": ("clip_h", "h"), "g": ("clip_g", "g"), "t5xxl": ("t5xxl", "t5")}
 SD3_STACK = ("clip_l", "clip_g", "t5xxl")  # SD3ClipModel defines all three, absent ones are None
+CHECK_PROMPT = "a lighthouse on a rocky coast at dusk, oil painting"  # the self-check's fixed prompt
+CHECK_TOLERANCE = 1e-4  # largest difference allowed, relative to the largest value of ComfyUI's output (float32)
+
+
+class HostMismatchError(RuntimeError):
+    """The pack's raw-state path no longer reproduces this ComfyUI's own text encode."""
 
 
 class ComfySubEncoder:
-    """One ComfyUI sub-encoder seen as a TextEncoderBackend (float32 results on the CPU)."""
+    """One ComfyUI sub-encoder seen as a TextEncoderBackend (float32 results; states on the CPU)."""
 
     def __init__(self, clip, attribute: str, name: str, layer_shift: int = 0):
         self.clip = clip
@@ -61,110 +85,263 @@ class ComfySubEncoder:
             ids = ids[: T5_TOKENS - 1] + [self.module.special_tokens["end"]]
         return [ids]
 
-    def _run(self, chunks: list[list[int]], layer: int) -> tuple[torch.Tensor, list[int]]:
-        """Raw states [N, T, E] of backend `layer` for N token lists, and their token counts."""
+    # ------------------------------------------------------------------ execution
+    @contextlib.contextmanager
+    def _executing(self) -> Iterator[torch.device]:
+        """Run as ComfyUI's encode does; yields the execution device (never read off a weight tensor).
+
+        The device is the patcher's load device. Where the sub-encoder has the `execution_device`
+        clip option it is set for the call and restored afterwards (the modules are shared by
+        `clip.clone()`); `cuda_device_context` is entered where this ComfyUI has it.
+        """
+        device = torch.device(self.clip.patcher.load_device)
+        settable = hasattr(self.module, "execution_device")
+        previous = getattr(self.module, "execution_device", None)
+        device_context = getattr(comfy.model_management, "cuda_device_context", None)
+        if settable:
+            self.module.set_clip_options({"execution_device": device})
+        try:
+            with device_context(device) if device_context is not None else contextlib.nullcontext(), torch.inference_mode():
+                yield device
+        finally:
+            if settable:
+                self.module.set_clip_options({"execution_device": previous})
+
+    def _pass(self, chunks: list[list[int]], layers: Sequence[int], pooled: bool = False, pooled_layer: int = -1) -> Encoding:
+        """ONE transformer pass over N token lists: raw states [N, T, E] (float32, CPU) of every backend layer in
+        `layers` and, if `pooled`, the raw state of `pooled_layer` at each EOS [N, E] (T5: its output)."""
         sub = self.module
-        device = sub.transformer.get_input_embeddings().weight.device
-        with torch.inference_mode():
+        wanted = set(layers) | ({pooled_layer} if pooled else set())
+        with self._executing() as device:
             embeds, mask, num_tokens, info = sub.process_tokens(chunks, device)
             if self.kind == "t5":
                 out = sub.transformer(
                     None, mask if sub.enable_attention_masks else None, embeds=embeds, num_tokens=num_tokens, dtype=torch.float32
                 )
-                return out[0].float().cpu(), num_tokens
-            out = sub.transformer(
+                states = dict.fromkeys(wanted, out[0].float().cpu())
+            else:
+                states = self._clip_states(embeds, num_tokens, info, wanted)
+        eos = None
+        if pooled:
+            eos = states[pooled_layer][torch.arange(len(num_tokens)), torch.tensor(num_tokens) - 1]
+        return Encoding({layer: states[layer] for layer in layers}, eos)
+
+    def _clip_states(self, embeds, num_tokens, info, layers: set[int]) -> dict[int, torch.Tensor]:
+        """{backend layer: raw states} from one pass of the CLIP transformer.
+
+        ComfyUI returns one raw intermediate layer (`intermediate_output`, its final LayerNorm off) or all of them
+        ("all"); its last layer's raw states are read as they enter the final LayerNorm (a hook for this call only).
+        """
+        comfy_layers = {layer + self.layer_shift: layer for layer in layers}  # ComfyUI layer -> backend layer
+        inner = [layer for layer in comfy_layers if layer != -1]
+        top: list[torch.Tensor] = []
+        norm = self.module.transformer.text_model.final_layer_norm
+        reads_top = len(inner) == 1 and -1 in comfy_layers
+        hook = norm.register_forward_pre_hook(lambda _module, args: top.append(args[0])) if reads_top else None
+        try:
+            out = self.module.transformer(
                 None,
                 None,
                 embeds=embeds,
                 num_tokens=num_tokens,
-                intermediate_output=layer + self.layer_shift,
+                intermediate_output=(inner[0] if len(inner) == 1 else "all") if inner else -1,
                 final_layer_norm_intermediate=False,
                 dtype=torch.float32,
                 embeds_info=info,
             )
-        return out[1].float().cpu(), num_tokens
+        finally:
+            if hook is not None:
+                hook.remove()
+        if len(inner) > 1:  # [N, layers, T, E]
+            states = {comfy_layers[layer]: out[1][:, layer] for layer in comfy_layers}
+        else:
+            states = {comfy_layers[layer]: out[1] for layer in inner} if inner else {comfy_layers[-1]: out[1]}
+            if reads_top:
+                if len(top) != 1:
+                    raise HostMismatchError("DrUM: this ComfyUI's CLIP did not pass its last layer through final_layer_norm once")
+                states[comfy_layers[-1]] = top[0]
+        return {layer: value.float().cpu() for layer, value in states.items()}
 
     # ------------------------------------------------------------------ TextEncoderBackend
+    def encode(self, prompts: Sequence[str], layers: Sequence[int] = (-1,), pooled: bool = False) -> Encoding:
+        """One pass: raw states [N, T, E] of each of `layers`, raw EOS states [N, E] if `pooled`; a long CLIP prompt keeps
+        its first 77-token chunk."""
+        return self._pass([self._chunks(p)[0] for p in prompts], layers, pooled)
+
     def hidden_states(self, prompts: Sequence[str], layer: int = -1) -> torch.Tensor:
         """Raw states [N, T, E]; a long CLIP prompt keeps its first 77-token chunk."""
-        states, _ = self._run([self._chunks(p)[0] for p in prompts], layer)
-        return states
+        return self.encode(prompts, (layer,)).states[layer]
 
-    def prompt_chunks(self, prompt: str, layer: int = -1) -> torch.Tensor:
-        """Raw states [C, 77, E] of every 77-token chunk of a (long) CLIP prompt."""
-        states, _ = self._run(self._chunks(prompt), layer)
-        return states
-
-    def _top_with_eos(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw top-layer states [N, T, E] and the raw state at each EOS [N, E]."""
-        states, num_tokens = self._run([self._chunks(p)[0] for p in prompts], -1)
-        eos = states[torch.arange(len(prompts)), torch.tensor(num_tokens) - 1]
-        return states, eos
+    def prompt_chunks(self, prompt: str, layers: Sequence[int] = (-1,), pooled: bool = False) -> Encoding:
+        """One pass over every 77-token chunk of a (long) CLIP prompt: states [C, 77, E] per layer, EOS states [C, E]."""
+        return self._pass(self._chunks(prompt), layers, pooled)
 
     def empty_query(self) -> torch.Tensor:
         """CLIP [1, 78, E] (raw states of "" + raw EOS state); T5 [1, 256, E]."""
         if self.kind == "t5":
             return self.hidden_states([""])
-        states, eos = self._top_with_eos([""])
-        return torch.cat([states, eos[:, None]], 1)
+        encoding = self.encode([""], (-1,), pooled=True)
+        return torch.cat([encoding.states[-1], encoding.pooled[:, None]], 1)
 
     def final_norm(self, states: torch.Tensor) -> torch.Tensor:
-        """The final LayerNorm ([..., E]), float32 on the states' device; identity for T5."""
+        """The final LayerNorm ([..., E]), computed on the execution device; float32 on the states' device; identity for T5."""
         if self.kind == "t5":
             return states
-        norm = self.module.transformer.text_model.final_layer_norm
-        with torch.inference_mode():
-            return norm(states.to(norm.weight.device, torch.float32)).float().to(states.device)
+        return self._apply(self.module.transformer.text_model.final_layer_norm, states)
 
     def project(self, pooled: torch.Tensor) -> torch.Tensor:
-        """[N, E] -> [N, P]: the text projection where this encoder's pooled output is projected."""
+        """[N, E] -> [N, P]: the text projection where this encoder's pooled output is projected (execution device)."""
         if self.kind == "t5" or not self.module.return_projected_pooled:
             return pooled
-        projection = self.module.transformer.text_projection
-        with torch.inference_mode():
-            return projection(pooled.to(projection.weight.device, torch.float32)).float().to(pooled.device)
+        return self._apply(self.module.transformer.text_projection, pooled)
+
+    def _apply(self, layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """`layer(x)` on the execution device (ComfyUI's ops cast the weights there, LoRAs included), float32 on x's device."""
+        with self._executing() as device:
+            return layer(x.to(device, torch.float32)).float().to(x.device)
 
     def pooled_features(self, prompts: Sequence[str]) -> torch.Tensor:
         """[N, P] = project(final_norm(raw top-layer EOS state)): ComfyUI's pooled_output."""
-        _, eos = self._top_with_eos(prompts)
-        return self.project(self.final_norm(eos))
+        return self.project(self.final_norm(self.encode(prompts, (), pooled=True).pooled))
+
+    # ------------------------------------------------------------------ host self-check
+    def check_host(self, family: str) -> None:
+        """Raise HostMismatchError unless the raw-state path reproduces ComfyUI's own encode of CHECK_PROMPT.
+
+        ComfyUI's side is the sub-encoder's public `encode_token_weights` with its default options
+        (what CLIPTextEncode runs for it). Ours, at the family's convention (docs/method.md §5):
+        tokens = raw states of the family's token layer, final LayerNorm where the family applies
+        it (SD1: last layer + LN; SD2: ComfyUI's penultimate + LN; SDXL/SD3: raw layer -2; T5:
+        the output); pooled = projection(LN(raw EOS state of ComfyUI's last layer)), as ComfyUI
+        pools. Only what the family uses is compared: FLUX's CLIP-L its pooled vector only, SDXL's
+        CLIP-L its tokens only.
+        """
+        options = {**self.clip.tokenizer_options, "t5xxl_min_length": T5_TOKENS}
+        pairs = self.tokenizer.tokenize_with_weights(CHECK_PROMPT, False, tokenizer_options=options)
+        with self._executing():
+            comfy_tokens, comfy_pooled = self.module.encode_token_weights(pairs)[:2]
+        spec = FAMILIES[family]
+        compared = {}
+        if self.kind == "t5":
+            compared["tokens"] = (self.hidden_states([CHECK_PROMPT]), comfy_tokens)
+        else:
+            if self.name in spec.token_encoders:
+                tokens = self.hidden_states([CHECK_PROMPT], spec.token_layer)
+                compared["tokens"] = (self.final_norm(tokens) if spec.normalize_tokens else tokens, comfy_tokens)
+            if self.name in spec.pooled_encoders:  # others' pooled is discarded (SDXL's CLIP-L projection is not even loaded)
+                top = -1 - self.layer_shift  # ComfyUI's last layer, which it pools
+                eos = self._pass(self._chunks(CHECK_PROMPT)[:1], (), pooled=True, pooled_layer=top).pooled
+                compared["pooled"] = (self.project(self.final_norm(eos)), comfy_pooled)
+        for what, (ours, theirs) in compared.items():
+            theirs = theirs.float().cpu()
+            difference = (ours.float().cpu() - theirs).abs().max().item() if ours.shape == theirs.shape else float("inf")
+            if not difference <= CHECK_TOLERANCE * max(1.0, theirs.abs().max().item()):
+                raise HostMismatchError(
+                    f"DrUM host self-check failed for the {self.attribute} text encoder ({family}): the pack's raw-state path "
+                    f"gives {what} {list(ours.shape)} that differ from ComfyUI's own text encode {list(theirs.shape)} by up to "
+                    f"{difference:.3g} (tolerance {CHECK_TOLERANCE:g} relative) on ComfyUI {COMFYUI_VERSION}. This ComfyUI encodes "
+                    "text differently from what this DrUM version was built for, so its conditioning would be wrong and the run "
+                    "stops. Update ComfyUI-DrUM; if this is the newest version, report this message to its issue tracker."
+                )
+
+
+_identities: dict[int, str] = {}  # id(object) -> token, dropped when the object dies
+_kept_alive: list[object] = []  # objects that cannot be weakly referenced: alive, so their id() is never reused
+_checked: set[tuple[str, str]] = set()  # (family, fingerprint) pairs that passed check_host in this process
+
+
+def _identity(obj: object) -> str:
+    """A token for an object fingerprinted by identity: unique for its lifetime, never reused (an id() can be)."""
+    key = id(obj)
+    if key not in _identities:
+        _identities[key] = uuid.uuid4().hex
+        try:
+            weakref.finalize(obj, _identities.pop, key, None)
+        except TypeError:
+            _kept_alive.append(obj)
+    return _identities[key]
 
 
 def _digest_tensor(digest, tensor: torch.Tensor) -> None:
-    """Feed shape, dtype and the first and last rows of `tensor` (cheap, catches LoRA deltas)."""
-    flat = tensor.detach().reshape(tensor.shape[0], -1) if tensor.dim() > 1 else tensor.detach().reshape(1, -1)
-    rows = torch.cat([flat[:1], flat[-1:]]).float().cpu().contiguous()
+    """Feed shape, dtype and the first and last rows of `tensor` (cheap, catches LoRA deltas).
+
+    A tensor without readable values (meta device, a quantized or other tensor subclass that
+    cannot be read as float) feeds a marker and its identity instead, never garbage.
+    """
     digest.update(f"{tuple(tensor.shape)}{tensor.dtype}".encode())
-    digest.update(rows.numpy().tobytes())
+    if tensor.numel() == 0:
+        return
+    if tensor.is_meta:
+        digest.update(f"meta#{_identity(tensor)}".encode())
+        return
+    try:
+        flat = tensor.detach().reshape(tensor.shape[0], -1) if tensor.dim() > 1 else tensor.detach().reshape(1, -1)
+        rows = torch.cat([flat[:1], flat[-1:]]).float().cpu().contiguous()
+        digest.update(rows.numpy().tobytes())
+    except (RuntimeError, TypeError, NotImplementedError):
+        digest.update(f"{type(tensor).__qualname__}#{_identity(tensor)}".encode())
+
+
+def _digest_value(digest, value: object, depth: int = 0) -> None:
+    """Feed a patch, wrapper or injection: tensors by content, plain values by repr, containers item by item,
+    weight adapters (`.weights`) by their tensors, anything else (functions, hooks) by identity."""
+    if isinstance(value, torch.Tensor):
+        _digest_tensor(digest, value)
+    elif value is None or isinstance(value, (bool, int, float, str, torch.dtype, torch.device)):
+        digest.update(repr(value).encode())
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"[{len(value)}".encode())
+        for item in value:
+            _digest_value(digest, item, depth + 1)
+    elif isinstance(value, dict):
+        digest.update(f"{{{len(value)}".encode())
+        for key in sorted(value, key=str):
+            digest.update(str(key).encode())
+            _digest_value(digest, value[key], depth + 1)
+    elif depth < 4 and isinstance(getattr(value, "weights", None), (list, tuple, torch.Tensor)):
+        digest.update(type(value).__qualname__.encode())
+        _digest_value(digest, value.weights, depth + 1)
+    else:
+        digest.update(f"{type(value).__qualname__}#{_identity(value)}".encode())
 
 
 def _fingerprint(clip, attribute: str, module: torch.nn.Module, layer_shift: int) -> str:
-    """Weights identity (sampled rows of every tensor, after LoRA patches) + layer conventions."""
+    """Everything that decides this encoder's outputs: layer conventions, weights (sampled rows), and the
+    patcher's patches (LoRAs), weight wrappers, object patches, injections (bypass LoRAs) and forced hooks."""
     digest = hashlib.sha256(f"comfy|{attribute}|{type(module).__name__}|shift{layer_shift}|t5len{T5_TOKENS}".encode())
-    for key, tensor in sorted(module.state_dict().items()):
-        if tensor.dim() > 0 and tensor.numel() > 0:
-            digest.update(key.encode())
-            _digest_tensor(digest, tensor)
+    for key, tensor in sorted(module.state_dict(keep_vars=True).items()):
+        digest.update(key.encode())
+        _digest_tensor(digest, tensor)
+    patcher = clip.patcher
     prefix = f"{attribute}."
-    for key in sorted(k for k in clip.patcher.patches if k.startswith(prefix)):
-        for patch in clip.patcher.patches[key]:  # lowvram keeps patches out of the weights
-            digest.update(f"{key}|{patch[0]}|{patch[2]}".encode())
-            value = patch[1]
-            tensors = getattr(value, "weights", value if isinstance(value, (tuple, list)) else (value,))
-            for t in tensors:
-                if isinstance(t, torch.Tensor) and t.dim() > 0:
-                    _digest_tensor(digest, t)
+    for name, patches in (("patches", patcher.patches), ("wrappers", getattr(patcher, "weight_wrapper_patches", {}))):
+        for key in sorted(k for k in patches if k.startswith(prefix)):  # patches stay out of the weights under lowvram
+            digest.update(f"{name}|{key}".encode())
+            _digest_value(digest, patches[key])
+    digest.update(b"object_patches")
+    _digest_value(digest, getattr(patcher, "object_patches", {}))
+    digest.update(b"injections")  # injections (bypass LoRAs) may touch any sub-encoder: all of them count
+    _digest_value(digest, getattr(patcher, "injections", {}))
+    digest.update(b"forced_hooks")
+    _digest_value(digest, getattr(patcher, "forced_hooks", None))
     return digest.hexdigest()[:32]
 
 
-def prepare(clip) -> None:
-    """Load the encoders (applies CLIP LoRAs) and reset every sub-encoder option to its default."""
-    clip.load_model()
+def prepare(clip, text: str = "") -> None:
+    """Load the encoders as ComfyUI's encode does (applies CLIP LoRAs; newer ComfyUI sizes the load by the
+    tokens of `text`) and reset every sub-encoder option to its default."""
+    if "tokens" in inspect.signature(clip.load_model).parameters:
+        clip.load_model(clip.tokenize(text))
+    else:
+        clip.load_model()
     clip.cond_stage_model.reset_clip_options()
 
 
 def sub_encoders(clip) -> dict[str, ComfySubEncoder]:
-    """The CLIP object's encoders by Personalizer name ("l", "h", "g", "t5"), after `prepare`."""
+    """The CLIP object's encoders by Personalizer name ("l", "h", "g", "t5"), after `prepare`.
+
+    Each is checked against ComfyUI's own encode (`check_host`) once per fingerprint before use.
+    """
     model = clip.cond_stage_model
     encoders = {}
     for attribute, name in SUB_ENCODERS.values():
@@ -172,6 +349,11 @@ def sub_encoders(clip) -> dict[str, ComfySubEncoder]:
             encoders[name] = ComfySubEncoder(clip, attribute, name, layer_shift=-1 if name == "h" else 0)
     if not encoders:
         raise ValueError(f"DrUM: this CLIP ({type(model).__name__}) has no CLIP-L/H/bigG or T5-XXL text encoder")
+    family = family_of(clip, encoders)
+    for encoder in encoders.values():
+        if (family, encoder.fingerprint) not in _checked:
+            encoder.check_host(family)
+            _checked.add((family, encoder.fingerprint))
     return encoders
 
 
@@ -189,14 +371,6 @@ def token_layer(clip, family: str) -> int | None:
     return clip.layer_idx + 1 if family == "sd2" else clip.layer_idx
 
 
-def first_clip_encoder(encoders: dict[str, ComfySubEncoder]) -> ComfySubEncoder:
-    """The encoder whose pooled features drive the coreset: CLIP-L, or CLIP-H for SD2."""
-    for name in ("l", "h", "g"):
-        if name in encoders:
-            return encoders[name]
-    raise ValueError(f"DrUM: the coreset needs a CLIP text encoder; this model only has {sorted(encoders)}")
-
-
 def plain_conditioning(clip, text: str) -> list:
     """ComfyUI's own CLIPTextEncode output for `text` (the no-history result)."""
     return clip.encode_from_tokens_scheduled(clip.tokenize(text))
@@ -205,11 +379,6 @@ def plain_conditioning(clip, text: str) -> list:
 def hooks_extras(clip) -> dict:
     """Extras ComfyUI's text encode adds for this CLIP (scheduled hooks)."""
     return clip.add_hooks_to_dict({})
-
-
-def adapter_device() -> torch.device:
-    """Where adapters run: the text encoders' device."""
-    return comfy.model_management.text_encoder_device()
 
 
 def output_device() -> torch.device:

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from drum_core import PeCA
 from drum_core.peca import PeCAConfig, PeCAFormatError
 
 DATA = Path(__file__).parent / "data"
+DEVICE = torch.device(os.environ.get("DRUM_TEST_DEVICE", "cpu"))  # bench/gpu_check.sh sets cuda
 
 
 def read_vectors(name):
@@ -113,6 +115,27 @@ def test_release_vectors(name, kind, kernel):
             torch.testing.assert_close(oracle_pooled, tensors[pre + "expected_pooled"], atol=1e-9, rtol=1e-9)
         else:
             assert pooled is None
+
+
+@pytest.mark.parametrize("name", ["peca_clip_d128_l3.safetensors", "peca_t5_e256_l2.safetensors"])
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float64, 1e-9), (torch.float32, 1e-4)])
+def test_release_vectors_on_the_test_device(name, dtype, tolerance, kernel):
+    """float64 and fp32 (the nodes' precision) on DRUM_TEST_DEVICE (CPU here; CUDA in bench/gpu_check.sh) against the float64 vectors."""
+    sd, tensors, cases = read_vectors(name)
+    model = PeCA.from_state_dict({k: v.to(dtype) for k, v in sd.items()}).set_kernel(kernel).to(DEVICE)
+
+    def on_device(x):
+        return None if x is None else x.to(DEVICE, dtype)
+
+    for case in cases:
+        pre = f"case{case['case']}."
+        references = on_device(tensors.get(pre + "references"))
+        query, target = on_device(tensors["query"]), on_device(tensors[pre + "target"])
+        tokens, pooled = model(query, target, references, tensors.get(pre + "weights"), case["alpha"])
+        assert tokens.device.type == DEVICE.type
+        torch.testing.assert_close(tokens.cpu().double(), tensors[pre + "expected_tokens"], atol=tolerance, rtol=tolerance)
+        if pooled is not None:
+            torch.testing.assert_close(pooled.cpu().double(), tensors[pre + "expected_pooled"], atol=tolerance, rtol=tolerance)
 
 
 # ---------------------------------------------------------------- published layouts, random weights

@@ -1,4 +1,7 @@
-"""A real ComfyUI server for the tests: headless, CPU, on 127.0.0.1, with this pack installed.
+"""A real ComfyUI server for the tests: headless, on 127.0.0.1, with this pack installed.
+
+It runs on the CPU (`--cpu`) unless DRUM_COMFY_ARGS gives ComfyUI's device and memory flags
+instead (bench/gpu_check.sh: "" for the default mode on a GPU, "--lowvram", "--highvram").
 
     with ComfyServer(base_directory, extra_model_paths) as server:
         server.object_info()            # GET /object_info
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -28,6 +32,7 @@ from .comfy_env import ROOT, STUBS, comfy_dir
 
 PACK_NAME = "ComfyUI-DrUM"
 STARTUP_SECONDS = 300
+DEFAULT_DEVICE_ARGS = "--cpu"
 PROMPT_SECONDS = 600
 
 
@@ -82,7 +87,8 @@ class ComfyServer:
         link = self.base / "custom_nodes" / PACK_NAME
         if not link.exists():
             link.symlink_to(ROOT, target_is_directory=True)
-        command = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port)]
+        device_args = shlex.split(os.environ.get("DRUM_COMFY_ARGS", DEFAULT_DEVICE_ARGS))
+        command = [sys.executable, "main.py", *device_args, "--listen", "127.0.0.1", "--port", str(self.port)]
         command += ["--base-directory", str(self.base), "--database-url", "sqlite:///:memory:", "--disable-auto-launch"]
         if self.extra_model_paths is not None:
             command += ["--extra-model-paths-config", str(self.extra_model_paths)]
