@@ -248,7 +248,7 @@ def test_bad_inputs_are_named(tiny):
         model(query, target, refs, None, 1.5)
     with pytest.raises(ValueError, match="intensities"):
         model(query, target, refs, [1.0, float("nan"), 1.0, 1.0], 0.3)
-    with pytest.raises(ValueError, match="4 references"):
+    with pytest.raises(ValueError, match="PeCA weights: 1 preference intensities for 4 prompts"):
         model(query, target, refs, [1.0], 0.3)
     with pytest.raises(ValueError, match=r"target must be \[N, T, 128\]"):
         model(query, torch.zeros(1, 77, 768, dtype=torch.float64))
