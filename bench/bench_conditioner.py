@@ -1,6 +1,6 @@
 """DrUM Conditioner against CLIP Text Encode in a real ComfyUI server; the first run on a history; profile memory.
 
-    python bench/bench_conditioner.py [--pairs 21]
+    python bench/bench_conditioner.py [--pairs 21] [--history 640]
 
 Setup (built locally, nothing downloaded): a tiny SD1.5 checkpoint whose CLIP-L is full size with random
 weights (tests/support/tiny_checkpoints.py), a random L adapter in the published layout (10 blocks), a
@@ -31,11 +31,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the test support package: ComfyUI server, tiny models
 
+from support import server as comfy_server  # noqa: E402
 from support.server import ComfyServer  # noqa: E402
 from support.test_models import checkpoint  # noqa: E402
 from support.tiny_models import tiny_adapter  # noqa: E402
+from timing import print_table  # noqa: E402
 
 HISTORY_SIZE = 640
+PROMPT_SECONDS = 3600  # the first run encodes the whole history: slow on a busy machine
 RATIO = 0.1
 PROFILE_SIZE = 10_000
 SUBJECTS = ["a lighthouse", "a red fox", "an old castle", "a tabby cat", "a mountain lake", "a city street", "a sailing ship", "a forest"]
@@ -110,7 +113,7 @@ def server_comparison(base: Path, pairs: int) -> list[tuple[str, str, str]]:
             clip_times.append(clip_time)
             ratios.append(drum_time / clip_time)
     return [
-        ("first run (history loader, coreset of 640, 64 references, conditioner)", f"{first:.2f} s", ""),
+        ("first run (history loader, coreset, references, conditioner)", f"{first:.2f} s", ""),
         ("DrUM Conditioner, new prompt (median)", f"{statistics.median(drum_times) * 1e3:.0f} ms", ""),
         ("CLIP Text Encode, same prompt (median)", f"{statistics.median(clip_times) * 1e3:.0f} ms", ""),
         ("DrUM Conditioner / CLIP Text Encode (median of pairs)", f"**{statistics.median(ratios):.2f}x**", "<= 1.6x"),
@@ -161,8 +164,12 @@ def history_encode(prompts: list[str], adapter_path: Path) -> tuple[list[tuple[s
     comfy_seconds += comfy_encode(prompts[half:])
     encoder = personalizer.encoders[first_clip(personalizer.encoders)]
     rows = [
-        ("ComfyUI text encode of the 640 history prompts", f"{comfy_seconds:.2f} s", ""),
-        ("first run: coreset features of 640 + states and keys/values of the 64 references", f"{our_seconds:.2f} s", ""),
+        (f"ComfyUI text encode of the {len(prompts)} history prompts", f"{comfy_seconds:.2f} s", ""),
+        (
+            f"first run: coreset features of {len(prompts)} + states and keys/values of the {len(personalizer.references)} references",
+            f"{our_seconds:.2f} s",
+            "",
+        ),
         ("first run / ComfyUI text encode", f"**{our_seconds / comfy_seconds:.2f}x**", "<= 1.1x"),
     ]
     return rows, {"personalizer": personalizer, "features": caches.EMBEDDINGS.pooled_features(encoder, prompts)}
@@ -178,7 +185,7 @@ def storage_bytes(tensors) -> int:
 
 
 def memory_rows(objects: dict) -> list[tuple[str, str, str]]:
-    """Measured on this profile (640 prompts, 64 references), and computed from the shapes for 10,000 prompts."""
+    """Measured on this profile, and computed from the shapes for 10,000 prompts."""
     personalizer, features = objects["personalizer"], objects["features"]
     references = len(personalizer.references)
     states = [state for state in personalizer._reference_states.values()]
@@ -197,6 +204,8 @@ def memory_rows(objects: dict) -> list[tuple[str, str, str]]:
     }
 
     def mib(value: float) -> str:
+        if value < 2**20:
+            return f"{value / 2**10:,.0f} KiB"
         return f"{value / 2**20:,.0f} MiB" if value < 2**30 else f"{value / 2**30:.2f} GiB"
 
     return [
@@ -211,7 +220,9 @@ def memory_rows(objects: dict) -> list[tuple[str, str, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=21, help="interleaved DrUM / CLIP Text Encode pairs")
+    parser.add_argument("--history", type=int, default=HISTORY_SIZE, help="history prompts (a smaller one only checks the bench)")
     args = parser.parse_args()
+    comfy_server.PROMPT_SECONDS = PROMPT_SECONDS
     work = Path(tempfile.mkdtemp(prefix="drum-bench-"))
     try:
         base = work / "base"
@@ -221,17 +232,14 @@ def main() -> None:
         adapter_path = base / "models" / "drum" / "L.safetensors"
         tiny_adapter("L", seed=0, layers=10).save(adapter_path)  # the published L layout, random weights
         (base / "input").mkdir()
-        prompts = history_prompts(HISTORY_SIZE)
+        prompts = history_prompts(args.history)
         (base / "input" / "bench_history.txt").write_text("\n".join(prompts) + "\n", encoding="utf-8")
         rows = server_comparison(base, args.pairs)
         encode_rows, objects = history_encode(prompts, adapter_path)
         rows += encode_rows + memory_rows(objects)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print("| measure | result | target |")
-    print("|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print_table(("measure", "result", "target"), rows)
 
 
 if __name__ == "__main__":
