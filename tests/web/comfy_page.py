@@ -138,6 +138,7 @@ def keep_only(page, layout: dict[int, tuple[float, float, float]], scale: float 
                 node.setSize([node.size[0], Math.max(node.size[1], height)]);
             }
             app.canvas.ds.scale = scale;
+            app.canvas.show_info = false;  // the canvas's corner statistics (fps, node count)
             app.canvas.ds.offset = [90 / scale, 130 / scale];
             app.extensionManager.toast.removeAll?.();
             app.graph.setDirtyCanvas(true, true);

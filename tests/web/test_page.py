@@ -243,6 +243,23 @@ def test_a_failed_run_empties_the_panels(page, workflows, renderer, page_errors)
     assert page_errors == []
 
 
+def test_nodes_taken_from_the_cache_show_their_earlier_output(page, workflows):
+    """ComfyUI sends nothing for cached nodes: a fresh copy of a workflow that already ran shows that run's panels."""
+    finished = run_tiny(page, workflows["drum_sd15"])
+    assert finished["type"] == "execution_success", finished
+    sampler, conditioner = (only(page, kind) for kind in ("DrUMCoresetSampler", "DrUMConditioner"))
+    first = panel_rows(page, sampler, "drum_picks"), panel_rows(page, conditioner, "drum_picks")
+    assert first[0]["prompts"]
+
+    finished = run_tiny(page, workflows["drum_sd15"])  # new nodes, same inputs: all DrUM nodes come from the cache
+    assert finished["type"] == "execution_success", finished
+    page.wait_for_function(
+        "(id) => window.app.graph.getNodeById(id).widgets.find((w) => w.name === 'drum_picks').element.querySelectorAll('.drum-prompt').length > 0",
+        arg=sampler,
+    )
+    assert (panel_rows(page, sampler, "drum_picks"), panel_rows(page, conditioner, "drum_picks")) == first
+
+
 def test_outputs_put_back_by_the_frontend_are_shown(page, workflows):
     """Newer frontends put finished outputs back on the graph (a job opened from the queue): onNodeOutputsUpdated."""
     load_workflow(page, workflows["drum_sd15"])

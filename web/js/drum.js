@@ -14,6 +14,7 @@ const DEGREE_WATCHED = ["degree", "sweep", "count", "start", "end"];
 const PANEL_HEIGHT = { min: 90, max: 220 };
 const DEGREE_HEIGHT = 58;
 const HISTORY_ITEMS = 32; // how far back /history is searched for this workflow's last run
+const HISTORY_ATTEMPTS = 8;
 
 /** A new element with a class and, optionally, text (set as textContent). */
 function element(tag, className, text) {
@@ -222,7 +223,48 @@ async function refillFromHistory() {
   }
 }
 
-/** Follows the running prompt: on execution_error, panels that got nothing from it are cleared (no stale picks). */
+/** The API-format node `id` with every node upstream of it, as one string: equal strings, equal cached result. */
+function upstreamSignature(prompt, id) {
+  const nodes = new Map();
+  const visit = (nodeId) => {
+    if (nodes.has(nodeId) || !prompt[nodeId]) return;
+    nodes.set(nodeId, prompt[nodeId]);
+    for (const value of Object.values(prompt[nodeId].inputs ?? {})) if (Array.isArray(value) && typeof value[0] === "string") visit(value[0]);
+  };
+  visit(String(id));
+  return JSON.stringify([...nodes].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+/**
+ * ComfyUI sends nothing for a node it takes from its cache: after run `promptId`, panels that got nothing
+ * show the output of the newest earlier run in /history in which that node and everything upstream were the same.
+ */
+async function fillCachedPanels(promptId, shown) {
+  const waiting = panelNodes().filter((node) => !shown.has(String(node.id)));
+  if (waiting.length === 0) return;
+  const versions = new Map(waiting.map((node) => [node, panels.get(node).panel.version]));
+  let entries = [];
+  let current;
+  // The server files the run in its history just after it announces the end: ask again for a moment.
+  for (let attempt = 0; attempt < HISTORY_ATTEMPTS && !current; attempt += 1) {
+    if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, 250));
+    const response = await api.fetchApi(`/history?max_items=${HISTORY_ITEMS}`);
+    if (!response.ok) return;
+    entries = Object.values(await response.json()).reverse();
+    current = entries.find((entry) => entry.prompt?.[1] === promptId)?.prompt[2];
+  }
+  if (!current) return;
+  for (const node of waiting) {
+    if (panels.get(node).panel.version !== versions.get(node) || current[node.id]?.class_type !== node.comfyClass) continue;
+    const signature = upstreamSignature(current, node.id);
+    const earlier = entries.find(
+      (entry) => entry.prompt?.[1] !== promptId && entry.outputs?.[node.id] && upstreamSignature(entry.prompt?.[2] ?? {}, node.id) === signature
+    );
+    if (earlier) showOutput(node, earlier.outputs[node.id]);
+  }
+}
+
+/** Follows the running prompt: on success, panels of cached nodes are filled; on execution_error, panels that got nothing are cleared. */
 function followRuns() {
   let running = null;
   api.addEventListener("execution_start", ({ detail }) => {
@@ -230,6 +272,10 @@ function followRuns() {
   });
   api.addEventListener("executed", ({ detail }) => {
     if (running?.promptId === detail.prompt_id) running.shown.add(String(detail.display_node ?? detail.node));
+  });
+  api.addEventListener("execution_success", ({ detail }) => {
+    if (running?.promptId !== detail.prompt_id) return;
+    fillCachedPanels(running.promptId, running.shown).catch((error) => console.warn("DrUM: could not read /history", error));
   });
   api.addEventListener("execution_error", ({ detail }) => {
     if (running?.promptId !== detail.prompt_id) return;
