@@ -22,40 +22,34 @@ MOVIELENS_RATINGS, MOVIELENS_MOVIES, MOVIELENS_TAGS, MOVIELENS_USERS = 100_836, 
 GENRES = ("Action", "Adventure", "Animation", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi")
 
 
+def write_lines(path: Path, header: str, lines) -> None:
+    """`header` (if any) then one line per item of `lines`, UTF-8."""
+    path.write_text("".join(f"{line}\n" for line in ([header] if header else []) + list(lines)), encoding="utf-8")
+
+
 def write_files(folder: Path) -> tuple[Path, Path, Path]:
     """The CSV, JSONL and MovieLens folder, with prompts of realistic length (~60 characters)."""
     csv_path, jsonl_path, movielens = folder / "history.csv", folder / "history.jsonl", folder / "movielens"
     prompt = "a watercolor painting of a lighthouse on a cliff, number {}"
-    csv_path.write_text(
-        "prompt,rating,timestamp\n" + "".join(f'"{prompt.format(i)}",{i % 5 + 1},{1_700_000_000 + i}\n' for i in range(ROWS)),
-        encoding="utf-8",
-    )
-    jsonl_path.write_text(
-        "".join(f'{{"prompt": "{prompt.format(i)}", "rating": {i % 5 + 1}, "timestamp": {1_700_000_000 + i}}}\n' for i in range(ROWS)),
-        encoding="utf-8",
+    write_lines(csv_path, "prompt,rating,timestamp", (f'"{prompt.format(i)}",{i % 5 + 1},{1_700_000_000 + i}' for i in range(ROWS)))
+    write_lines(
+        jsonl_path,
+        "",
+        (f'{{"prompt": "{prompt.format(i)}", "rating": {i % 5 + 1}, "timestamp": {1_700_000_000 + i}}}' for i in range(ROWS)),
     )
     movielens.mkdir()
-    (movielens / "movies.csv").write_text(
-        "movieId,title,genres\n"
-        + "".join(f'{m},"Movie {m}, The ({1950 + m % 70})",{GENRES[m % 8]}|{GENRES[(m * 3) % 8]}\n' for m in range(MOVIELENS_MOVIES)),
-        encoding="utf-8",
+    movies = (f'{m},"Movie {m}, The ({1950 + m % 70})",{GENRES[m % 8]}|{GENRES[(m * 3) % 8]}' for m in range(MOVIELENS_MOVIES))
+    write_lines(movielens / "movies.csv", "movieId,title,genres", movies)
+    ratings = (
+        f"{1 + i * MOVIELENS_USERS // MOVIELENS_RATINGS},{(i * 7919) % MOVIELENS_MOVIES},{(i % 10 + 1) / 2},{964_982_703 + i}"
+        for i in range(MOVIELENS_RATINGS)
     )
-    (movielens / "ratings.csv").write_text(
-        "userId,movieId,rating,timestamp\n"
-        + "".join(
-            f"{1 + i * MOVIELENS_USERS // MOVIELENS_RATINGS},{(i * 7919) % MOVIELENS_MOVIES},{(i % 10 + 1) / 2},{964_982_703 + i}\n"
-            for i in range(MOVIELENS_RATINGS)
-        ),
-        encoding="utf-8",
+    write_lines(movielens / "ratings.csv", "userId,movieId,rating,timestamp", ratings)
+    tags = (
+        f"{1 + (i * 27) * MOVIELENS_USERS // MOVIELENS_RATINGS},{(i * 27 * 7919) % MOVIELENS_MOVIES},tag {i % 50},1"
+        for i in range(MOVIELENS_TAGS)
     )
-    (movielens / "tags.csv").write_text(
-        "userId,movieId,tag,timestamp\n"
-        + "".join(
-            f"{1 + (i * 27) * MOVIELENS_USERS // MOVIELENS_RATINGS},{(i * 27 * 7919) % MOVIELENS_MOVIES},tag {i % 50},1\n"
-            for i in range(MOVIELENS_TAGS)
-        ),
-        encoding="utf-8",
-    )
+    write_lines(movielens / "tags.csv", "userId,movieId,tag,timestamp", tags)
     return csv_path, jsonl_path, movielens
 
 
