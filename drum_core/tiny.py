@@ -242,16 +242,14 @@ def pipeline(family: str = "sd1", seed: int = 0):
         t5_tok = t5_tokenizer()
         t5 = t5_encoder(t5_tok, seed=seed + 2)
         scheduler = diffusers.FlowMatchEulerDiscreteScheduler()
+        dit = dict(in_channels=4, num_layers=1, num_attention_heads=2, joint_attention_dim=T5_WIDTH)  # both tiny transformers
         if family == "sd3":
             tokenizer_2 = clip_tokenizer("!")
             transformer = diffusers.SD3Transformer2DModel(
+                **dit,
                 sample_size=IMAGE_SIZE,
                 patch_size=2,
-                in_channels=4,
-                num_layers=1,
                 attention_head_dim=8,
-                num_attention_heads=2,
-                joint_attention_dim=T5_WIDTH,
                 caption_projection_dim=16,
                 pooled_projection_dim=2 * PROJECTION_WIDTH,
                 out_channels=4,
@@ -269,13 +267,10 @@ def pipeline(family: str = "sd1", seed: int = 0):
                 tokenizer_3=t5_tok,
             )
         transformer = diffusers.FluxTransformer2DModel(
+            **dit,
             patch_size=1,
-            in_channels=4,
-            num_layers=1,
             num_single_layers=1,
             attention_head_dim=16,
-            num_attention_heads=2,
-            joint_attention_dim=T5_WIDTH,
             pooled_projection_dim=L_WIDTH,
             axes_dims_rope=(4, 4, 8),
         )
