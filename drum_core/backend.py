@@ -36,7 +36,7 @@ class TextEncoderBackend(Protocol):
     """One frozen text encoder seen the way PeCA needs it.
 
     Layers are counted from the encoder's top as its host pipeline defines it: -1 is the
-    "last layer" of method.md (for SD2 that is layer 23 of OpenCLIP ViT-H), -2 the one below.
+    "last layer" of docs/method.md (for SD2 that is layer 23 of OpenCLIP ViT-H), -2 the one below.
     """
 
     kind: Literal["clip", "t5"]

@@ -1,4 +1,4 @@
-"""Coreset sampling of a prompt history (method.md §4, Algorithm 1), done right.
+"""Coreset sampling of a prompt history (docs/method.md §4, Algorithm 1), done right.
 
     sim(e, r_i, p_i) = 100 * cos(e, r_i) * p_i
     n = max(1, round(ratio * N));  A = k random prompts (seeded)

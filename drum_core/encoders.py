@@ -231,7 +231,7 @@ class OpenClipBackend(_ClipStates):
 
     `layers` keeps only the first `layers` residual blocks as the encoder (None: all), so
     layer -1 is block `layers`: 23 reads OpenCLIP ViT-H as the published H adapter and SD2
-    expect (method.md section 5). `project_pooled` works as for HFClipBackend.
+    expect (docs/method.md §5). `project_pooled` works as for HFClipBackend.
     """
 
     kind: Literal["clip"] = "clip"

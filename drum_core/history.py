@@ -1,4 +1,4 @@
-"""A user's prompt history (method.md §3-4): prompts, preference intensities p_i, timestamps.
+"""A user's prompt history (docs/method.md §3-4): prompts, preference intensities p_i, timestamps.
 
     load_history(path)         by extension:
       .txt                     one prompt a line, blank lines skipped; "prompt<TAB>rating" adds a rating

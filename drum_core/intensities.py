@@ -1,4 +1,4 @@
-"""Preference intensities p_i (method.md §3): one rule for every place that takes them."""
+"""Preference intensities p_i (docs/method.md §3): one rule for every place that takes them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PeCA, the Personalized Conditioning Adapter (method.md §2-3).
+"""PeCA, the Personalized Conditioning Adapter (docs/method.md §2-3).
 
 Module and parameter names match the published files (`weight/{L,H,bigG,T5}.safetensors`)
 so loading is a strict `load_state_dict`. Guidance (equation 2) is computed one segment at

@@ -1,4 +1,4 @@
-"""The one module that touches ComfyUI's CLIP object (comfyui.md, method.md §5).
+"""The one module that touches ComfyUI's CLIP object (docs/comfyui.md, docs/method.md §5).
 
 `ComfySubEncoder` implements `drum_core.backend.TextEncoderBackend` for one sub-encoder of a
 `comfy.sd.CLIP` (clip_l, clip_h, clip_g, t5xxl). It tokenises with the CLIP object's own
@@ -7,7 +7,7 @@ tokenizer and runs the sub-encoder's transformer directly, so PeCA sees RAW hidd
 modified on the shared modules (`clip.clone()` shares them): options are only reset to their
 defaults, the layer to read is passed per call.
 
-Layers: -1 is the top layer of the stack as method.md defines it. For SD2 that is ComfyUI's
+Layers: -1 is the top layer of the stack as docs/method.md defines it. For SD2 that is ComfyUI's
 -2 of the 24-layer clip_h (the published H adapter was built on the 23-layer diffusers
 encoder), so that encoder reads ComfyUI layer `layer - 1`.
 

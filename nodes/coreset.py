@@ -1,4 +1,4 @@
-"""DrUM Coreset Sampler: the representative prompts of a history (method.md §4, Algorithm 1)."""
+"""DrUM Coreset Sampler: the representative prompts of a history (docs/method.md §4, Algorithm 1)."""
 
 from __future__ import annotations
 

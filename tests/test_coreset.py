@@ -1,4 +1,4 @@
-"""Coreset sampling against a literal float64 restatement of Algorithm 1 (method.md §4)."""
+"""Coreset sampling against a literal float64 restatement of Algorithm 1 (docs/method.md §4)."""
 
 import json
 import math

@@ -1,4 +1,4 @@
-"""PeCA against the release's test vectors and a literal float64 restatement of method.md §2-3."""
+"""PeCA against the release's test vectors and a literal float64 restatement of docs/method.md §2-3."""
 
 import json
 import math

@@ -1,6 +1,6 @@
-"""Per-family assembly (method.md §5) on real tiny transformers encoders and PeCA adapters.
+"""Per-family assembly (docs/method.md §5) on real tiny transformers encoders and PeCA adapters.
 
-Each expectation is written straight from the table in method.md §5, calling the adapters
+Each expectation is written straight from the table in docs/method.md §5, calling the adapters
 and encoders by hand; the Personalizer must produce exactly the same tensors.
 """
 

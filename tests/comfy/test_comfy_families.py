@@ -17,7 +17,7 @@ pytestmark = pytest.mark.comfy
 TEXT = "a red fox in the snow, morning light"
 HISTORY = ["watercolor of a lighthouse", "oil painting of mountains at dusk", "ink sketch of a sleeping cat"]
 WEIGHTS = [1.0, 2.0, 0.5]
-SHAPES = {  # family -> (cond [1, L, D], pooled [1, P]) of method.md §5 / comfyui.md
+SHAPES = {  # family -> (cond [1, L, D], pooled [1, P]) of docs/method.md §5 / docs/comfyui.md
     "sd1": ((1, 77, 768), (1, 768)),
     "sd2": ((1, 77, 1024), (1, 1024)),
     "sdxl": ((1, 77, 2048), (1, 1280)),
