@@ -90,9 +90,9 @@ class ReferenceState:
     tokens: int  # T, tokens per reference
 
 
-# Scores held at once by the blocked kernel (heads * B*S * references per block * T), 8 MiB: few, large
-# operations (every operation is a parallel region; small ones stall when another process takes a core).
-BLOCK_SCORES = 1 << 21
+# Scores held at once by the blocked kernel (heads * B*S * references per block * T): 1 MiB, about L2.
+# Larger blocks (fewer operations) measured no faster, idle or with a core taken (bench/bench_peca.py).
+BLOCK_SCORES = 1 << 18
 
 
 class GuidedCrossAttention(nn.Module):
