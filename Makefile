@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest -p no:cacheprovider -rs
 
-.PHONY: setup demo test lint test-core test-comfy test-server test-web bench
+.PHONY: setup demo test lint test-core test-comfy test-server test-web bench gpu-check
 
 setup:
 	bash tools/bootstrap.sh
@@ -34,7 +34,14 @@ test-web:
 test: setup lint test-core test-comfy test-server test-web
 
 bench:
-	bash tools/bootstrap.sh --no-comfy
+	bash tools/bootstrap.sh
 	$(PY) bench/bench_peca.py
+	$(PY) bench/bench_conditioner.py
 	$(PY) bench/bench_history.py
 	$(PY) bench/bench_train.py
+	$(PY) bench/bench_coreset.py
+
+# On a machine with a CUDA GPU (~10 min): PeCA on CUDA, the server tier in ComfyUI's default / --lowvram /
+# --highvram modes, a timing table. Sets itself up in .venv-gpu around the machine's CUDA torch (see the script).
+gpu-check:
+	bash bench/gpu_check.sh

@@ -20,46 +20,27 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 
 import torch
 
+from .adapter_names import ENCODER_ADAPTERS, PUBLISHED_SIZES
 from .backend import T5_TOKENS, TextEncoderBackend
 from .cache import EmbeddingCache
-from .coreset import coreset_sample, sample_count
+from .coreset import CORESET_MODES, coreset_sample, sample_count
 from .encoders import HFClipBackend, HFT5Backend
 from .history import History
 from .peca import PeCA
-from .personalizer import ENCODER_ADAPTERS, Condition, Personalizer, detect_family
+from .personalizer import Condition, Personalizer, detect_family, first_clip
+from .profiles import Profile
 
 SLOTS = (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"), ("text_encoder_3", "tokenizer_3"))
 CLIP_MODEL_TYPES = ("clip_text_model", "clip")
 T5_MODEL_TYPES = ("t5", "umt5")
-L_WIDTH, H_WIDTH = 768, 1024
 CFG_FAMILIES = ("sd1", "sd2", "sdxl", "sd3")  # pipelines that take negative_prompt_embeds by default
 POOLED_FAMILIES = ("sdxl", "sd3", "flux")
 UNPROJECTED_POOLED = {"flux": ("l",)}  # FLUX pools CLIP-L's pooler_output, not text_embeds
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-
-
-@dataclass
-class Profile:
-    """What coreset sampling kept of a history: indices [n] in pick order, prompts, intensities."""
-
-    total: int
-    indices: list[int]
-    prompts: list[str]
-    intensities: list[float]
-    settings: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        """JSON-ready form (what `drum profile --json` prints)."""
-        picked = [
-            {"rank": rank, "index": index, "intensity": weight, "prompt": prompt}
-            for rank, (index, weight, prompt) in enumerate(zip(self.indices, self.intensities, self.prompts), 1)
-        ]
-        return {"total": self.total, **self.settings, "picked": picked}
 
 
 def _config_dict(config) -> dict:
@@ -92,8 +73,8 @@ def encoder_names(configs: Mapping[str, object]) -> dict[str, str]:
 def _openclip_h_like(config: dict) -> bool:
     """SD2's OpenCLIP ViT-H tower: width 1024; at other (tiny) widths its gelu (CLIP-L: quick_gelu)."""
     width = config.get("hidden_size")
-    if width in (L_WIDTH, H_WIDTH):
-        return width == H_WIDTH
+    if width in (PUBLISHED_SIZES["L"][1], PUBLISHED_SIZES["H"][1]):  # the real CLIP-L (768) or OpenCLIP-H (1024)
+        return width == PUBLISHED_SIZES["H"][1]
     return config.get("hidden_act") == "gelu"
 
 
@@ -134,14 +115,6 @@ def pipeline_encoders(pipe) -> tuple[str, dict[str, TextEncoderBackend]]:
     return family, backends
 
 
-def first_clip(backends: Mapping[str, TextEncoderBackend]) -> str:
-    """The encoder whose pooled features drive the coreset: l, else h (SD2), else g."""
-    for name in ("l", "h", "g"):
-        if name in backends:
-            return name
-    raise ValueError("coreset sampling needs a CLIP text encoder; this model has only T5")
-
-
 def profile_history(
     encoder: TextEncoderBackend,
     history: History,
@@ -151,26 +124,18 @@ def profile_history(
     seed: int = 42,
     cache: EmbeddingCache | None = None,
     progress: Progress | None = None,
+    diverse: bool = False,
 ) -> Profile:
-    """Coreset-sample `history` on the pooled features [N, P] of `encoder` (method.md §4)."""
+    """Coreset-sample `history` on the pooled features [N, P] of `encoder` (docs/method.md §4); `diverse`: coreset_sample's mode."""
     if len(history.prompts) == 0:
-        return Profile(0, [], [], [], {"ratio": ratio, "k": k, "seed": seed})
-    count = sample_count(len(history.prompts), ratio)
-    if max_references is not None:
-        if max_references < 1:
-            raise ValueError(f"max_references must be >= 1, got {max_references}")
-        count = min(count, max_references)
+        return Profile(history, torch.zeros(0, 0), [], encoder.fingerprint, {"ratio": ratio, "k": k, "seed": seed})
+    count = sample_count(len(history.prompts), ratio, max_count=max_references or 0)  # None or 0: no limit
     cache = cache if cache is not None else EmbeddingCache()
     report = (lambda done, total: progress("reading history", done, total)) if progress else None
     features = cache.pooled_features(encoder, history.prompts, report)
-    picks = coreset_sample(features, history.weights, n=count, k=k, seed=seed).tolist()
-    return Profile(
-        total=len(history.prompts),
-        indices=picks,
-        prompts=[history.prompts[i] for i in picks],
-        intensities=[float(history.weights[i]) for i in picks],
-        settings={"ratio": ratio, "max_references": max_references, "k": k, "seed": seed},
-    )
+    picks = coreset_sample(features, history.weights, n=count, k=k, seed=seed, diverse=diverse).tolist()
+    settings = {"ratio": ratio, "max_references": max_references, "k": k, "seed": seed, "mode": CORESET_MODES[diverse]}
+    return Profile(history, features, picks, encoder.fingerprint, settings)
 
 
 def _token_layer(family: str, clip_skip: int | None) -> int | None:
@@ -232,16 +197,26 @@ class PipelinePersonalizer:
         )
         self.profile: Profile | None = None
 
-    def set_history(self, history: History, ratio: float = 0.1, max_references: int | None = None, k: int = 10, seed: int = 42) -> Profile:
-        """Coreset-sample `history`, encode the picked references; returns what was picked."""
+    def set_history(
+        self, history: History, ratio: float = 0.1, max_references: int | None = None, k: int = 10, seed: int = 42, diverse: bool = False
+    ) -> Profile:
+        """Coreset-sample `history`, encode the picked references; returns the profile (history, features, picks)."""
         encoder = self.backends[first_clip(self.backends)]
-        self.profile = profile_history(encoder, history, ratio, max_references, k, seed, self.cache, self.progress)
-        self.personalizer.set_history(self.profile.prompts, self.profile.intensities)
+        return self.set_profile(profile_history(encoder, history, ratio, max_references, k, seed, self.cache, self.progress, diverse))
+
+    def set_profile(self, profile: Profile) -> Profile:
+        """Use a profile's references (its picks; every prompt when it has none), e.g. `Profile.load(path)` from another
+        machine: its features are reused for the same first CLIP encoder and re-encoded otherwise. Returns the profile used."""
+        self.profile = profile.for_encoder(self.backends[first_clip(self.backends)], self.cache)
+        references = self.profile.references
+        features = self.profile.features[self.profile.picks] if self.profile.picks else self.profile.features
+        self.personalizer.set_history(references.prompts, references.weights, features=features)
         return self.profile
 
-    def kwargs(self, prompt: str, alpha: float | Sequence[float] = 0.3) -> dict:
-        """Keyword arguments for `pipe(...)`; see personalize_pipeline."""
-        condition = self._without_t5(self.personalizer.condition(prompt, alpha))
+    def kwargs(self, prompt: str, alpha: float | Sequence[float] = 0.3, relevant: int = 0) -> dict:
+        """Keyword arguments for `pipe(...)`; see personalize_pipeline. `relevant` m > 0: only the m
+        references whose pooled features are most similar to the prompt's (Personalizer.condition)."""
+        condition = self._without_t5(self.personalizer.condition(prompt, alpha, relevant=relevant))
         kwargs = {"prompt_embeds": self._ready(condition.tokens)}
         if self.family in POOLED_FAMILIES:
             kwargs["pooled_prompt_embeds"] = self._ready(condition.pooled)

@@ -1,4 +1,4 @@
-"""How each model family is fed (method.md §5), for any host of the text encoders.
+"""How each model family is fed (docs/method.md §5), for any host of the text encoders.
 
     family  prompt embeddings                                         pooled
     sd1     LN_L(A_L(ctx@-1).tokens)                                  LN_L(A_L(@-1).pooled)
@@ -18,11 +18,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .backend import TextEncoderBackend
+from .adapter_names import ENCODER_ADAPTERS
+from .backend import Encoding, TextEncoderBackend
 from .cache import EmbeddingCache
+from .intensities import check_intensities
 from .peca import PeCA, ReferenceState
 
-ENCODER_ADAPTERS = {"l": "L", "h": "H", "g": "bigG", "t5": "T5"}
 SD3_CLIP_WIDTHS = {"l": 768, "g": 1280}  # what ComfyUI zero-fills for an absent SD3 CLIP
 SD3_WIDTH = 4096  # width of the SD3 condition when it has no T5 to take it from
 
@@ -77,7 +78,7 @@ class Condition:
 @dataclass
 class _Run:
     tokens: torch.Tensor | None  # [B, C * T, E] adapter (or plain) token states, raw; None where unused
-    pooled: torch.Tensor | None  # [B, E] raw pooled token
+    pooled: torch.Tensor | None  # [B, E] raw pooled token of the adapter; plain runs: the encoder's final pooled [B, P]
 
 
 class Personalizer:
@@ -104,6 +105,7 @@ class Personalizer:
         self.references: list[str] = []
         self.weights: torch.Tensor | None = None
         self._reference_states: dict[tuple[str, int], ReferenceState] = {}
+        self._features: torch.Tensor | None = None  # [R, P] pooled features of the references (first CLIP encoder)
         self._queries: dict[str, torch.Tensor] = {}
         for name, encoder in self.encoders.items():
             check_adapter(name, encoder, self.adapters.get(name))
@@ -119,83 +121,120 @@ class Personalizer:
     # ------------------------------------------------------------------ layers per encoder
     def _layers(self, name: str) -> list[int]:
         """Context layers this family reads from encoder `name` (tokens first)."""
-        if self.encoders[name].kind == "t5":
-            return [-1]
-        layers = [self.token_layer] if name in self.spec.token_encoders else []
-        if name in self.spec.pooled_encoders and -1 not in layers:
-            layers.append(-1)
-        return layers
+        return encoder_layers(self.family, name, self.encoders[name].kind, self.token_layer)
 
     # ------------------------------------------------------------------ history
-    def set_history(self, prompts: Sequence[str], weights: Sequence[float] | torch.Tensor | None = None) -> None:
-        """Encode the reference prompts (cached) and their per-block keys/values."""
+    def set_history(
+        self, prompts: Sequence[str], weights: Sequence[float] | torch.Tensor | None = None, features: torch.Tensor | None = None
+    ) -> None:
+        """Encode the reference prompts (cached) and their per-block keys/values.
+
+        `features` [R, P]: the prompts' pooled features from the first CLIP encoder (a coreset
+        profile's), used by `condition(..., relevant=m)`; by default they come from the cache.
+        """
         self.references = list(prompts)
-        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float32)
-        if self.weights is not None and self.weights.numel() != len(self.references):
-            raise ValueError(f"{self.weights.numel()} intensities for {len(self.references)} history prompts")
+        self._features = features
+        self.weights = None if weights is None else check_intensities(weights, len(self.references), "history")
         self._reference_states = {}
         if not self.references:
             return
-        jobs = [(name, layer) for name in self.encoders for layer in self._layers(name)]
-        total = len(jobs) * len(self.references)
-        for j, (name, layer) in enumerate(jobs):
+        first = first_clip(self.encoders) if any(e.kind == "clip" for e in self.encoders.values()) else None
+        total = len(self.encoders) * len(self.references)
+        for j, name in enumerate(self.encoders):  # one encoder pass per prompt gives every layer (+ the relevance features)
             offset = j * len(self.references)
             report = (lambda done, _n, offset=offset: self.progress(offset + done, total)) if self.progress else None
-            states = self.cache.hidden_states(self.encoders[name], self.references, layer, report)
+            layers = self._layers(name)
+            wants_features = name == first and self._features is None
+            encoding = self.cache.encode(self.encoders[name], self.references, layers, pooled=wants_features, progress=report)
+            if wants_features:
+                self._features = encoding.pooled
             adapter = self.adapters[name]
-            self._reference_states[(name, layer)] = adapter.encode_references(states.to(adapter.base_query.device))
+            for layer in layers:
+                self._reference_states[(name, layer)] = adapter.encode_references(encoding.states[layer].to(adapter.device))
 
     # ------------------------------------------------------------------ conditions
-    def condition(self, target: str, alpha: float | Sequence[float] = 0.3) -> Condition:
-        """The personalized condition of `target`; one row per alpha. Empty history: plain output."""
+    def condition(self, target: str, alpha: float | Sequence[float] = 0.3, relevant: int = 0) -> Condition:
+        """The personalized condition of `target`; one row per alpha. Empty history: plain output.
+
+        `relevant` m > 0: only the m references most similar to `target` take part (see
+        `_most_relevant_to`), exactly as if the history held just those.
+        """
         if not self.references:
             return self.plain_condition(target, batch=len(alpha) if isinstance(alpha, (list, tuple)) else 1)
         alphas = list(alpha) if isinstance(alpha, (list, tuple)) else [alpha]
-        return self._assemble({name: self._personalize(name, target, alphas) for name in self.encoders}, len(alphas))
+        if relevant < 0:
+            raise ValueError(f"relevant must be >= 0 (0 = every reference), got {relevant}")
+        ranked = first_clip(self.encoders) if 0 < relevant < len(self.references) else None
+        encodings = {name: self._encode_target(name, target, pooled=name == ranked) for name in self.encoders}  # one pass each
+        chosen = None
+        if ranked is not None:
+            encoder = self.encoders[ranked]
+            chosen = self._most_relevant_to(encoder.project(encoder.final_norm(encodings[ranked].pooled[:1]))[0], relevant)
+        runs = {name: self._personalize(name, encodings[name], alphas, chosen) for name in self.encoders}
+        return self._assemble(runs, len(alphas))
+
+    def _most_relevant_to(self, query: torch.Tensor, count: int) -> torch.Tensor:
+        """Indices [count] (ascending) of the references whose pooled features are most similar (cosine) to the
+        target's pooled features `query` [P]; ties go to the lower history index.
+
+        Features of the first CLIP encoder, as coreset sampling uses; the references' come from
+        `set_history(features=...)` or its encoder pass (cached), never from a new encode.
+        """
+        if self._features is None:
+            self._features = self.cache.pooled_features(self.encoders[first_clip(self.encoders)], self.references)
+        return most_similar(query, self._features, count)
 
     def plain_condition(self, target: str, batch: int = 1) -> Condition:
         """The plain encoder output (no adapter), as the host's own text encode gives it."""
         runs = {}
         for name, encoder in self.encoders.items():
-            tokens = None
-            if name in self.spec.token_encoders or encoder.kind == "t5":  # pooled-only encoders need no token states
-                tokens = self._target_states(name, target, self._layers(name)[0]).reshape(1, -1, encoder.width).expand(batch, -1, -1)
-            runs[name] = _Run(tokens, None)
-        return self._assemble(runs, batch, plain_target=target)
+            uses_tokens = name in self.spec.token_encoders or encoder.kind == "t5"  # pooled-only encoders need no token states
+            layers = self._layers(name)[:1] if uses_tokens else []
+            encoding = self._encode_target(name, target, pooled=name in self.spec.pooled_encoders, layers=layers)
+            tokens = encoding.states[layers[0]].reshape(1, -1, encoder.width).expand(batch, -1, -1) if uses_tokens else None
+            pooled = None if encoding.pooled is None else encoder.project(encoder.final_norm(encoding.pooled[:1])).expand(batch, -1)
+            runs[name] = _Run(tokens, pooled)
+        return self._assemble(runs, batch, plain=True)
 
-    def _target_states(self, name: str, target: str, layer: int, every_chunk: bool = True) -> torch.Tensor:
-        """[C, T, E]: every chunk of a long target where the host splits prompts (if `every_chunk`), else the first."""
+    def _encode_target(self, name: str, target: str, pooled: bool = False, layers: Sequence[int] | None = None) -> Encoding:
+        """One encoder pass over `target` for all `layers` (default: the family's): states [C, T, E] float32, one row per
+        77-token chunk where the host splits long prompts (else C = 1); `pooled`: raw EOS states [C, E] (ComfyUI pools the first)."""
         encoder = self.encoders[name]
-        chunks = getattr(encoder, "prompt_chunks", None)
-        if every_chunk and chunks is not None and encoder.kind == "clip":
-            return chunks(target, layer).float()
-        return encoder.hidden_states([target], layer).float()
+        layers = self._layers(name) if layers is None else layers
+        chunked = getattr(encoder, "prompt_chunks", None)
+        if chunked is not None and encoder.kind == "clip":
+            return chunked(target, layers, pooled)
+        return encoder.encode([target], layers, pooled)
 
     def _query(self, name: str) -> torch.Tensor:
         if name not in self._queries:
             self._queries[name] = self.encoders[name].empty_query().float()
         return self._queries[name]
 
-    def _personalize(self, name: str, target: str, alphas: list[float]) -> _Run:
+    def _personalize(self, name: str, target: Encoding, alphas: list[float], chosen: torch.Tensor | None = None) -> _Run:
+        """The adapter's run for encoder `name` on the target's encoding; `chosen`: indices of the references taking part (default all)."""
         adapter = self.adapters[name]
-        device = adapter.base_query.device
+        weights = self.weights if chosen is None or self.weights is None else self.weights[chosen]
+        device = adapter.device
         batch = len(alphas)
         runs = []
         layers = self._layers(name)
         for layer in layers:
-            chunks = self._target_states(name, target, layer, every_chunk=layer == layers[0])  # a pooled run needs one
+            chunks = target.states[layer].float() if layer == layers[0] else target.states[layer][:1].float()  # a pooled run needs one
             c = chunks.shape[0]
             targets = chunks.to(device).repeat(batch, 1, 1)  # [B * C, T, E], chunks inner
             row_alphas = [a for a in alphas for _ in range(c)]
+            references = self._reference_states[(name, layer)]
+            if chosen is not None:
+                references = select_references(references, chosen)
             with torch.inference_mode():
-                tokens, pooled = adapter(
-                    self._query(name).to(device), targets, self._reference_states[(name, layer)], self.weights, row_alphas
-                )
+                tokens, pooled = adapter(self._query(name).to(device), targets, references, weights, row_alphas)
             tokens = tokens.reshape(batch, c * tokens.shape[1], tokens.shape[2])
             runs.append(_Run(tokens, pooled.reshape(batch, c, -1)[:, 0] if pooled is not None else None))
         return _Run(runs[0].tokens, runs[-1].pooled)
 
-    def _assemble(self, runs: Mapping[str, _Run], batch: int, plain_target: str | None = None) -> Condition:
+    def _assemble(self, runs: Mapping[str, _Run], batch: int, plain: bool = False) -> Condition:
+        """The family's condition from each encoder's run; `plain`: the runs hold final pooled vectors (no adapter)."""
         spec = self.spec
         clip_parts = []
         for name in spec.token_encoders:
@@ -210,8 +249,8 @@ class Personalizer:
         for name in spec.pooled_encoders:
             if name not in runs:
                 pooled_parts.append(torch.zeros(batch, SD3_CLIP_WIDTHS[name]) if self.family == "sd3" else None)
-            elif plain_target is not None:
-                pooled_parts.append(self.encoders[name].pooled_features([plain_target]).float().expand(batch, -1))
+            elif plain:
+                pooled_parts.append(runs[name].pooled.float())
             else:
                 encoder = self.encoders[name]
                 pooled_parts.append(encoder.project(encoder.final_norm(runs[name].pooled)).float())
@@ -226,6 +265,48 @@ class Personalizer:
         else:
             tokens = torch.cat([p.cpu() for p in clip_parts], -1)
         return Condition(tokens, pooled)
+
+
+def encoder_layers(family: str, name: str, kind: str, token_layer: int | None = None) -> list[int]:
+    """Context layers `family` reads from its encoder `name` of `kind` ("clip"/"t5"), tokens first;
+    `token_layer` overrides the family's token layer (CLIP Set Last Layer)."""
+    if kind == "t5":
+        return [-1]
+    spec = FAMILIES[family]
+    layers = [spec.token_layer if token_layer is None else token_layer] if name in spec.token_encoders else []
+    if name in spec.pooled_encoders and -1 not in layers:
+        layers.append(-1)
+    return layers
+
+
+def first_clip(encoders: Iterable[str]) -> str:
+    """The encoder whose pooled features drive the coreset and relevance: l, else h (SD2), else g."""
+    names = set(encoders)
+    for name in ("l", "h", "g"):
+        if name in names:
+            return name
+    raise ValueError("coreset sampling needs a CLIP text encoder; this model has only T5")
+
+
+def most_similar(query: torch.Tensor, features: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices [min(count, R)], ascending, of the rows of `features` [R, P] with the highest cosine to `query` [P].
+
+    Computed in float64; equal similarities go to the lower row index.
+    """
+    similarity = torch.nn.functional.cosine_similarity(features.double(), query.double().reshape(1, -1).to(features.device), dim=1)
+    order = torch.sort(similarity, descending=True, stable=True).indices[:count]
+    return order.sort().values.cpu()
+
+
+def select_references(state: ReferenceState, indices: torch.Tensor) -> ReferenceState:
+    """The keys/values of references `indices` only ([heads, m * T, d_head] per block), sliced from `state`, not recomputed."""
+    index = indices.to(state.keys[0].device)
+
+    def pick(per_block: torch.Tensor) -> torch.Tensor:
+        heads, _, width = per_block.shape
+        return per_block.view(heads, state.count, state.tokens, width).index_select(1, index).reshape(heads, -1, width)
+
+    return ReferenceState([pick(k) for k in state.keys], [pick(v) for v in state.values], len(indices), state.tokens)
 
 
 def _sd3_tokens(clip_parts: list[torch.Tensor | None], t5: torch.Tensor | None, batch: int) -> torch.Tensor:

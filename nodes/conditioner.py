@@ -1,4 +1,4 @@
-"""DrUM Conditioner: a prompt personalized by a history, as ordinary CONDITIONING (method.md §5)."""
+"""DrUM Conditioner: a prompt personalized by a history, as ordinary CONDITIONING (docs/method.md §5)."""
 
 from __future__ import annotations
 
@@ -7,52 +7,67 @@ import logging
 import torch
 from comfy_api.latest import io
 
-from drum_core.personalizer import Personalizer, check_adapter
+from drum_core.personalizer import Personalizer, check_adapter, first_clip, most_similar
 
 from . import clip_bridge
-from .adapters import resolve
-from .caches import EMBEDDINGS, personalizer
+from .adapters import load_to_device, resolve
+from .caches import EMBEDDINGS, first_clip_encoder, personalizer
+from .degree import degree_input
 from .io_types import AdapterChoice, Degrees, DrumDegreesType, DrumHistory, DrumHistoryType, DrumPeCAType
 
 log = logging.getLogger(__name__)
 TOKEN_KEYS = ("attention_mask",)  # extras that describe the old tokens: dropped when the tokens change
 
 
+def plain_tokens(clip, text: str, batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """ComfyUI's own CLIP Text Encode output of `text`: (tokens [B, L, D], pooled [B, P] or None), repeated to `batch` rows."""
+    cond, extras = clip_bridge.plain_conditioning(clip, text)[0]
+    pooled = extras.get("pooled_output")
+    return cond.repeat(batch, 1, 1), None if pooled is None else pooled.repeat(batch, 1)
+
+
 def personalized_tokens(
-    clip, choice: AdapterChoice, history: DrumHistory, text: str, alphas: list[float]
+    clip, choice: AdapterChoice, history: DrumHistory, text: str, alphas: list[float], relevant: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor | None, str]:
     """(tokens [B, L, D], pooled [B, P] or None, family) for one row per alpha, on ComfyUI's intermediate device.
 
     Adapters are matched and checked before anything is encoded. An empty history gives
-    ComfyUI's own text-encode output (repeated per alpha).
+    ComfyUI's own text-encode output (repeated per alpha). `relevant` m > 0: only the m history
+    prompts most similar to `text` are references (their features from the history's profile or the cache).
     """
-    clip_bridge.prepare(clip)
+    clip_bridge.prepare(clip, text)
     encoders = clip_bridge.sub_encoders(clip)
     family = clip_bridge.family_of(clip, encoders)
     adapters = resolve(choice, encoders)
     for name, encoder in encoders.items():
         check_adapter(name, encoder, adapters[name])
     if len(history.history) == 0:
-        cond, extras = clip_bridge.plain_conditioning(clip, text)[0]
-        pooled = extras.get("pooled_output")
-        batch = len(alphas)
-        return cond.repeat(batch, 1, 1), None if pooled is None else pooled.repeat(batch, 1), family
-    device = clip_bridge.adapter_device()
-    for adapter in adapters.values():
-        adapter.to(device)
+        return *plain_tokens(clip, text, len(alphas)), family
+    load_to_device(adapters.values())  # under ComfyUI's model management: offloadable when the diffusion model needs the memory
     layer = clip_bridge.token_layer(clip, family)
 
     def build() -> Personalizer:
         built = Personalizer(family, encoders, adapters, EMBEDDINGS, layer, clip_bridge.progress_reporter())
-        built.set_history(history.history.prompts, history.history.weights)
+        features = history.reference_features(encoders[first_clip(encoders)].fingerprint)  # None: from the references' own encoder pass
+        built.set_history(history.history.prompts, history.history.weights, features=features)
         return built
 
     key = (family, layer, history.digest, tuple((n, e.fingerprint, id(adapters[n])) for n, e in sorted(encoders.items())))
-    chosen = personalizer(key, build)
-    chosen.rebind(encoders)  # a cached one may hold an earlier, identical CLIP object
-    condition = chosen.condition(text, alphas)
+    with personalizer(key, build) as chosen:
+        chosen.rebind(encoders)  # a cached one may hold an earlier, identical CLIP object
+        condition = chosen.condition(text, alphas, relevant=relevant)
     out = clip_bridge.output_device()
     return condition.tokens.to(out), None if condition.pooled is None else condition.pooled.to(out), family
+
+
+def relevant_rows(clip, history: DrumHistory, text: str, count: int) -> list[int]:
+    """The history rows `relevant` = count keeps for `text` (what the node's panel lists): the same features and rule
+    as Personalizer.condition, all cached but the prompt's own pooled feature."""
+    encoder = first_clip_encoder(clip)
+    features = history.reference_features(encoder.fingerprint)
+    if features is None:
+        features = EMBEDDINGS.pooled_features(encoder, history.history.prompts)
+    return most_similar(encoder.pooled_features([text])[0], features, count).tolist()
 
 
 def build_conditioning(tokens: torch.Tensor, pooled: torch.Tensor | None, base: list | None, defaults: dict) -> list:
@@ -65,6 +80,27 @@ def build_conditioning(tokens: torch.Tensor, pooled: torch.Tensor | None, base: 
             extras["pooled_output"] = pooled
         entries.append([tokens, extras])
     return entries
+
+
+def with_timestep_range(personalized: list, plain: list, start: float, end: float) -> list:
+    """`personalized` entries for sampling steps in [start, end], `plain` ones for the rest, with the keys
+    ComfyUI's ConditioningSetTimestepRange sets ("start_percent" / "end_percent")."""
+
+    def ranged(entries: list, first: float, last: float) -> list:
+        return [[cond, {**extras, "start_percent": first, "end_percent": last}] for cond, extras in entries]
+
+    before = ranged(plain, 0.0, start) if start > 0 else []
+    after = ranged(plain, end, 1.0) if end < 1 else []
+    return ranged(personalized, start, end) + before + after
+
+
+def range_error(start_percent: float, end_percent: float) -> str | None:
+    """Why a personalization range is invalid, or None."""
+    if not (0.0 <= start_percent <= 1.0 and 0.0 <= end_percent <= 1.0):
+        return f"start_percent ({start_percent}) and end_percent ({end_percent}) must lie in [0, 1]"
+    if start_percent >= end_percent:
+        return f"start_percent ({start_percent}) must be below end_percent ({end_percent}): the range of personalized steps is empty"
+    return None
 
 
 class DrUMConditioner(io.ComfyNode):
@@ -85,15 +121,7 @@ class DrUMConditioner(io.ComfyNode):
                 DrumPeCAType.Input("adapters", tooltip="The PeCA adapters (DrUM PeCA Loader)."),
                 DrumHistoryType.Input("history", tooltip="The reference prompts: a DrUM Coreset Sampler or History Loader output."),
                 io.String.Input("text", multiline=True, dynamic_prompts=True, tooltip="The prompt to personalize."),
-                io.Float.Input(
-                    "degree",
-                    default=0.3,
-                    min=0.0,
-                    max=1.0,
-                    step=0.01,
-                    display_mode=io.NumberDisplay.slider,
-                    tooltip="Personalization degree alpha: 0 = the prompt alone, 1 = the history alone (paper default 0.3).",
-                ),
+                degree_input("Personalization degree alpha: 0 = the prompt alone, 1 = the history alone (paper default 0.3)."),
                 io.Conditioning.Input(
                     "conditioning",
                     optional=True,
@@ -102,6 +130,34 @@ class DrUMConditioner(io.ComfyNode):
                 DrumDegreesType.Input(
                     "degrees", optional=True, tooltip="Optional: several degrees from DrUM Degree Slider; overrides 'degree'."
                 ),
+                io.Int.Input(
+                    "relevant",
+                    default=0,
+                    min=0,
+                    max=100000,
+                    optional=True,
+                    tooltip="Use only the m history prompts most similar to this prompt (cosine of pooled CLIP features; ties: "
+                    "earlier prompt); 0 = all. No history prompt is re-encoded for it.",
+                ),
+                io.Float.Input(
+                    "start_percent",
+                    default=0.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.001,
+                    optional=True,
+                    tooltip="First sampling step (as a fraction) that gets the personalized conditioning; before it, the plain prompt.",
+                ),
+                io.Float.Input(
+                    "end_percent",
+                    default=1.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.001,
+                    optional=True,
+                    tooltip="Last sampling step (as a fraction) that gets the personalized conditioning; after it, the plain prompt. "
+                    "Set as ConditioningSetTimestepRange does, so every sampler handles it.",
+                ),
             ],
             outputs=[
                 io.Conditioning.Output(
@@ -109,6 +165,10 @@ class DrUMConditioner(io.ComfyNode):
                 )
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, start_percent: float = 0.0, end_percent: float = 1.0) -> bool | str:
+        return range_error(start_percent, end_percent) or True
 
     @classmethod
     def execute(
@@ -120,16 +180,26 @@ class DrUMConditioner(io.ComfyNode):
         degree: float,
         conditioning: list | None = None,
         degrees: Degrees | None = None,
+        relevant: int = 0,
+        start_percent: float = 0.0,
+        end_percent: float = 1.0,
     ) -> io.NodeOutput:
+        error = range_error(start_percent, end_percent)
+        if error:
+            raise ValueError(f"DrUM Conditioner: {error}")
         alphas = list(degrees.values) if degrees is not None else [degree]
-        tokens, pooled, family = personalized_tokens(clip, adapters, history, text, alphas)
+        tokens, pooled, family = personalized_tokens(clip, adapters, history, text, alphas, relevant)
         log.debug("DrUM: %s conditioning %s for degrees %s", family, list(tokens.shape), alphas)
-        ui = {
-            "drum_conditioning": [
-                {"family": family, "degrees": alphas, "references": history.preview(limit=len(history.history)), "adapters": adapters.files}
-            ]
-        }
-        return io.NodeOutput(build_conditioning(tokens, pooled, conditioning, clip_bridge.hooks_extras(clip)), ui=ui)
+        references = history.preview(limit=len(history.history))
+        if 0 < relevant < len(references):
+            references = [references[row] for row in relevant_rows(clip, history, text, relevant)]
+        ui = {"drum_conditioning": [{"family": family, "degrees": alphas, "references": references, "adapters": adapters.files}]}
+        extras = clip_bridge.hooks_extras(clip)
+        entries = build_conditioning(tokens, pooled, conditioning, extras)
+        if (start_percent, end_percent) != (0.0, 1.0):
+            plain = build_conditioning(*plain_tokens(clip, text, len(alphas)), conditioning, extras)
+            entries = with_timestep_range(entries, plain, start_percent, end_percent)
+        return io.NodeOutput(entries, ui=ui)
 
 
 NODES = [DrUMConditioner]

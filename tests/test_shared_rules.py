@@ -1,6 +1,7 @@
 """Rules defined once in drum_core and used by the CLI, diffusers, training and the nodes:
 adapter names and sizes, adapter configs, adapter file names, intensities, coreset counts, precisions."""
 
+import json
 import math
 
 import pytest
@@ -9,6 +10,7 @@ from safetensors.torch import save_file
 
 from drum_core import tiny
 from drum_core.adapter_names import ADAPTER_NAMES, ENCODER_ADAPTERS, PUBLISHED_SIZES
+from drum_core.cli import main
 from drum_core.coreset import coreset_sample, sample_count
 from drum_core.dtypes import DTYPE_NAMES, dtype_name, parse_dtype, short_name
 from drum_core.history import History, HistoryError
@@ -126,3 +128,11 @@ def test_precision_spellings_one_parser():
     assert set(map(dtype_name, DTYPE_NAMES)) == {"float32", "float16", "bfloat16"}
     with pytest.raises(ValueError, match="unknown precision 'fp8'"):
         parse_dtype("fp8")
+
+
+def test_cli_max_references_zero_is_no_limit_like_the_node(capsys):
+    counts = {}
+    for limit in ("0", "3"):
+        assert main(["profile", "--tiny-random", "--ratio", "1", "--max-references", limit, "--json", "--no-progress"]) == 0
+        counts[limit] = len(json.loads(capsys.readouterr().out)["picked"])
+    assert counts == {"0": len(tiny.HISTORY), "3": 3}

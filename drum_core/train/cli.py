@@ -8,12 +8,13 @@ file, an encoder that cannot be opened, a flag that does nothing in this mode, a
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 
 import torch
 
-from ..cli import BAD_INPUT, INTERRUPTED, OneLineParser, given_flags, one_line
+from ..cli import BAD_INPUT, INTERRUPTED, OneLineParser, one_line, parse_command_line, refuse_idle_flags
 from ..dtypes import DTYPE_NAMES, dtype_name
 from ..encoder_factory import open_encoder
 from .caption_cache import CaptionCache, build_caption_cache
@@ -92,10 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 def check_flags(args: argparse.Namespace, given: set[str]) -> None:
     """ValueError for a missing flag the mode needs, or flags (`given`: dest names written) that would do nothing in it."""
 
-    def refuse(names: tuple[str, ...], why: str) -> None:
-        idle = [f"--{name.replace('_', '-')}" for name in names if name in given]
-        if idle:
-            raise ValueError(f"{', '.join(idle)} {'does' if len(idle) == 1 else 'do'} nothing {why}")
+    refuse = functools.partial(refuse_idle_flags, given)
 
     if args.cache_only:
         if not args.cache:
@@ -140,11 +138,9 @@ def _options(args: argparse.Namespace) -> TrainOptions:
 
 def main(argv: list[str] | None = None) -> int:
     """`drum train ...`: returns the exit status (0 done, 2 bad input, 130/143 stopped by SIGINT/SIGTERM)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args, given = parse_command_line(build_parser(), argv)
     try:
-        check_flags(args, given_flags(parser, argv))
+        check_flags(args, given)
         processes = Processes.start(args.device)
         try:
             data = _open_data(args, processes)

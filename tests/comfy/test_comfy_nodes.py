@@ -1,9 +1,8 @@
 """The nodes one by one on a random-weight SD1 / SDXL CLIP: inputs, errors, caching, progress."""
 
-import sys
-
 import pytest
 import torch
+from support.comfy_env import node_module
 from support.tiny_models import tiny_adapter, tiny_clip
 
 import drum_core.history
@@ -13,11 +12,6 @@ pytestmark = pytest.mark.comfy
 
 TEXT = "a lighthouse on a cliff at dusk"
 HISTORY_TEXT = "watercolor of a harbour\t2\nink sketch of a fox\t0.5\noil painting of a storm at sea\nmisty pine forest, soft light\n"
-
-
-def node_module(name):
-    """A module of the pack's nodes/ as the in-process ComfyUI imported it."""
-    return sys.modules[f"comfyui_drum.nodes.{name}"]
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +237,7 @@ def test_coreset_sampler_and_profile_preview(pack, sd1):
     out = pack["DrUMCoresetSampler"].execute(history, sd1, 0.1, 0, 10, 42)
     picked = out.args[0]
     assert len(picked.history) == 2 and set(picked.history.prompts) <= set(prompts)
-    assert picked.profile.embeddings.shape == (20, 768) and len(picked.profile.picks) == 2
+    assert picked.profile.features.shape == (20, 768) and len(picked.profile.picks) == 2
     assert [p["prompt"] for p in out.ui["drum_picks"]] == picked.history.prompts
     capped = pack["DrUMCoresetSampler"].execute(history, sd1, 1.0, 3, 10, 42).args[0]
     assert len(capped.history) == 3 and capped.history.prompts[:2] == picked.history.prompts  # same greedy order
