@@ -66,6 +66,7 @@ class ComfySubEncoder:
         self.kind = "clip" if hasattr(self.module.transformer, "text_model") else "t5"
         self.width = self.module.transformer.get_input_embeddings().weight.shape[1]
         self.tokens_per_prompt = CLIP_TOKENS if self.kind == "clip" else T5_TOKENS
+        self.projects_pooled = self.kind == "clip" and self.module.return_projected_pooled  # see sub_encoders
         self.fingerprint = _fingerprint(clip, attribute, self.module, layer_shift)
 
     # ------------------------------------------------------------------ tokens
@@ -191,7 +192,7 @@ class ComfySubEncoder:
 
     def project(self, pooled: torch.Tensor) -> torch.Tensor:
         """[N, E] -> [N, P]: the text projection where this encoder's pooled output is projected (execution device)."""
-        if self.kind == "t5" or not self.module.return_projected_pooled:
+        if not self.projects_pooled:
             return pooled
         return self._apply(self.module.transformer.text_projection, pooled)
 
@@ -351,6 +352,11 @@ def sub_encoders(clip) -> dict[str, ComfySubEncoder]:
         raise ValueError(f"DrUM: this CLIP ({type(model).__name__}) has no CLIP-L/H/bigG or T5-XXL text encoder")
     family = family_of(clip, encoders)
     for encoder in encoders.values():
+        if encoder.name not in FAMILIES[family].pooled_encoders:
+            # ComfyUI discards this encoder's pooled output, and its projection may not even be loaded (SDXL checkpoints
+            # carry no CLIP-L text projection: ComfyUI leaves it uninitialized). Its coreset features stay unprojected,
+            # like the diffusers encoder's (CLIPTextModel, no projection).
+            encoder.projects_pooled = False
         if (family, encoder.fingerprint) not in _checked:
             encoder.check_host(family)
             _checked.add((family, encoder.fingerprint))

@@ -247,3 +247,24 @@ def test_coreset_sampler_and_profile_preview(pack, sd1):
     with pytest.raises(ValueError, match="connect a DrUM Coreset Sampler"):
         pack["DrUMProfilePreview"].execute(history, 512, 256)
     assert pack["DrUMProfilePreview"].execute(history, 512, 256, sd1).args[0].shape == (1, 256, 512, 3)
+
+
+def test_sdxl_clip_l_features_ignore_its_unloaded_text_projection(pack, drum_folder):
+    """SDXL checkpoints carry no CLIP-L text projection (ComfyUI leaves it uninitialized): the coreset features of that
+    encoder are its final-LayerNorm EOS states, unprojected (as diffusers' CLIPTextModel gives them), never garbage."""
+    clip = tiny_clip("sdxl", seed=12)
+    with torch.no_grad():
+        clip.cond_stage_model.clip_l.transformer.text_projection.weight.fill_(float("nan"))
+    bridge = node_module("clip_bridge")
+    bridge.prepare(clip)
+    encoder = bridge.sub_encoders(clip)["l"]
+    prompts = ["watercolor of a harbour", "ink sketch of a fox"]
+    eos = encoder.encode(prompts, (), pooled=True).pooled
+    features = encoder.pooled_features(prompts)
+    norm = clip.cond_stage_model.clip_l.transformer.text_model.final_layer_norm
+    expected = torch.nn.functional.layer_norm(eos.double(), norm.weight.shape, norm.weight.double(), norm.bias.double(), norm.eps)
+    torch.testing.assert_close(features.double(), expected, rtol=1e-5, atol=1e-5)
+    picked = pack["DrUMCoresetSampler"].execute(pasted(pack), clip, 0.5, 0, 10, 42).args[0]
+    assert len(picked.history) == 2
+    cond = condition(pack, clip, load_adapters(pack), picked)
+    assert torch.isfinite(cond[0][0]).all() and torch.isfinite(cond[0][1]["pooled_output"]).all()
