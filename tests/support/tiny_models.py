@@ -7,13 +7,11 @@ comfy.ops creates parameters uninitialised, so every tensor is filled here, seed
 
 from __future__ import annotations
 
-import importlib
 import math
-import sys
 
 import torch
 
-from .comfy_env import PACKAGE
+from drum_core.peca import PUBLISHED_SIZES, PeCA, PeCAConfig
 
 CLIP_LAYERS = 3  # SD2 reads ComfyUI layer -2 for the top and -3 under CLIPSetLastLayer(-2)
 SHRINK = {
@@ -70,16 +68,10 @@ def tiny_clip(family: str, seed: int = 0):
     return clip
 
 
-def _peca_module():
-    """The pack's copy of drum_core.peca once the pack is loaded (the classes its nodes use), else drum_core's."""
-    return sys.modules.get(f"{PACKAGE}.drum_core.peca") or importlib.import_module("drum_core.peca")
-
-
 def tiny_adapter(name: str, seed: int = 0, layers: int = 2):
     """A random 2-block PeCA with the published widths of `name` ("L", "H", "bigG", "T5")."""
-    peca = _peca_module()
     torch.manual_seed(seed)
-    adapter = peca.PeCA(peca.PeCAConfig.for_encoder(*peca.PUBLISHED_SIZES[name], layers=layers))
+    adapter = PeCA(PeCAConfig.for_encoder(*PUBLISHED_SIZES[name], layers=layers))
     with torch.no_grad():
         for block in adapter.tf:  # keep the blocks well-conditioned: small attention and FFN outputs
             block.attn.proj.weight.mul_(0.5)
