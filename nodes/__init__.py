@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import folder_paths
 from comfy_api.latest import ComfyExtension, io
 
 from . import adapters, conditioner, coreset, degree, history, history_tools, preview, profiles
@@ -21,7 +24,14 @@ class DrUMExtension(ComfyExtension):
         ]
 
 
+def register_model_folder(folder: str) -> None:
+    """models/<folder> (+ any `<folder>:` paths from extra_model_paths.yaml), listing .safetensors files only."""
+    folder_paths.add_model_folder_path(folder, os.path.join(folder_paths.models_dir, folder))
+    paths, _extensions = folder_paths.folder_names_and_paths[folder]
+    folder_paths.folder_names_and_paths[folder] = (paths, {".safetensors"})
+
+
 def extension() -> DrUMExtension:
-    adapters.register_folder()
-    profiles.register_folder()
+    register_model_folder(adapters.FOLDER)
+    register_model_folder(profiles.FOLDER)
     return DrUMExtension()

@@ -34,13 +34,6 @@ log = logging.getLogger(__name__)
 FOLDER = "drum"
 
 
-def register_folder() -> None:
-    """models/drum (+ any `drum:` paths from extra_model_paths.yaml), .safetensors only."""
-    folder_paths.add_model_folder_path(FOLDER, os.path.join(folder_paths.models_dir, FOLDER))
-    paths, _extensions = folder_paths.folder_names_and_paths[FOLDER]
-    folder_paths.folder_names_and_paths[FOLDER] = (paths, {".safetensors"})
-
-
 ADAPTERS_KEPT = 4  # files cached at once: one per slot (L, H, bigG, T5)
 _loaded: OrderedDict[str, tuple[tuple[int, int], PeCA]] = OrderedDict()  # path -> ((size, mtime), adapter), least recent first
 

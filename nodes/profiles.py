@@ -23,13 +23,6 @@ FOLDER = "drum_profiles"
 EXTENSION = ".safetensors"
 
 
-def register_folder() -> None:
-    """models/drum_profiles (+ any `drum_profiles:` paths from extra_model_paths.yaml), .safetensors only."""
-    folder_paths.add_model_folder_path(FOLDER, os.path.join(folder_paths.models_dir, FOLDER))
-    paths, _extensions = folder_paths.folder_names_and_paths[FOLDER]
-    folder_paths.folder_names_and_paths[FOLDER] = (paths, {EXTENSION})
-
-
 def profile_of(history: DrumHistory, clip, node: str) -> Profile:
     """The history's profile (Coreset Sampler, Profile Load), else one of its own features from `clip`, nothing picked."""
     if history.profile is not None:
