@@ -118,6 +118,15 @@ class Personalizer:
             raise ValueError("rebind needs the same encoders (names and fingerprints) as the Personalizer was built with")
         self.encoders = given
 
+    def place_references(self, device_of: Callable[[str], torch.device | str]) -> None:
+        """Move the encoded history's per-block keys/values of each encoder (by name) to `device_of(name)`
+        (e.g. the adapters' device for a run, the offload device between runs)."""
+        for (name, layer), state in self._reference_states.items():
+            device = torch.device(device_of(name))
+            if state.keys and state.keys[0].device != device:
+                keys, values = [k.to(device) for k in state.keys], [v.to(device) for v in state.values]
+                self._reference_states[(name, layer)] = ReferenceState(keys, values, state.count, state.tokens)
+
     # ------------------------------------------------------------------ layers per encoder
     def _layers(self, name: str) -> list[int]:
         """Context layers this family reads from encoder `name` (tokens first)."""

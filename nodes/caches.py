@@ -22,7 +22,6 @@ import folder_paths
 import torch
 
 from drum_core.cache import EmbeddingCache
-from drum_core.peca import ReferenceState
 from drum_core.personalizer import Personalizer, encoder_layers, first_clip
 
 from . import clip_bridge
@@ -74,7 +73,7 @@ def personalizer(key: Hashable, build: Callable[[], Personalizer]) -> Iterator[P
     if key in _personalizers:
         _personalizers.move_to_end(key)
         chosen = _personalizers[key]
-        place_references(chosen, lambda name: chosen.adapters[name].device)
+        chosen.place_references(lambda name: chosen.adapters[name].device)
     else:
         chosen = build()
         _personalizers[key] = chosen
@@ -84,14 +83,4 @@ def personalizer(key: Hashable, build: Callable[[], Personalizer]) -> Iterator[P
         yield chosen
     finally:
         offload = comfy.model_management.text_encoder_offload_device()
-        place_references(chosen, lambda _name: offload)
-
-
-def place_references(chosen: Personalizer, device_of: Callable[[str], torch.device]) -> None:
-    """Move the encoded history's per-block keys/values of each encoder (by Personalizer name) to `device_of(name)`."""
-    states = chosen._reference_states  # {(encoder name, layer): ReferenceState}; the Personalizer has no public mover
-    for (name, layer), state in states.items():
-        device = torch.device(device_of(name))
-        if state.keys and state.keys[0].device != device:
-            keys, values = [k.to(device) for k in state.keys], [v.to(device) for v in state.values]
-            states[(name, layer)] = ReferenceState(keys, values, state.count, state.tokens)
+        chosen.place_references(lambda _name: offload)
