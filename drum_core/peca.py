@@ -16,7 +16,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,7 @@ from torch import nn
 from .adapter_names import PUBLISHED_SIZES, published_name
 from .atomic import save_safetensors
 from .intensities import check_intensities
+from .threads import ThreadChooser
 
 HEAD_WIDTH = 64
 FORMAT_TAG = "drum-peca"  # the "format" metadata of files written by PeCA.save (the release's files carry none)
@@ -82,12 +83,40 @@ class ReferenceState:
     """Per-block keys and values of R references, reusable across targets and alphas.
 
     `keys[l]`, `values[l]`: [heads, R * T, d_head] for block l (references back to back).
+    `shared_mixes`: the reference attention of blocks whose queries do not depend on the target
+    (block 0 reads the constant empty-prompt query), kept with the query rows, weights and kernel
+    it was computed for and reused only while all three are equal (exact).
     """
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
     count: int  # R
     tokens: int  # T, tokens per reference
+    shared_mixes: dict[tuple[int, int], SharedMix] = field(default_factory=dict, repr=False)  # (block, query rows) ->
+
+    def to(self, device: torch.device | str) -> ReferenceState:
+        """The same state on `device` (itself when already there), shared mixes included."""
+        device = torch.device(device)
+        if not self.keys or self.keys[0].device == device:
+            return self
+        mixes = {key: SharedMix(*(t.to(device) for t in (m.rows, m.weights, m.mixed)), m.kernel) for key, m in self.shared_mixes.items()}
+        return ReferenceState([k.to(device) for k in self.keys], [v.to(device) for v in self.values], self.count, self.tokens, mixes)
+
+
+@dataclass(frozen=True)
+class SharedMix:
+    """sum_i w_i Attn(rows, K_i, V_i) [heads, S, d_head] for query `rows` [heads, S, d_head] and weights [R]."""
+
+    rows: torch.Tensor
+    weights: torch.Tensor
+    mixed: torch.Tensor
+    kernel: str
+
+    def matches(self, rows: torch.Tensor, weights: torch.Tensor, kernel: str) -> bool:
+        same_kind = all(
+            a.device == b.device and a.dtype == b.dtype and a.shape == b.shape for a, b in ((self.rows, rows), (self.weights, weights))
+        )
+        return same_kind and kernel == self.kernel and torch.equal(self.rows, rows) and torch.equal(self.weights, weights)
 
 
 # Scores held at once by the blocked kernel (heads * B*S * references per block * T): 1 MiB, about L2.
@@ -141,15 +170,18 @@ class GuidedCrossAttention(nn.Module):
         reference_share: torch.Tensor,
         reference_weights: torch.Tensor | None,
         guidance: bool = True,
+        shared_query: bool = False,
     ) -> torch.Tensor:
         """x [B, S, d], target [B, T, d]; references hold block `layer`'s keys/values.
 
         target_share [B] = 1 - alpha, reference_share [B] = alpha, reference_weights [R] =
         p_i / sum p: out = target_share * Attn(target) + reference_share * sum_i w_i Attn(ref_i).
         guidance=False: one softmax over [target | ref_1 | ... | ref_R] (the paper's ablation).
+        shared_query: every row of x is the same constant query (block 0): its projection and its
+        reference attention are computed once, the latter reused across calls (ReferenceState.shared_mixes).
         """
         b, s, d = x.shape
-        q = self.split_heads(self.query(x))  # [B, heads, S, d_head]
+        q = self.split_heads(self.query(x[:1] if shared_query else x)).expand(b, -1, -1, -1)  # [B, heads, S, d_head]
         value_bias = self.value.bias.view(1, self.heads, 1, -1)
         if references is not None and not guidance:
             keys = torch.cat([self.split_heads(F.linear(target, self.key.weight)), _per_row(references.keys[layer], b)], 2)
@@ -159,15 +191,26 @@ class GuidedCrossAttention(nn.Module):
         dropout = self.dropout.p if self.training else 0.0  # on the attention probabilities, as the release
         out = F.scaled_dot_product_attention(q, self.split_heads(self.key(target)), self.split_heads(self.value(target)), dropout_p=dropout)
         if references is not None and reference_weights is not None:
-            rows = q.transpose(0, 1).reshape(self.heads, b * s, -1)  # [heads, B*S, d_head]
-            keys, values = references.keys[layer], references.values[layer]
-            kernel = self.kernel if self.kernel != "auto" else ("blocked" if rows.device.type == "cpu" else "sdpa")
-            attend = _references_sdpa if kernel == "sdpa" else _references_blocked
-            mixed = attend(rows, keys, values, reference_weights, references.tokens)  # [heads, B*S, d_head]
-            mixed = mixed.view(self.heads, b, s, -1).transpose(0, 1) + value_bias  # the weights sum to one
+            rows_of = 1 if shared_query else b
+            rows = q[:rows_of].transpose(0, 1).reshape(self.heads, rows_of * s, -1)  # [heads, B*S (or S), d_head]
+            mixed = self._reference_mix(rows, references, layer, reference_weights, reuse=shared_query and not self.training)
+            mixed = mixed.view(self.heads, rows_of, s, -1).transpose(0, 1) + value_bias  # the weights sum to one
             out = out * target_share.view(b, 1, 1, 1) + mixed * reference_share.view(b, 1, 1, 1)
         out = out.transpose(1, 2).reshape(b, s, d)
         return self.dropout(self.proj(out))
+
+    def _reference_mix(self, rows, references: ReferenceState, layer: int, weights, reuse: bool) -> torch.Tensor:
+        """sum_i w_i Attn(rows, K_i, V_i) [heads, L, d_head] for rows [heads, L, d_head]; `reuse`: from/into shared_mixes."""
+        kernel = self.kernel if self.kernel != "auto" else ("blocked" if rows.device.type == "cpu" else "sdpa")
+        reuse = reuse and not torch.is_grad_enabled()
+        key = (layer, rows.shape[1])
+        if reuse and key in references.shared_mixes and references.shared_mixes[key].matches(rows, weights, kernel):
+            return references.shared_mixes[key].mixed
+        attend = _references_sdpa if kernel == "sdpa" else _references_blocked
+        mixed = attend(rows, references.keys[layer], references.values[layer], weights, references.tokens)
+        if reuse:
+            references.shared_mixes[key] = SharedMix(rows, weights, mixed, kernel)
+        return mixed
 
 
 def _per_row(states: torch.Tensor, batch: int) -> torch.Tensor:
@@ -213,8 +256,9 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(width, eps=1e-5)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x, target, references, layer, target_share, reference_share, reference_weights, guidance=True):
-        x = self.norm1(x + self.attn(x, target, references, layer, target_share, reference_share, reference_weights, guidance))
+    def forward(self, x, target, references, layer, target_share, reference_share, reference_weights, guidance=True, shared_query=False):
+        attended = self.attn(x, target, references, layer, target_share, reference_share, reference_weights, guidance, shared_query)
+        x = self.norm1(x + attended)
         return self.norm2(x + self.dropout(self.ff(x)))
 
 
@@ -320,7 +364,12 @@ class PeCA(nn.Module):
         """references [R, T, E] -> per-block keys/values, reused across targets and alphas."""
         self._check_states("references", references)
         context = self._context(references)
-        keys, values = zip(*(block.attn.reference_keys_values(context) for block in self.tf))
+        pairs = []
+        with ThreadChooser(context.device) as chooser:  # the thread count that is faster now (CPU contention)
+            for block in self.tf:
+                with chooser.step():
+                    pairs.append(block.attn.reference_keys_values(context))
+        keys, values = zip(*pairs)
         return ReferenceState(list(keys), list(values), references.shape[0], references.shape[1])
 
     def forward(
@@ -331,7 +380,8 @@ class PeCA(nn.Module):
         weights: torch.Tensor | Sequence[float] | None = None,
         alpha: float | Sequence[float] | torch.Tensor = 0.3,
         guidance: bool = True,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        pooled_only: bool = False,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Fuse a target condition with reference conditions.
 
         query [1, S, E] (empty-prompt states), target [B, T, E], references [R, T, E] or a
@@ -339,9 +389,15 @@ class PeCA(nn.Module):
         or one value per batch row. Returns CLIP (tokens [B, 77, E], pooled [B, E]) raw,
         or T5 (tokens [B, 256, E], None). guidance=False is the paper's "no guidance"
         ablation: one softmax over [target | refs] in every block, alpha and p unused.
+        pooled_only (CLIP): only the pooled query row runs, returns (None, pooled [B, E]); the same
+        numbers, since query rows never mix (cross-attention only, row-wise feed-forward and norms).
         """
         self._check_states("query", query)
         self._check_states("target", target)
+        if pooled_only:
+            if self.config.kind != "clip":
+                raise ValueError("pooled_only: a T5 adapter has no pooled output")
+            query = query[:, -1:]
         b = target.shape[0]
         dtype = self.dtype
         if isinstance(references, torch.Tensor):
@@ -357,11 +413,13 @@ class PeCA(nn.Module):
         target_share = 1.0 - alphas if reference_weights is not None else torch.ones_like(alphas)
         x = self._context(query).expand(b, -1, -1)
         context = self._context(target)
-        for i, block in enumerate(self.tf):
-            x = block(x, context, references, i, target_share, alphas, reference_weights, guidance)
+        with ThreadChooser(x.device, probe_step=1) as chooser:  # block 0 may reuse its reference mix: block 1 is the probe
+            for i, block in enumerate(self.tf):
+                with chooser.step():
+                    x = block(x, context, references, i, target_share, alphas, reference_weights, guidance, shared_query=i == 0)
         if self.config.kind == "t5":
             return self.post_proj(x), None
-        return x[:, :-1], x[:, -1]
+        return (None, x[:, -1]) if pooled_only else (x[:, :-1], x[:, -1])
 
 
 def _alphas(alpha, batch: int, dtype, device) -> torch.Tensor:

@@ -122,10 +122,7 @@ class Personalizer:
         """Move the encoded history's per-block keys/values of each encoder (by name) to `device_of(name)`
         (e.g. the adapters' device for a run, the offload device between runs)."""
         for (name, layer), state in self._reference_states.items():
-            device = torch.device(device_of(name))
-            if state.keys and state.keys[0].device != device:
-                keys, values = [k.to(device) for k in state.keys], [v.to(device) for v in state.values]
-                self._reference_states[(name, layer)] = ReferenceState(keys, values, state.count, state.tokens)
+            self._reference_states[(name, layer)] = state.to(device_of(name))
 
     # ------------------------------------------------------------------ layers per encoder
     def _layers(self, name: str) -> list[int]:
@@ -228,17 +225,19 @@ class Personalizer:
         batch = len(alphas)
         runs = []
         layers = self._layers(name)
+        wants_tokens = name in self.spec.token_encoders or adapter.config.kind == "t5"
         for layer in layers:
-            chunks = target.states[layer].float() if layer == layers[0] else target.states[layer][:1].float()  # a pooled run needs one
+            pooled_only = not (wants_tokens and layer == layers[0])  # only the pooled query row runs (the same numbers)
+            chunks = target.states[layer][:1] if pooled_only else target.states[layer]  # a pooled run needs the first chunk
             c = chunks.shape[0]
-            targets = chunks.to(device).repeat(batch, 1, 1)  # [B * C, T, E], chunks inner
+            targets = chunks.float().to(device).repeat(batch, 1, 1)  # [B * C, T, E], chunks inner
             row_alphas = [a for a in alphas for _ in range(c)]
             references = self._reference_states[(name, layer)]
             if chosen is not None:
                 references = select_references(references, chosen)
             with torch.inference_mode():
-                tokens, pooled = adapter(self._query(name).to(device), targets, references, weights, row_alphas)
-            tokens = tokens.reshape(batch, c * tokens.shape[1], tokens.shape[2])
+                tokens, pooled = adapter(self._query(name).to(device), targets, references, weights, row_alphas, pooled_only=pooled_only)
+            tokens = None if tokens is None else tokens.reshape(batch, c * tokens.shape[1], tokens.shape[2])
             runs.append(_Run(tokens, pooled.reshape(batch, c, -1)[:, 0] if pooled is not None else None))
         return _Run(runs[0].tokens, runs[-1].pooled)
 

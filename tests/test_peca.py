@@ -148,7 +148,7 @@ def random_adapter(config: PeCAConfig, seed=0):
         for block in model.tf:
             block.norm1.weight.add_(1)
             block.norm2.weight.add_(1)
-    return model
+    return model.eval()  # as PeCA.from_state_dict returns it
 
 
 SMALL = {  # published layouts with fewer blocks (the equations do not depend on depth)
@@ -240,6 +240,56 @@ def test_reference_state_reuse_and_per_row_alpha(tiny, kernel):
     sweep = model(query, target[:1].expand(3, -1, -1), state, weights, [0.0, 0.5, 1.0])[0]
     for i, alpha in enumerate([0.0, 0.5, 1.0]):
         torch.testing.assert_close(sweep[i], model(query, target[:1], refs, weights, alpha)[0][0])
+
+
+def test_pooled_only_is_the_pooled_row_of_a_full_run(tiny, kernel):
+    """Query rows never mix, so running the pooled row alone gives the full run's pooled output exactly."""
+    model, query, target, refs = tiny
+    model.set_kernel(kernel)
+    weights = torch.tensor([1.0, 2.0, 0.5, 3.0], dtype=torch.float64)
+    full_tokens, full_pooled = model(query, target, refs, weights, [0.2, 0.5, 0.9])
+    tokens, pooled = model(query, target, model.encode_references(refs), weights, [0.2, 0.5, 0.9], pooled_only=True)
+    assert tokens is None
+    torch.testing.assert_close(pooled, full_pooled, atol=1e-12, rtol=1e-12)
+    oracle_pooled = naive_peca(model.state_dict(), query, target[:1], refs, weights, 0.2, "clip")[1]
+    torch.testing.assert_close(pooled[:1], oracle_pooled, atol=1e-9, rtol=1e-9)
+    with pytest.raises(ValueError, match="T5 adapter has no pooled output"):
+        random_adapter(PeCAConfig.for_encoder("t5", 256, layers=1)).double()(
+            torch.zeros(1, 256, 256), torch.zeros(1, 256, 256), pooled_only=True
+        )
+
+
+def test_first_block_reference_mix_is_reused_only_while_query_and_weights_match(tiny, kernel):
+    """Block 0's queries are the constant query: its reference attention is computed once per state and
+    reused while the query, the weights and the kernel are unchanged; every result equals a fresh state's."""
+    model, query, target, refs = tiny
+    model.set_kernel(kernel)
+    weights = torch.tensor([1.0, 2.0, 0.5, 3.0], dtype=torch.float64)
+    state = model.encode_references(refs)
+
+    def fresh(q, w, t=target):
+        return model(q, t, model.encode_references(refs), w, 0.4)[0]
+
+    with torch.no_grad():
+        first = model(query, target, state, weights, 0.4)[0]
+        assert list(state.shared_mixes) == [(0, 78)]  # block 0, 78 query rows
+        kept = state.shared_mixes[(0, 78)].mixed
+        other_target = torch.randn_like(target)
+        torch.testing.assert_close(model(query, other_target, state, weights, 0.4)[0], fresh(query, weights, other_target), atol=0, rtol=0)
+        assert state.shared_mixes[(0, 78)].mixed is kept  # reused for a new target
+        torch.testing.assert_close(first, fresh(query, weights), atol=0, rtol=0)
+        other_weights = torch.tensor([3.0, 0.5, 2.0, 1.0], dtype=torch.float64)
+        torch.testing.assert_close(model(query, target, state, other_weights, 0.4)[0], fresh(query, other_weights), atol=0, rtol=0)
+        other_query = query + 0.1
+        torch.testing.assert_close(model(query + 0.1, target, state, weights, 0.4)[0], fresh(other_query, weights), atol=0, rtol=0)
+        assert state.shared_mixes[(0, 78)].mixed is not kept  # recomputed for the new query and weights
+        model(query, target, state, weights, 0.4, pooled_only=True)
+        assert set(state.shared_mixes) == {(0, 78), (0, 1)}  # the pooled row alone is its own entry
+    assert state.to(state.keys[0].device) is state
+    with torch.enable_grad():
+        state = model.encode_references(refs)
+        model(query, target, state, weights, 0.4)
+        assert state.shared_mixes == {}  # nothing kept while gradients are recorded (training)
 
 
 def test_bad_inputs_are_named(tiny):

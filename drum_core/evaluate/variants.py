@@ -23,6 +23,6 @@ class NoGuidance(PeCA):
             self.add_module(name, module)
         self.source = f"{getattr(adapter, 'source', adapter.config.name)} (no guidance)"
 
-    def forward(self, query, target, references=None, weights=None, alpha=0.3, guidance=False):
+    def forward(self, query, target, references=None, weights=None, alpha=0.3, guidance=False, pooled_only=False):
         """As PeCA.forward, always without guidance."""
-        return super().forward(query, target, references, weights, alpha, guidance=False)
+        return super().forward(query, target, references, weights, alpha, guidance=False, pooled_only=pooled_only)

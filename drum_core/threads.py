@@ -1,0 +1,100 @@
+"""The intra-op thread count of a CPU run under contention, chosen by measuring the other processes.
+
+When other processes hold cores, an all-threads run waits at every parallel step for the threads
+that share those cores: 2-4x slower than idle on two cores, where one thread fewer runs about 1.5x.
+PeCA's blocks are equal steps, so a run measures the CPU time the rest of the machine used during
+two of its blocks (system busy time minus this process's own). When other processes held at least
+one core (0.6 of one, rounded), and the run's threads plus those cores exceed the machine's, the
+rest of the run uses the cores left free. The next run starts with that choice (contention tends
+to last) and its own probe corrects it either way. The thread count is restored after each run.
+
+The process's own CPU time over wall time would not do: a run's serial parts keep it at 1.5-1.7
+cores of 2 on an idle machine in ComfyUI's server, as low as under contention. The system's busy
+time comes in 10 ms ticks (/proc/stat), so the probe counts whole cores only.
+bench/bench_peca.py measures the effect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+
+import psutil
+import torch
+
+PROBE_STEPS = 2
+_STARTING_THREADS: dict[int, int] = {}  # the caller's thread count -> the last run's choice, where the next run starts
+HELD_FROM = 0.6  # cores used by other processes, on average over the probe, that count as one held
+
+
+def system_busy_seconds() -> float:
+    """CPU seconds all processes have used, summed over the machine's CPUs (tick resolution); a
+    hypervisor's steal counts (the CPU was not ours), guest time is already in user time (Linux)."""
+    times = psutil.cpu_times()
+    not_busy = ("idle", "iowait", "guest", "guest_nice")
+    return sum(times) - sum(getattr(times, name, 0.0) for name in not_busy)
+
+
+class ThreadChooser:
+    """Measures other processes' CPU use during the probe steps of a run of equal steps and sets
+    the thread count of the rest to the cores they leave free.
+
+        with ThreadChooser(device, probe_step=1) as chooser:
+            for block in blocks:
+                with chooser.step():
+                    ...
+
+    A no-op off the CPU or with one thread. `probe_step`: the index of the first full, typical step
+    (it and the next are the probes). `chosen`: the thread count of the steps run now (the last run's
+    choice before the probes, this run's after).
+    """
+
+    def __init__(self, device: torch.device | str, probe_step: int = 0):
+        self.threads = torch.get_num_threads()
+        self.active = torch.device(device).type == "cpu" and self.threads > 1
+        self.probe_step = probe_step
+        self.cores_held: float | None = None  # other processes' CPU seconds / wall seconds of the probe steps
+        self.chosen = _STARTING_THREADS.get(self.threads, self.threads) if self.active else self.threads
+        if self.chosen != self.threads:
+            torch.set_num_threads(self.chosen)  # the last run's choice, until this run's probes decide
+        self._steps = 0
+        self._start: tuple[float, float, float] | None = None  # wall, own CPU, system busy at the first probe
+
+    def __enter__(self) -> ThreadChooser:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.active and self.chosen != self.threads:
+            torch.set_num_threads(self.threads)
+
+    @contextlib.contextmanager
+    def step(self) -> Iterator[None]:
+        """One step; the probe steps are measured and decide the thread count of the following ones."""
+        probe = self._steps - self.probe_step
+        self._steps += 1
+        if self.active and probe == 0:
+            self._start = (time.perf_counter(), time.process_time(), system_busy_seconds())
+        yield
+        if self.active and probe == PROBE_STEPS - 1 and self._start is not None:
+            self._choose()
+
+    def _choose(self) -> None:
+        wall, own, busy = self._start
+        wall = time.perf_counter() - wall
+        others = (system_busy_seconds() - busy) - (time.process_time() - own)
+        self.cores_held = max(0.0, others / wall) if wall > 0 else 0.0
+        chosen = threads_left(self.threads, psutil.cpu_count() or self.threads, self.cores_held)
+        if chosen != self.chosen:
+            torch.set_num_threads(chosen)
+        self.chosen = _STARTING_THREADS[self.threads] = chosen
+
+
+def threads_left(threads: int, cpus: int, cores_held: float) -> int:
+    """The thread count for a run of `threads` on `cpus` CPUs while other processes use `cores_held`
+    on average: unchanged unless they hold a whole core (from 0.6) and the sum exceeds the CPUs."""
+    held = math.floor(cores_held + 1 - HELD_FROM)
+    if held < 1 or threads + held <= cpus:
+        return threads
+    return max(1, min(threads, cpus - held))

@@ -1,0 +1,107 @@
+"""ThreadChooser: other processes' CPU use during the probe steps decides the thread count of the rest; always restored."""
+
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import torch
+
+from drum_core import threads
+from drum_core.threads import ThreadChooser, threads_left
+
+
+@pytest.fixture
+def all_cpus(monkeypatch):
+    """torch on every logical CPU, so that one more busy process oversubscribes the machine; no
+    choice remembered from earlier runs, and none left for later tests."""
+    monkeypatch.setattr(threads, "_STARTING_THREADS", {})
+    before = torch.get_num_threads()
+    torch.set_num_threads(psutil.cpu_count())
+    yield psutil.cpu_count()
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def busy_process():
+    """Another process spinning on one core."""
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    time.sleep(0.3)  # started and spinning
+    yield busy
+    busy.kill()
+    busy.wait()
+
+
+@pytest.mark.parametrize(
+    ("threads", "cpus", "cores_held", "expected"),
+    [
+        (2, 2, 0.0, 2),  # idle
+        (2, 2, 0.55, 2),  # below a whole core (tick noise, short bursts)
+        (2, 2, 0.6, 1),  # one core held
+        (2, 2, 1.9, 1),  # never below one thread
+        (8, 8, 2.7, 5),  # three held: the five left
+        (4, 16, 3.0, 4),  # the machine has room: unchanged
+        (16, 16, 1.0, 15),
+    ],
+)
+def test_threads_left_uses_the_cores_other_processes_leave(threads, cpus, cores_held, expected):
+    assert threads_left(threads, cpus, cores_held) == expected
+
+
+@pytest.mark.skipif(psutil.cpu_count() < 2, reason="needs two CPUs")
+def test_a_busy_process_during_the_probes_takes_one_thread_for_the_rest(all_cpus, busy_process):
+    seen = []
+    with ThreadChooser("cpu", probe_step=1) as chooser:
+        for index in range(5):
+            with chooser.step():
+                if index in (1, 2):  # the probes: this process idles, the busy one holds a core
+                    time.sleep(0.1)
+                seen.append(torch.get_num_threads())
+    assert chooser.cores_held >= 0.6
+    assert seen[:3] == [all_cpus] * 3 and seen[3] == seen[4] == chooser.chosen <= all_cpus - 1
+    assert torch.get_num_threads() == all_cpus  # restored
+
+
+@pytest.mark.skipif(psutil.cpu_count() < 2, reason="needs two CPUs")
+def test_the_thread_count_is_restored_when_a_step_fails(all_cpus, busy_process):
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with ThreadChooser("cpu") as chooser:
+            for _probe in range(2):
+                with chooser.step():
+                    time.sleep(0.1)
+            assert torch.get_num_threads() < all_cpus
+            with chooser.step():
+                raise RuntimeError("interrupted")
+    assert torch.get_num_threads() == all_cpus
+
+
+def test_no_probe_off_the_cpu_or_with_one_thread():
+    before = torch.get_num_threads()
+    try:
+        for device, threads in (("meta", 2), ("cpu", 1)):
+            torch.set_num_threads(threads)
+            with ThreadChooser(device) as chooser:
+                for _step in range(3):
+                    with chooser.step():
+                        time.sleep(0.01)
+            assert chooser.cores_held is None and chooser.chosen == threads and torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(psutil.cpu_count() < 2, reason="needs two CPUs")
+def test_the_next_run_starts_with_the_last_choice(all_cpus, busy_process):
+    for run in range(2):
+        seen = []
+        with ThreadChooser("cpu") as chooser:
+            for _step in range(3):
+                with chooser.step():
+                    seen.append(torch.get_num_threads())
+                    time.sleep(0.1)
+        if run == 0:
+            first_choice = chooser.chosen
+            assert seen[:2] == [all_cpus] * 2 and first_choice < all_cpus
+        else:
+            assert seen[0] == first_choice  # the probes run with the last choice, not all threads
+        assert torch.get_num_threads() == all_cpus
