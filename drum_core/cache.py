@@ -48,15 +48,19 @@ class EmbeddingCache:
         layers: Sequence[int] = (),
         pooled: bool = False,
         progress: Progress | None = None,
+        cache_layers: Sequence[int] = (),
     ) -> Encoding:
         """Raw states [N, T, E] of each of `layers` and, if `pooled`, the pooled features [N, P]
         (`Encoding.pooled` here holds `TextEncoderBackend.pooled_features`).
 
-        A prompt missing any of these entries runs through the encoder once, for all of them.
+        A prompt missing any of these entries runs through the encoder once, for all of them and for
+        `cache_layers`: layers cached from that same pass but not returned (the coreset's feature pass
+        keeps the states its picked references will need, without stacking [N, T, E] it does not use).
         """
         if not prompts:
             raise ValueError("no prompts to encode")
         layers = list(dict.fromkeys(layers))
+        computed_layers = list(dict.fromkeys([*layers, *cache_layers]))
         entries = [f"layer{layer}" for layer in layers] + ([POOLED] if pooled else [])
         if not entries:
             raise ValueError("nothing to encode: no layers and no pooled features asked for")
@@ -75,8 +79,8 @@ class EmbeddingCache:
         for start in range(0, len(unique), self.batch_size):
             batch = unique[start : start + self.batch_size]
             with torch.inference_mode():
-                encoding = backend.encode(batch, layers, pooled=pooled)
-                outputs = {f"layer{layer}": encoding.states[layer] for layer in layers}
+                encoding = backend.encode(batch, computed_layers, pooled=pooled)
+                outputs = {f"layer{layer}": encoding.states[layer] for layer in computed_layers}
                 if pooled:
                     outputs[POOLED] = backend.project(backend.final_norm(encoding.pooled))
             self.computed += len(batch)

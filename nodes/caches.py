@@ -60,7 +60,7 @@ def pooled_history_features(clip, prompts: Sequence[str]) -> torch.Tensor:
     name = first_clip(encoders)
     family = clip_bridge.family_of(clip, encoders)
     layers = encoder_layers(family, name, encoders[name].kind, clip_bridge.token_layer(clip, family))
-    return EMBEDDINGS.encode(encoders[name], prompts, layers, pooled=True, progress=clip_bridge.progress_reporter()).pooled
+    return EMBEDDINGS.encode(encoders[name], prompts, pooled=True, progress=clip_bridge.progress_reporter(), cache_layers=layers).pooled
 
 
 @contextlib.contextmanager

@@ -102,6 +102,20 @@ def test_every_layer_and_the_pooled_features_come_from_one_pass_per_prompt(tmp_p
     assert cache.computed == 7
 
 
+def test_cache_layers_come_from_the_same_pass_and_are_not_returned(backend):
+    """The coreset's feature pass: pooled features returned, the references' layers only cached."""
+    cache = EmbeddingCache()
+    encoding = cache.encode(backend, PROMPTS, pooled=True, cache_layers=[-2, -1])
+    assert encoding.states == {} and cache.computed == 5
+    torch.testing.assert_close(encoding.pooled, backend.pooled_features(PROMPTS), rtol=0, atol=0)
+    states = cache.encode(backend, PROMPTS[1:3], [-2, -1]).states  # the picked references: no new pass
+    assert cache.computed == 5
+    for layer in (-2, -1):
+        torch.testing.assert_close(states[layer], backend.hidden_states(PROMPTS[1:3], layer), rtol=0, atol=0)
+    cache.encode(backend, PROMPTS, pooled=True, cache_layers=[-3])  # all asked-for entries cached: nothing runs
+    assert cache.computed == 5
+
+
 def test_a_history_prompt_runs_through_each_encoder_once():
     """SD3 (CLIP-L and bigG at layers -2 and -1 plus pooled, T5): one forward pass per history prompt and encoder."""
     family = "sd3"
