@@ -92,7 +92,7 @@ class ReferenceState:
     values: list[torch.Tensor]
     count: int  # R
     tokens: int  # T, tokens per reference
-    shared_mixes: dict[tuple[int, int], SharedMix] = field(default_factory=dict, repr=False)  # (block, query rows) ->
+    shared_mixes: dict[tuple[int, int], SharedMix] = field(default_factory=dict, repr=False)  # (block, query rows) -> its mix
 
     def to(self, device: torch.device | str) -> ReferenceState:
         """The same state on `device` (itself when already there), shared mixes included."""

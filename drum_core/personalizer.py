@@ -125,6 +125,10 @@ class Personalizer:
             self._reference_states[(name, layer)] = state.to(device_of(name))
 
     # ------------------------------------------------------------------ layers per encoder
+    def _reads_tokens(self, name: str) -> bool:
+        """Whether the family reads encoder `name`'s token states (else only its pooled vector)."""
+        return name in self.spec.token_encoders or self.encoders[name].kind == "t5"
+
     def _layers(self, name: str) -> list[int]:
         """Context layers this family reads from encoder `name` (tokens first)."""
         return encoder_layers(self.family, name, self.encoders[name].kind, self.token_layer)
@@ -194,7 +198,7 @@ class Personalizer:
         """The plain encoder output (no adapter), as the host's own text encode gives it."""
         runs = {}
         for name, encoder in self.encoders.items():
-            uses_tokens = name in self.spec.token_encoders or encoder.kind == "t5"  # pooled-only encoders need no token states
+            uses_tokens = self._reads_tokens(name)  # pooled-only encoders need no token states
             layers = self._layers(name)[:1] if uses_tokens else []
             encoding = self._encode_target(name, target, pooled=name in self.spec.pooled_encoders, layers=layers)
             tokens = encoding.states[layers[0]].reshape(1, -1, encoder.width).expand(batch, -1, -1) if uses_tokens else None
@@ -225,9 +229,8 @@ class Personalizer:
         batch = len(alphas)
         runs = []
         layers = self._layers(name)
-        wants_tokens = name in self.spec.token_encoders or adapter.config.kind == "t5"
         for layer in layers:
-            pooled_only = not (wants_tokens and layer == layers[0])  # only the pooled query row runs (the same numbers)
+            pooled_only = not (self._reads_tokens(name) and layer == layers[0])  # only the pooled query row runs (the same numbers)
             chunks = target.states[layer][:1] if pooled_only else target.states[layer]  # a pooled run needs the first chunk
             c = chunks.shape[0]
             targets = chunks.float().to(device).repeat(batch, 1, 1)  # [B * C, T, E], chunks inner
