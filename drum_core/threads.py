@@ -3,9 +3,10 @@
 When other processes hold cores, an all-threads run waits at every parallel step for the threads
 that share those cores: 2-4x slower than idle on two cores, where one thread fewer runs about 1.5x.
 PeCA's blocks are equal steps, so a run measures the CPU time the rest of the machine used during
-two of its blocks (system busy time minus this process's own). When other processes held at least
-one core (0.6 of one, rounded), and the run's threads plus those cores exceed the machine's, the
-rest of the run uses the cores left free. The next run starts with that choice (contention tends
+two of its blocks (busy time of the CPUs this process may run on, minus its own). When other
+processes held at least one of those cores (0.6 of one, rounded), and the run's threads plus those
+cores exceed them, the rest of the run uses the cores left free. Only the process's CPUs count (its
+affinity), so work pinned elsewhere on a larger host takes nothing from it. The next run starts with that choice (contention tends
 to last) and its own probe corrects it either way. The thread count is restored after each run.
 
 The process's own CPU time over wall time would not do: a run's serial parts keep it at 1.5-1.7
@@ -29,12 +30,25 @@ _STARTING_THREADS: dict[int, int] = {}  # the caller's thread count -> the last 
 HELD_FROM = 0.6  # cores used by other processes, on average over the probe, that count as one held
 
 
-def system_busy_seconds() -> float:
-    """CPU seconds all processes have used, summed over the machine's CPUs (tick resolution); a
+def usable_cpus() -> list[int] | None:
+    """The CPUs this process may run on (its affinity: taskset, a container's cpuset), or None where
+    the platform does not say (macOS): then every CPU of the machine."""
+    try:
+        return sorted(psutil.Process().cpu_affinity())
+    except (AttributeError, NotImplementedError, psutil.Error):
+        return None
+
+
+def system_busy_seconds(cpus: list[int] | None = None) -> float:
+    """CPU seconds all processes have used on `cpus` (default every CPU), summed (tick resolution); a
     hypervisor's steal counts (the CPU was not ours), guest time is already in user time (Linux)."""
-    times = psutil.cpu_times()
     not_busy = ("idle", "iowait", "guest", "guest_nice")
-    return sum(times) - sum(getattr(times, name, 0.0) for name in not_busy)
+    if cpus is None:
+        per_cpu = [psutil.cpu_times()]
+    else:
+        every = psutil.cpu_times(percpu=True)
+        per_cpu = [every[index] for index in cpus if index < len(every)]
+    return sum(sum(times) - sum(getattr(times, name, 0.0) for name in not_busy) for times in per_cpu)
 
 
 class ThreadChooser:
@@ -55,11 +69,12 @@ class ThreadChooser:
         self.threads = torch.get_num_threads()
         self.active = torch.device(device).type == "cpu" and self.threads > 1
         self.probe_step = probe_step
-        self.cores_held: float | None = None  # other processes' CPU seconds / wall seconds of the probe steps
+        self.cores_held: float | None = None  # other processes' CPU seconds on this process's CPUs / wall seconds of the probes
         self.chosen = _STARTING_THREADS.get(self.threads, self.threads) if self.active else self.threads
         if self.chosen != self.threads:
             torch.set_num_threads(self.chosen)  # the last run's choice, until this run's probes decide
         self._steps = 0
+        self._cpus = usable_cpus() if self.active else None
         self._start: tuple[float, float, float] | None = None  # wall, own CPU, system busy at the first probe
 
     def __enter__(self) -> ThreadChooser:
@@ -75,7 +90,7 @@ class ThreadChooser:
         probe = self._steps - self.probe_step
         self._steps += 1
         if self.active and probe == 0:
-            self._start = (time.perf_counter(), time.process_time(), system_busy_seconds())
+            self._start = (time.perf_counter(), time.process_time(), system_busy_seconds(self._cpus))
         yield
         if self.active and probe == PROBE_STEPS - 1 and self._start is not None:
             self._choose()
@@ -83,9 +98,10 @@ class ThreadChooser:
     def _choose(self) -> None:
         wall, own, busy = self._start
         wall = time.perf_counter() - wall
-        others = (system_busy_seconds() - busy) - (time.process_time() - own)
+        others = (system_busy_seconds(self._cpus) - busy) - (time.process_time() - own)
         self.cores_held = max(0.0, others / wall) if wall > 0 else 0.0
-        chosen = threads_left(self.threads, psutil.cpu_count() or self.threads, self.cores_held)
+        cpus = len(self._cpus) if self._cpus else psutil.cpu_count() or self.threads
+        chosen = threads_left(self.threads, cpus, self.cores_held)
         if chosen != self.chosen:
             torch.set_num_threads(chosen)
         self.chosen = _STARTING_THREADS[self.threads] = chosen

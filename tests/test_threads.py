@@ -1,5 +1,6 @@
 """ThreadChooser: other processes' CPU use during the probe steps decides the thread count of the rest; always restored."""
 
+import os
 import subprocess
 import sys
 import time
@@ -31,6 +32,30 @@ def busy_process():
     yield busy
     busy.kill()
     busy.wait()
+
+
+@pytest.fixture
+def busy_on_cpu1():
+    """Another process spinning, pinned to CPU 1."""
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=lambda: os.sched_setaffinity(0, {1}))
+    time.sleep(0.3)
+    yield busy
+    busy.kill()
+    busy.wait()
+
+
+@pytest.fixture
+def pinned_to_cpu0():
+    """This process (its calling thread, which the chooser reads) allowed on CPU 0 only."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {0})
+    yield
+    os.sched_setaffinity(0, before)
+
+
+needs_affinity = pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or psutil.cpu_count() < 2, reason="needs Linux CPU affinity and two CPUs"
+)
 
 
 @pytest.mark.parametrize(
@@ -105,3 +130,23 @@ def test_the_next_run_starts_with_the_last_choice(all_cpus, busy_process):
         else:
             assert seen[0] == first_choice  # the probes run with the last choice, not all threads
         assert torch.get_num_threads() == all_cpus
+
+
+@needs_affinity
+def test_busy_time_is_counted_on_the_cpus_asked_for(busy_on_cpu1):
+    start = time.perf_counter()
+    before = [threads.system_busy_seconds([cpu]) for cpu in (0, 1)]
+    time.sleep(0.5)
+    wall = time.perf_counter() - start
+    cpu0, cpu1 = (threads.system_busy_seconds([cpu]) - seconds for cpu, seconds in zip((0, 1), before))
+    assert cpu1 >= 0.6 * wall > cpu0  # the spinning process on CPU 1, this sleeping one on neither
+
+
+@needs_affinity
+def test_work_pinned_to_other_cpus_holds_none_of_this_process(all_cpus, busy_on_cpu1, pinned_to_cpu0):
+    assert threads.usable_cpus() == [0]
+    with ThreadChooser("cpu") as chooser:
+        for _step in range(3):
+            with chooser.step():
+                time.sleep(0.1)
+    assert chooser.cores_held < 0.6 and chooser.chosen == all_cpus  # machine-wide, CPU 1 would count as held
