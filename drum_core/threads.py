@@ -31,12 +31,14 @@ HELD_FROM = 0.6  # cores used by other processes, on average over the probe, tha
 
 
 def usable_cpus() -> list[int] | None:
-    """The CPUs this process may run on (its affinity: taskset, a container's cpuset), or None where
-    the platform does not say (macOS): then every CPU of the machine."""
+    """The CPUs this process may run on (its affinity: taskset, a container's cpuset), as indices into
+    psutil's per-CPU times; None where the platform does not say (macOS) or the numbering has gaps
+    (offline CPUs): then every CPU of the machine counts."""
     try:
-        return sorted(psutil.Process().cpu_affinity())
+        cpus = sorted(psutil.Process().cpu_affinity())
     except (AttributeError, NotImplementedError, psutil.Error):
         return None
+    return cpus if cpus and cpus[-1] < len(psutil.cpu_times(percpu=True)) else None
 
 
 def system_busy_seconds(cpus: list[int] | None = None) -> float:
@@ -47,7 +49,7 @@ def system_busy_seconds(cpus: list[int] | None = None) -> float:
         per_cpu = [psutil.cpu_times()]
     else:
         every = psutil.cpu_times(percpu=True)
-        per_cpu = [every[index] for index in cpus if index < len(every)]
+        per_cpu = [every[index] for index in cpus]
     return sum(sum(times) - sum(getattr(times, name, 0.0) for name in not_busy) for times in per_cpu)
 
 
