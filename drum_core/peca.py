@@ -122,6 +122,10 @@ class SharedMix:
 # Scores held at once by the blocked kernel (heads * B*S * references per block * T): 1 MiB, about L2.
 # Larger blocks (fewer operations) measured no faster, idle or with a core taken (bench/bench_peca.py).
 BLOCK_SCORES = 1 << 18
+# Scores of one chunk of references in the "sdpa" kernel ([chunk, heads, B*S, T]), as PyTorch's math
+# backend would materialize them: 16 Mi (64 MiB in fp32). Bounds the working memory of a large
+# reference set (T5: 4 MiB per reference per block) whatever backend SDPA picks.
+SDPA_CHUNK_SCORES = 1 << 24
 
 
 class GuidedCrossAttention(nn.Module):
@@ -129,7 +133,7 @@ class GuidedCrossAttention(nn.Module):
 
     `kernel` picks how the reference segments are computed, both one softmax per prompt and
     neither building the [heads, S, T * (1 + R)] scores: "sdpa" (fused scaled-dot-product
-    attention, R as its batch), "blocked" (a block of references at a time with batched
+    attention, a chunk of references as its batch), "blocked" (a block of references at a time with batched
     matmuls; faster on CPUs, see bench/), "auto" (sdpa on accelerators, blocked on CPU).
     """
 
@@ -219,13 +223,23 @@ def _per_row(states: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 def _references_sdpa(rows, keys, values, weights, tokens: int) -> torch.Tensor:
-    """sum_i w_i Attn(rows, K_i, V_i) on fused SDPA, R as the batch. rows [h, L, c] -> [h, L, c]."""
+    """sum_i w_i Attn(rows, K_i, V_i) on SDPA, a chunk of references as the batch. rows [h, L, c] -> [h, L, c].
+
+    The query is repeated to the chunk's batch: PyTorch's fused kernels (flash, memory-efficient) need
+    the same batch size in query and keys, and fall back to the math backend for a broadcast query.
+    """
     h, length, c = rows.shape
     r = weights.shape[0]
     k = keys.view(h, r, tokens, c).transpose(0, 1)  # [R, h, T, c]
     v = values.view(h, r, tokens, c).transpose(0, 1)
-    per_ref = F.scaled_dot_product_attention(rows.unsqueeze(0), k, v)  # [R, h, L, c], query broadcast
-    return (weights @ per_ref.reshape(r, -1)).view(h, length, c)
+    per_chunk = min(r, max(1, SDPA_CHUNK_SCORES // (h * length * tokens)))
+    query = rows.unsqueeze(0).expand(per_chunk, -1, -1, -1).contiguous()  # [chunk, h, L, c]
+    mixed = rows.new_zeros(h * length * c)
+    for first in range(0, r, per_chunk):
+        last = min(r, first + per_chunk)
+        per_ref = F.scaled_dot_product_attention(query[: last - first], k[first:last], v[first:last])  # [n, h, L, c]
+        mixed.addmv_(per_ref.reshape(last - first, -1).t(), weights[first:last])
+    return mixed.view(h, length, c)
 
 
 def _references_blocked(rows, keys, values, weights, tokens: int) -> torch.Tensor:

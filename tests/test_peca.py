@@ -86,15 +86,14 @@ def naive_peca(sd, query, target, references, weights, alpha, kind, guidance=Tru
 
 
 # ---------------------------------------------------------------- release test vectors
-KERNELS = ["sdpa", "blocked"]
-
-
-@pytest.fixture(params=KERNELS)
+@pytest.fixture(params=["sdpa", "sdpa-chunks", "blocked"])
 def kernel(request, monkeypatch):
-    """Both reference-attention kernels; the blocked one a reference per block."""
+    """Both reference-attention kernels: sdpa with every reference in one batch or one per chunk, blocked one per block."""
     if request.param == "blocked":
         monkeypatch.setattr(peca_module, "BLOCK_SCORES", 1)
-    return request.param
+    if request.param == "sdpa-chunks":
+        monkeypatch.setattr(peca_module, "SDPA_CHUNK_SCORES", 1)
+    return request.param.removesuffix("-chunks")
 
 
 @pytest.mark.parametrize("name,kind", [("peca_clip_d128_l3.safetensors", "clip"), ("peca_t5_e256_l2.safetensors", "t5")])
@@ -290,6 +289,30 @@ def test_first_block_reference_mix_is_reused_only_while_query_and_weights_match(
         state = model.encode_references(refs)
         model(query, target, state, weights, 0.4)
         assert state.shared_mixes == {}  # nothing kept while gradients are recorded (training)
+
+
+def test_sdpa_kernel_runs_references_in_chunks_of_bounded_scores(tiny, monkeypatch):
+    """The sdpa kernel hands SDPA a chunk of references with the query repeated to the chunk's batch
+    (the fused kernels need equal batch sizes), each chunk within SDPA_CHUNK_SCORES scores; same sum."""
+    model, query, target, refs = tiny
+    model.set_kernel("sdpa")
+    weights = torch.tensor([1.0, 2.0, 0.5, 3.0], dtype=torch.float64)
+    one_batch = model(query, target[:1], refs, weights, 0.4)[0]
+    calls = []
+    attend = torch.nn.functional.scaled_dot_product_attention
+
+    def recording(q, k, v, *args, **kwargs):
+        calls.append((q.shape[0], k.shape[0], q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2]))
+        return attend(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(peca_module.F, "scaled_dot_product_attention", recording)
+    per_reference = model.config.width // peca_module.HEAD_WIDTH * 78 * 77  # heads * S * T
+    monkeypatch.setattr(peca_module, "SDPA_CHUNK_SCORES", 3 * per_reference)
+    chunked = model(query, target[:1], refs, weights, 0.4)[0]
+    # per block: the target's attention, then the 4 references as a chunk of 3 and one of 1
+    assert [(q, k) for q, k, _scores in calls] == [(1, 1), (3, 3), (1, 1)] * model.config.layers
+    assert max(scores for _q, _k, scores in calls) == 3 * per_reference
+    torch.testing.assert_close(chunked, one_batch, atol=1e-12, rtol=1e-12)
 
 
 def test_bad_inputs_are_named(tiny):
