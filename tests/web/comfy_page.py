@@ -233,6 +233,16 @@ def panel_rows(page, node_id: int, widget: str) -> dict:
     )
 
 
+def wait_for_prompts(page, node_id: int, widget: str) -> None:
+    """Waits until a prompt panel lists prompts: the panels of nodes ComfyUI took from its cache are filled
+    from /history after execution_success, so they may still be empty when the run's end event arrives."""
+    page.wait_for_function(
+        "([id, name]) => window.app.graph.getNodeById(id)?.widgets.find((w) => w.name === name).element"
+        ".querySelectorAll('.drum-prompt').length > 0",
+        arg=[node_id, widget],
+    )
+
+
 def page_for(browser, server, extension_url, page_errors, dialogs, artifacts, renderer: str, locale: str):
     """(A fixture body) the page with `renderer` in `locale`; afterwards a screenshot <artifacts>/<locale>-<renderer>.png."""
     page = open_page(browser, server, extension_url, page_errors, dialogs, {**RENDERERS[renderer], "Comfy.Locale": locale})
