@@ -133,8 +133,8 @@ class GuidedCrossAttention(nn.Module):
 
     `kernel` picks how the reference segments are computed, both one softmax per prompt and
     neither building the [heads, S, T * (1 + R)] scores: "sdpa" (fused scaled-dot-product
-    attention, a chunk of references as its batch), "blocked" (a block of references at a time with batched
-    matmuls; faster on CPUs, see bench/), "auto" (sdpa on accelerators, blocked on CPU).
+    attention, a chunk of references as its batch), "blocked" (a block of references at a time
+    with batched matmuls; faster on CPUs, see bench/), "auto" (sdpa on accelerators, blocked on CPU).
     """
 
     def __init__(self, width: int, dropout: float = 0.0):

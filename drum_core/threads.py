@@ -6,8 +6,9 @@ PeCA's blocks are equal steps, so a run measures the CPU time the rest of the ma
 two of its blocks (busy time of the CPUs this process may run on, minus its own). When other
 processes held at least one of those cores (0.6 of one, rounded), and the run's threads plus those
 cores exceed them, the rest of the run uses the cores left free. Only the process's CPUs count (its
-affinity), so work pinned elsewhere on a larger host takes nothing from it. The next run starts with that choice (contention tends
-to last) and its own probe corrects it either way. The thread count is restored after each run.
+affinity), so work pinned elsewhere on a larger host takes nothing from it. The next run starts with
+that choice (contention tends to last) and its own probe corrects it either way. The thread count is
+restored after each run.
 
 The process's own CPU time over wall time would not do: a run's serial parts keep it at 1.5-1.7
 cores of 2 on an idle machine in ComfyUI's server, as low as under contention. The system's busy
