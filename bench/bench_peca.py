@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
 import sys
-import time
+from pathlib import Path
 
 import torch
 from timing import best_of, median_of, print_table
 
 from drum_core import PeCA, PeCAConfig, coreset_sample
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test support package
+from support.contention import spinning_process  # noqa: E402
 
 REFERENCES = 64
 TOKENS = 77
@@ -50,16 +52,9 @@ def peca_flops(config: PeCAConfig, batch: int, refs: int, cached_references: boo
 
 
 def under_contention(fn, pinned: bool) -> float:
-    """median_of(fn) while another process spins on one core (pinned to core 0, or left to the scheduler)."""
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        if pinned:
-            os.sched_setaffinity(busy.pid, {min(os.sched_getaffinity(0))})
-        time.sleep(0.5)
+    """median_of(fn) while another process spins on one core (pinned to this process's first CPU, or left to the scheduler)."""
+    with spinning_process(min(os.sched_getaffinity(0)) if pinned else None):
         return median_of(fn)
-    finally:
-        busy.kill()
-        busy.wait()
 
 
 def naive_forward(model: PeCA, query, target, references, weights, alpha, release_style: bool = False):

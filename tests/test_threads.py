@@ -1,13 +1,12 @@
 """ThreadChooser: other processes' CPU use during the probe steps decides the thread count of the rest; always restored."""
 
 import os
-import subprocess
-import sys
 import time
 
 import psutil
 import pytest
 import torch
+from support.contention import spinning_process
 
 from drum_core import threads
 from drum_core.threads import ThreadChooser, threads_left
@@ -27,21 +26,15 @@ def all_cpus(monkeypatch):
 @pytest.fixture
 def busy_process():
     """Another process spinning on one core."""
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    time.sleep(0.3)  # started and spinning
-    yield busy
-    busy.kill()
-    busy.wait()
+    with spinning_process() as busy:
+        yield busy
 
 
 @pytest.fixture
 def busy_on_cpu1():
     """Another process spinning, pinned to CPU 1."""
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=lambda: os.sched_setaffinity(0, {1}))
-    time.sleep(0.3)
-    yield busy
-    busy.kill()
-    busy.wait()
+    with spinning_process(cpu=1) as busy:
+        yield busy
 
 
 @pytest.fixture
