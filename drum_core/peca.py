@@ -304,46 +304,25 @@ class PeCA(nn.Module):
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor], source: str = "state dict") -> PeCA:
         """Build an adapter from tensors in the published layout; strict keys and shapes."""
-        config = infer_config(state_dict, source)
+        config = _checked_config({k: tuple(v.shape) for k, v in state_dict.items()}, source)
         model = cls(config)
-        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        given = {k: tuple(v.shape) for k, v in state_dict.items()}
-        missing = sorted(set(expected) - set(given))
-        unexpected = sorted(set(given) - set(expected))
-        misshaped = [f"{k} {given[k]} (expected {expected[k]})" for k in expected if k in given and given[k] != expected[k]]
-        if missing or unexpected or misshaped:
-            problems = []
-            if missing:
-                problems.append(f"missing keys: {', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''}")
-            if unexpected:
-                problems.append(f"unexpected keys: {', '.join(unexpected[:12])}{' ...' if len(unexpected) > 12 else ''}")
-            if misshaped:
-                problems.append(f"mis-shaped: {', '.join(misshaped[:12])}")
-            raise PeCAFormatError(f"{source}: not a complete PeCA ({config.kind}, {config.layers} blocks): " + "; ".join(problems))
         # fp32 math (float64 tensors stay float64, for oracle tests)
         dtype = torch.float64 if state_dict["base_query"].dtype == torch.float64 else torch.float32
         model.to(dtype).load_state_dict({k: v.to(dtype) for k, v in state_dict.items()}, strict=True)
         return model.eval()
 
     @classmethod
+    def check_file(cls, path: str | os.PathLike) -> PeCAConfig:
+        """The config of a `.safetensors` adapter file, checked as `from_file` checks it (format tag, keys,
+        shapes) from the file's header alone: no tensor is read or computed. (ComfyUI validates a prompt
+        on its server thread, where a torch operation would start a second OpenMP thread team.)"""
+        path, shapes, _ = _read_adapter_file(path, tensors=False)
+        return _checked_config(shapes, path)
+
+    @classmethod
     def from_file(cls, path: str | os.PathLike) -> PeCA:
         """Load a `.safetensors` adapter file (never unpickles)."""
-        from safetensors import SafetensorError, safe_open
-        from safetensors.torch import load_file
-
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"PeCA adapter file not found: {path}")
-        if not path.endswith(".safetensors"):
-            raise PeCAFormatError(f"{path}: adapters are read from .safetensors files only")
-        try:
-            tensors = load_file(path)
-            with safe_open(path, "pt") as file:
-                claimed = (file.metadata() or {}).get("format")
-        except (SafetensorError, OSError, ValueError) as error:
-            raise PeCAFormatError(f"{path}: unreadable safetensors file ({error})") from error
-        if claimed is not None and claimed != FORMAT_TAG:
-            raise PeCAFormatError(f"{path}: a {claimed!r} file, not a PeCA adapter (format {FORMAT_TAG!r} or the release's layout)")
+        path, _, tensors = _read_adapter_file(path, tensors=True)
         model = cls.from_state_dict(tensors, source=path)
         model.source = path
         return model
@@ -451,25 +430,65 @@ def _alphas(alpha, batch: int, dtype, device) -> torch.Tensor:
 _BLOCK_KEY = re.compile(r"^tf\.(\d+)\.")
 
 
-def infer_config(state_dict: Mapping[str, torch.Tensor], source: str = "state dict") -> PeCAConfig:
-    """Read kind and sizes off the tensors of a published-layout adapter."""
-    if "base_query" not in state_dict:
-        raise PeCAFormatError(f"{source}: not a PeCA adapter (no 'base_query'; keys start with {sorted(state_dict)[:5]})")
-    blocks = {int(m.group(1)) for k in state_dict if (m := _BLOCK_KEY.match(k))}
+def _read_adapter_file(path: str | os.PathLike, tensors: bool) -> tuple[str, dict[str, tuple[int, ...]], dict[str, torch.Tensor]]:
+    """(path, shape of every tensor, the tensors if `tensors` else {}) of a `.safetensors` adapter file;
+    refuses other extensions and files whose metadata names another format (never unpickles)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"PeCA adapter file not found: {path}")
+    if not path.endswith(".safetensors"):
+        raise PeCAFormatError(f"{path}: adapters are read from .safetensors files only")
+    try:
+        with safe_open(path, "pt") as file:
+            claimed = (file.metadata() or {}).get("format")
+            shapes = {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}
+            loaded = {key: file.get_tensor(key) for key in file.keys()} if tensors else {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise PeCAFormatError(f"{path}: unreadable safetensors file ({error})") from error
+    if claimed is not None and claimed != FORMAT_TAG:
+        raise PeCAFormatError(f"{path}: a {claimed!r} file, not a PeCA adapter (format {FORMAT_TAG!r} or the release's layout)")
+    return path, shapes, loaded
+
+
+def _checked_config(shapes: Mapping[str, tuple[int, ...]], source: str) -> PeCAConfig:
+    """The config of the published-layout tensor shapes `shapes`; PeCAFormatError naming `source` and every
+    missing, unexpected or mis-shaped key. The expected shapes come from a meta-device model (no memory, no compute)."""
+    config = infer_config(shapes, source)
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in PeCA(config).state_dict().items()}
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    misshaped = [f"{k} {shapes[k]} (expected {expected[k]})" for k in expected if k in shapes and shapes[k] != expected[k]]
+    problems = []
+    for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("mis-shaped", misshaped)):
+        if keys:
+            problems.append(f"{label}: {', '.join(keys[:12])}{' ...' if len(keys) > 12 else ''}")
+    if problems:
+        raise PeCAFormatError(f"{source}: not a complete PeCA ({config.kind}, {config.layers} blocks): " + "; ".join(problems))
+    return config
+
+
+def infer_config(shapes: Mapping[str, tuple[int, ...]], source: str = "state dict") -> PeCAConfig:
+    """Read kind and sizes off the tensor shapes of a published-layout adapter."""
+    if "base_query" not in shapes:
+        raise PeCAFormatError(f"{source}: not a PeCA adapter (no 'base_query'; keys start with {sorted(shapes)[:5]})")
+    blocks = {int(m.group(1)) for k in shapes if (m := _BLOCK_KEY.match(k))}
     if not blocks:
         raise PeCAFormatError(f"{source}: not a PeCA adapter (no 'tf.<i>.' block keys)")
-    query = state_dict["base_query"]
-    if query.dim() != 3:
-        raise PeCAFormatError(f"{source}: base_query must be [1, tokens, width], got {list(query.shape)}")
-    width = query.shape[-1]
-    ffn = state_dict.get("tf.0.ff.0.weight")
+    query = shapes["base_query"]
+    if len(query) != 3:
+        raise PeCAFormatError(f"{source}: base_query must be [1, tokens, width], got {list(query)}")
+    width = query[-1]
+    ffn = shapes.get("tf.0.ff.0.weight")
     if ffn is None:
         raise PeCAFormatError(f"{source}: missing key tf.0.ff.0.weight")
     if width % HEAD_WIDTH:
         raise PeCAFormatError(f"{source}: width {width} is not a multiple of the head width {HEAD_WIDTH}")
-    if "pre_proj.weight" in state_dict:
-        encoder_width = state_dict["pre_proj.weight"].shape[1]
+    if "pre_proj.weight" in shapes:
+        encoder_width = shapes["pre_proj.weight"][1]
         kind = "t5"
     else:
         encoder_width, kind = width, "clip"
-    return PeCAConfig(kind, encoder_width, width, ffn.shape[0], max(blocks) + 1, query.shape[1])
+    return PeCAConfig(kind, encoder_width, width, ffn[0], max(blocks) + 1, query[1])

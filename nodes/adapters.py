@@ -24,7 +24,7 @@ import torch
 from comfy_api.latest import io
 
 from drum_core.adapter_names import ADAPTER_NAMES, ENCODER_ADAPTERS, ENCODER_TITLES
-from drum_core.peca import PeCA, PeCAFormatError
+from drum_core.peca import PeCA, PeCAConfig, PeCAFormatError
 from drum_core.personalizer import AdapterMismatchError
 from drum_core.weights import adapter_files
 
@@ -38,11 +38,17 @@ ADAPTERS_KEPT = 4  # files cached at once: one per slot (L, H, bigG, T5)
 _loaded: OrderedDict[str, tuple[tuple[int, int], PeCA]] = OrderedDict()  # path -> ((size, mtime), adapter), least recent first
 
 
-def load_adapter(name: str, slot: str | None = None) -> PeCA:
-    """Adapter file `name` of the drum folder (cached by path, size and mtime); checked against `slot`."""
+def adapter_path(name: str) -> str:
+    """The full path of adapter file `name` in the drum model folders; FileNotFoundError naming the folders."""
     path = folder_paths.get_full_path(FOLDER, name)
     if path is None:
         raise FileNotFoundError(f"PeCA adapter '{name}' not found in the drum model folders {folder_paths.get_folder_paths(FOLDER)}")
+    return path
+
+
+def load_adapter(name: str, slot: str | None = None) -> PeCA:
+    """Adapter file `name` of the drum folder (cached by path, size and mtime); checked against `slot`."""
+    path = adapter_path(name)
     stat = os.stat(path)
     stamp = (stat.st_size, stat.st_mtime_ns)
     if path not in _loaded or _loaded[path][0] != stamp:
@@ -51,11 +57,16 @@ def load_adapter(name: str, slot: str | None = None) -> PeCA:
     while len(_loaded) > ADAPTERS_KEPT:
         _loaded.popitem(last=False)
     adapter = _loaded[path][1]
-    found = adapter.config.name
-    if slot is not None and found != slot:
-        made_for = f"the {found} encoder" if found else f"a custom {adapter.config.kind} encoder of width {adapter.config.encoder_width}"
-        raise AdapterMismatchError(f"PeCA adapter '{name}' is made for {made_for}, not {slot}: choose it in the {found or 'matching'} slot")
+    check_slot(name, adapter.config, slot)
     return adapter
+
+
+def check_slot(name: str, config: PeCAConfig, slot: str | None) -> None:
+    """AdapterMismatchError when adapter file `name` (of `config`) is not made for the encoder of `slot` (None: any)."""
+    found = config.name
+    if slot is not None and found != slot:
+        made_for = f"the {found} encoder" if found else f"a custom {config.kind} encoder of width {config.encoder_width}"
+        raise AdapterMismatchError(f"PeCA adapter '{name}' is made for {made_for}, not {slot}: choose it in the {found or 'matching'} slot")
 
 
 class ManagedAdapter(torch.nn.Module):
@@ -157,8 +168,8 @@ class DrUMPeCALoader(io.ComfyNode):
         for slot, value in zip(ADAPTER_NAMES, (L, H, bigG, T5)):
             if value in (AUTO, NONE):
                 continue
-            try:
-                load_adapter(value, slot)
+            try:  # the header only: on ComfyUI's server thread a tensor operation starts a second OpenMP team (docs/comfyui.md)
+                check_slot(value, PeCA.check_file(adapter_path(value)), slot)
             except (OSError, PeCAFormatError, AdapterMismatchError) as error:
                 return f"{slot} slot: {error}"
         return True

@@ -346,24 +346,37 @@ def test_published_layout_file_loads_strictly(tmp_path):
     assert model.config == PeCAConfig.published("L") and model.config.name == "L"
 
 
-def test_truncated_and_foreign_files_are_named(tmp_path, tiny):
+@pytest.mark.parametrize("read", [PeCA.from_file, PeCA.check_file], ids=["from_file", "check_file"])
+def test_truncated_partial_and_foreign_files_are_named(tmp_path, tiny, read):
+    """check_file (the header only) refuses what from_file refuses, with the same message."""
     sd = {k: v.float() for k, v in tiny[0].state_dict().items()}
-    partial = dict(sd)
-    del partial["tf.1.attn.key.weight"]
-    with pytest.raises(PeCAFormatError, match=r"missing keys: tf\.1\.attn\.key\.weight"):
-        PeCA.from_state_dict(partial)
-    bad = dict(sd, **{"tf.0.ff.2.weight": torch.zeros(128, 16)})
-    with pytest.raises(PeCAFormatError, match=r"mis-shaped: tf\.0\.ff\.2\.weight"):
-        PeCA.from_state_dict(bad)
+    good = tmp_path / "good.safetensors"
+    tiny[0].save(good)
+    config = read(good)
+    assert (config if read == PeCA.check_file else config.config) == tiny[0].config
+    partial = tmp_path / "partial.safetensors"
+    save_file({k: v for k, v in sd.items() if k != "tf.1.attn.key.weight"}, str(partial))
+    with pytest.raises(PeCAFormatError, match=r"partial.safetensors: not a complete PeCA .*missing keys: tf\.1\.attn\.key\.weight"):
+        read(partial)
+    misshaped = tmp_path / "misshaped.safetensors"
+    save_file(dict(sd, **{"tf.0.ff.2.weight": torch.zeros(128, 16)}), str(misshaped))
+    with pytest.raises(PeCAFormatError, match=r"misshaped.safetensors: .*mis-shaped: tf\.0\.ff\.2\.weight"):
+        read(misshaped)
     foreign = tmp_path / "vae.safetensors"
     save_file({"decoder.conv_in.weight": torch.zeros(4, 4)}, str(foreign))
     with pytest.raises(PeCAFormatError, match="vae.safetensors: not a PeCA"):
-        PeCA.from_file(foreign)
+        read(foreign)
+    tagged = tmp_path / "profile.safetensors"
+    save_file(sd, str(tagged), metadata={"format": "drum-profile"})
+    with pytest.raises(PeCAFormatError, match="profile.safetensors: a 'drum-profile' file, not a PeCA adapter"):
+        read(tagged)
     truncated = tmp_path / "cut.safetensors"
-    good = tmp_path / "good.safetensors"
-    tiny[0].save(good)
     truncated.write_bytes(good.read_bytes()[:5000])
     with pytest.raises(PeCAFormatError, match="cut.safetensors: unreadable"):
-        PeCA.from_file(truncated)
+        read(truncated)
     with pytest.raises(FileNotFoundError, match="nothere.safetensors"):
-        PeCA.from_file(tmp_path / "nothere.safetensors")
+        read(tmp_path / "nothere.safetensors")
+    pickled = tmp_path / "adapter.ckpt"
+    pickled.write_bytes(b"not read")
+    with pytest.raises(PeCAFormatError, match="adapter.ckpt: adapters are read from .safetensors files only"):
+        read(pickled)

@@ -2,8 +2,11 @@
 
 import pytest
 import torch
+import torch.utils._pytree as pytree
+from safetensors.torch import save_file
 from support.comfy_env import node_module
 from support.tiny_models import tiny_adapter, tiny_clip
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import drum_core.history
 import drum_core.personalizer
@@ -101,6 +104,40 @@ def test_auto_adapters_follow_the_clip_encoders(pack, sd1, sdxl, drum_folder):
     adapters = load_adapters(pack)
     assert condition(pack, sd1, adapters, pasted(pack))[0][0].shape == (1, 77, 768)
     assert condition(pack, sdxl, adapters, pasted(pack))[0][0].shape == (1, 77, 2048)
+
+
+class TensorWork(TorchDispatchMode):
+    """Records every torch operation on a real (not meta) tensor run inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        tensors = [t for t in pytree.tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
+        if any(t.device.type != "meta" for t in tensors):
+            self.ops.append(str(func))
+        return out
+
+
+def test_adapter_validation_reads_headers_and_runs_no_tensor_operation(pack, drum_folder):
+    """ComfyUI validates on its server thread; a torch operation there slows every later run (docs/comfyui.md)."""
+    loader = pack["DrUMPeCALoader"]
+    partial = drum_folder / "partial.safetensors"
+    tensors = {k: v.float() for k, v in tiny_adapter("L").state_dict().items() if k != "tf.1.attn.key.weight"}
+    save_file(tensors, str(partial))
+    try:
+        with TensorWork() as work:
+            valid = loader.validate_inputs("tiny_L.safetensors", "none", "tiny_bigG.safetensors", "tiny_T5.safetensors")
+            wrong_slot = loader.validate_inputs("looks_like_L.safetensors", "auto", "auto", "auto")
+            incomplete = loader.validate_inputs("partial.safetensors", "auto", "auto", "auto")
+    finally:
+        partial.unlink()
+    assert valid is True
+    assert "L slot" in wrong_slot and "made for the T5 encoder" in wrong_slot
+    assert "partial.safetensors" in incomplete and "missing keys: tf.1.attn.key.weight" in incomplete
+    assert work.ops == []
 
 
 def test_missing_or_wrong_adapters_are_named_errors(pack, sd1, sdxl, drum_folder, tmp_path):
