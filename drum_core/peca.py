@@ -122,7 +122,7 @@ class SharedMix:
 # Scores held at once by the blocked kernel (heads * B*S * references per block * T): 4 MiB in fp32.
 # Fewer, larger operations: each is an OpenMP parallel region, whose wake-up costs the most when ComfyUI's
 # server thread also ran torch (docs/comfyui.md). 1 MiB blocks measured 6-8 % slower, 25 % with that
-# second team; 16 MiB ones slower still (bench/bench_peca.py).
+# second team; 8 MiB and larger ones slower (bench/bench_peca.py).
 BLOCK_SCORES = 1 << 20
 # Scores of one chunk of references in the "sdpa" kernel ([chunk, heads, B*S, T]), as PyTorch's math
 # backend would materialize them: 16 Mi (64 MiB in fp32). Bounds the working memory of a large
