@@ -15,8 +15,9 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -318,13 +319,13 @@ class PeCA(nn.Module):
         """The config of a `.safetensors` adapter file, checked as `from_file` checks it (format tag, keys,
         shapes) from the file's header alone: no tensor is read or computed. (ComfyUI validates a prompt
         on its server thread, where a torch operation would start a second OpenMP thread team.)"""
-        path, shapes, _ = _read_adapter_file(path, tensors=False)
+        path, shapes = _read_adapter_file(path, lambda file, key: tuple(file.get_slice(key).get_shape()))
         return _checked_config(shapes, path)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> PeCA:
         """Load a `.safetensors` adapter file (never unpickles)."""
-        path, _, tensors = _read_adapter_file(path, tensors=True)
+        path, tensors = _read_adapter_file(path, lambda file, key: file.get_tensor(key))
         model = cls.from_state_dict(tensors, source=path)
         model.source = path
         return model
@@ -430,11 +431,13 @@ def _alphas(alpha, batch: int, dtype, device) -> torch.Tensor:
 
 
 _BLOCK_KEY = re.compile(r"^tf\.(\d+)\.")
+T = TypeVar("T")
 
 
-def _read_adapter_file(path: str | os.PathLike, tensors: bool) -> tuple[str, dict[str, tuple[int, ...]], dict[str, torch.Tensor]]:
-    """(path, shape of every tensor, the tensors if `tensors` else {}) of a `.safetensors` adapter file;
-    refuses other extensions and files whose metadata names another format (never unpickles)."""
+def _read_adapter_file(path: str | os.PathLike, read: Callable[[Any, str], T]) -> tuple[str, dict[str, T]]:
+    """(path, {key: read(file, key)} for every tensor) of a `.safetensors` adapter file opened with
+    safetensors' `safe_open` (`read` takes a header entry or a tensor); refuses other extensions and files
+    whose metadata names another format (never unpickles)."""
     from safetensors import SafetensorError, safe_open
 
     path = os.fspath(path)
@@ -445,13 +448,12 @@ def _read_adapter_file(path: str | os.PathLike, tensors: bool) -> tuple[str, dic
     try:
         with safe_open(path, "pt") as file:
             claimed = (file.metadata() or {}).get("format")
-            shapes = {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}
-            loaded = {key: file.get_tensor(key) for key in file.keys()} if tensors else {}
+            entries = {key: read(file, key) for key in file.keys()}
     except (SafetensorError, OSError, ValueError) as error:
         raise PeCAFormatError(f"{path}: unreadable safetensors file ({error})") from error
     if claimed is not None and claimed != FORMAT_TAG:
         raise PeCAFormatError(f"{path}: a {claimed!r} file, not a PeCA adapter (format {FORMAT_TAG!r} or the release's layout)")
-    return path, shapes, loaded
+    return path, entries
 
 
 def _checked_config(shapes: Mapping[str, tuple[int, ...]], source: str) -> PeCAConfig:
