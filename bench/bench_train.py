@@ -6,7 +6,7 @@ Trains a 4-block PeCA on a random 4-layer, 256-wide CLIP text encoder (CPU, fp32
 steps of batch 32: once encoding every caption on the fly, once from a caption cache built
 beforehand, and prints captions/s as a markdown table. On real encoders the gap grows with
 the encoder: its forward pass costs about as much as the adapter's training step for CLIP-L,
-about 3x for bigG and about 20x for T5-XXL (see the README's FLOP estimate).
+about 3x for bigG and about 20x for T5-XXL (see the FLOP estimate in docs/training.md).
 """
 
 from __future__ import annotations

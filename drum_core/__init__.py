@@ -1,6 +1,6 @@
 """drum_core: the DrUM method (arXiv 2508.03481) in plain PyTorch, no ComfyUI import.
 
-Public API (see README "drum_core API"): PeCA, coreset_sample, load_history / History /
+Public API (see docs/api.md): PeCA, coreset_sample, load_history / History /
 HistoryError, EmbeddingCache, Personalizer / detect_family, Profile / ProfileFormatError,
 TextEncoderBackend.
 """

@@ -1,7 +1,7 @@
 """A user's profile: a history, the pooled features of its prompts, the coreset picks, and the
 fingerprint of the encoder that made the features; saved as one `.safetensors` file.
 
-File layout (docs: README "Profile files"):
+File layout (docs: docs/histories.md "Profile files"):
 
     tensors   features     float32 [N, P]  pooled features of every history prompt
               intensities  float64 [N]     preference intensities p_i
