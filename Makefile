@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest -p no:cacheprovider -rs
 
-.PHONY: setup demo test lint test-core test-comfy test-server test-web bench gpu-check
+.PHONY: setup demo test lint test-core test-comfy test-server test-web bench gpu-check node-schemas
 
 setup:
 	bash tools/bootstrap.sh
@@ -45,3 +45,7 @@ bench:
 # --highvram modes, a timing table. Sets itself up in .venv-gpu around the machine's CUDA torch (see the script).
 gpu-check:
 	bash bench/gpu_check.sh
+
+# Rewrite tests/data/node_schemas.json after adding a node or an input with a default (tests/comfy/test_node_schemas.py).
+node-schemas:
+	$(PY) tests/support/node_schemas.py

@@ -7,7 +7,7 @@ import os
 import folder_paths
 from comfy_api.latest import ComfyExtension, io
 
-from . import adapters, conditioner, coreset, degree, history, history_tools, preview, profiles
+from . import adapters, conditioner, coreset, degree, history, history_tools, migrations, preview, profiles
 
 
 class DrUMExtension(ComfyExtension):
@@ -31,7 +31,25 @@ def register_model_folder(folder: str) -> None:
     folder_paths.folder_names_and_paths[folder] = (paths, {".safetensors"})
 
 
+def upgrade_queued_prompt(json_data: dict) -> dict:
+    """ComfyUI on-prompt handler: an old API-format prompt upgraded by the registered migrations before validation."""
+    if isinstance(json_data.get("prompt"), dict):
+        json_data["prompt"] = migrations.upgrade_prompt(json_data["prompt"])
+    return json_data
+
+
+def register_migrations() -> None:
+    """Upgrade queued prompts on the running server (none in-process without a server), once, while migrations exist."""
+    from server import PromptServer
+
+    server = getattr(PromptServer, "instance", None)
+    handlers = getattr(server, "on_prompt_handlers", None)
+    if migrations.MIGRATIONS and handlers is not None and upgrade_queued_prompt not in handlers:
+        server.add_on_prompt_handler(upgrade_queued_prompt)
+
+
 def extension() -> DrUMExtension:
     register_model_folder(adapters.FOLDER)
     register_model_folder(profiles.FOLDER)
+    register_migrations()
     return DrUMExtension()
