@@ -4,6 +4,7 @@
     drum personalize --tiny-random [--family sd1|sd2|sdxl|sd3|flux] [--history FILE] [--prompt TEXT]
     drum profile     --model FOLDER|HUB_ID --history FILE [--ratio 0.1] [--json] [--save PROFILE.safetensors]
     drum profile     --load PROFILE.safetensors [--model FOLDER|HUB_ID] [--json]
+    drum check       --model FOLDER|HUB_ID --history FILE [--control FILE] [--out plot.png]  (drum_core.taste)
     drum train ...   (drum_core.train.cli)    drum eval ...   (drum_core.evaluate.cli)
 
 Adapter weights are looked up BEFORE the diffusion model is loaded, so a missing file is
@@ -29,6 +30,7 @@ from typing import NoReturn
 from .dtypes import DTYPE_NAMES, parse_dtype
 
 TINY_BANNER = "TINY RANDOM WEIGHTS — verifies the install, the image is noise"
+TINY_CHECK_BANNER = "TINY RANDOM WEIGHTS — verifies the install; the scores are noise"
 TINY_PROFILE_BANNER = "TINY RANDOM WEIGHTS — verifies the install; a random encoder picks the prompts, not their meaning"
 INTERRUPTED = 130
 BAD_INPUT = 2
@@ -88,7 +90,7 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | No
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="drum", description="DrUM: personalize text-to-image generation from a user's prompt history.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{personalize,profile,train,eval}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{personalize,profile,check,train,eval}")
 
     def model_and_history(command: argparse.ArgumentParser) -> None:
         command.add_argument("--model", help="diffusers pipeline folder or hub id (SD1, SD2, SDXL, SD3, FLUX)")
@@ -156,6 +158,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="read a profile file instead of --history; with --model its features are re-encoded if another encoder made them",
     )
 
+    check = commands.add_parser("check", help="does it learn my taste? Text align on held-out prompts against a control")
+    model_and_history(check)
+    check.add_argument("--control", metavar="FILE", help="another person's history as the control (default: your history shuffled)")
+    check.add_argument("--out", metavar="PNG", help="write the Target-vs-History plot here")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument(
+        "--held-out", type=number_in(int, 0), default=0, help="newest prompts held out (default 0: 10 %% of the history, 2 to 20)"
+    )
+    check.add_argument(
+        "--degrees", type=_alphas, default=[round(0.1 * i, 1) for i in range(1, 11)], help="degrees to sweep (default 0.1,0.2,...,1)"
+    )
+    check.add_argument(
+        "--max-target-loss",
+        type=number_in(float, 0),
+        default=0.05,
+        help="largest loss of the Target score, a fraction of degree 0's (default 0.05 = 5 %%)",
+    )
+    check.add_argument(
+        "--min-edge", type=number_in(float, 0), default=0.1, help="smallest edge over the control that counts (score points)"
+    )
+    check.add_argument("--shuffle-seed", type=SEED, default=0, help="seed of the shuffled control")
+    check.add_argument("--adapters", help="folder holding L/H/bigG/T5.safetensors (default: $DRUM_WEIGHTS, ComfyUI models/drum, hub)")
+    check.add_argument("--dtype", choices=DTYPE_NAMES, help="model precision (default float16 on GPU, float32 on CPU)")
+    check.add_argument("--tiny-random", action="store_true", help=f"{TINY_CHECK_BANNER}: tiny random encoders and adapters")
+    check.add_argument("--family", choices=["sd1", "sd2", "sdxl", "sd3", "flux"], help="family of the --tiny-random model (default sd1)")
+
     for name in SUBCOMMANDS:
         commands.add_parser(name, help=f"see `drum {name} --help`", add_help=False)
     return parser
@@ -179,6 +207,12 @@ IDLE_FLAGS = {
         "family": "a --model's family is read off its text encoders; --family picks the --tiny-random one"
     },
     ("profile", "tiny_random", True): {"model": "it builds its own tiny random encoder"},
+    ("check", "tiny_random", True): {
+        "model": "it builds its own tiny random encoders",
+        "adapters": "it builds its own random adapters",
+        "dtype": "the tiny encoders run in float32",
+    },
+    ("check", "tiny_random", False): {"family": "a --model's family is read off its text encoders"},
     ("profile", "load", True): PROFILE_FILE_IDLE,
     ("personalize", "profile", True): PROFILE_FILE_IDLE,
 }
@@ -197,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _refuse_idle_flags(args, given_flags(_subparser(parser, args.command), argv[1:]))
         _prefer_pil_image_processors()
-        return personalize(args) if args.command == "personalize" else profile(args)
+        return {"personalize": personalize, "profile": profile, "check": check}[args.command](args)
     except KeyboardInterrupt:
         print("\ndrum: interrupted", file=sys.stderr)
         return INTERRUPTED
@@ -456,6 +490,71 @@ def personalize(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out)
     print(f"wrote {out}" + (f" ({TINY_BANNER})" if args.tiny_random else ""))
+    return 0
+
+
+def _pipeline(args: argparse.Namespace, device: str):
+    """(pipeline, adapters) for --tiny-random (its --family) or --model (adapters found before the model is loaded)."""
+    from . import tiny
+    from .adapter_names import ENCODER_ADAPTERS
+    from .diffusers_pipelines import folder_encoder_names
+    from .personalizer import detect_family
+    from .weights import load_adapters
+
+    if args.tiny_random:
+        family = args.family or "sd1"
+        return tiny.pipeline(family).to(device), {n: a.to(device) for n, a in tiny.adapters(family).items()}
+    if not args.model:
+        raise ValueError("--model is required (a diffusers folder or hub id), or --tiny-random to verify the install")
+    _check_model_path(args.model)
+    names = folder_encoder_names(args.model)  # configs only: fail on weights before loading the model
+    detect_family(names)
+    adapters = load_adapters([ENCODER_ADAPTERS[n] for n in names], args.adapters, device=device)
+    from diffusers import DiffusionPipeline
+
+    dtype = parse_dtype(args.dtype or ("float32" if device == "cpu" else "float16"))
+    with warnings.catch_warnings():  # newer diffusers rename torch_dtype to dtype; older ones know only torch_dtype
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
+        return DiffusionPipeline.from_pretrained(args.model, torch_dtype=dtype).to(device), adapters
+
+
+def check(args: argparse.Namespace) -> int:
+    """`drum check`: the taste check (drum_core.taste): the table on stdout, the plot in --out."""
+    from .diffusers_pipelines import PipelinePersonalizer
+    from .history import load_history
+    from .taste import TasteSettings, held_out_count, render_taste, taste_check
+
+    out = _check_out(args.out) if args.out else None
+    settings = TasteSettings(
+        held_out=args.held_out,
+        max_target_loss=args.max_target_loss,
+        ratio=args.ratio,
+        max_references=args.max_references,
+        k=args.k,
+        coreset_seed=args.coreset_seed,
+        diverse=args.coreset_mode == "diverse",
+        shuffle_seed=args.shuffle_seed,
+        min_edge=args.min_edge,
+    )
+    history = _history(args)
+    control = load_history(args.control) if args.control else None
+    held_out_count(len(history), args.held_out)  # a history too short for the check fails before any model is loaded
+    if args.tiny_random:
+        print(TINY_CHECK_BANNER, file=sys.stderr)
+    pipe, adapters = _pipeline(args, _device(args.device))
+    bars = _Bars(not args.no_progress and not args.json)
+    try:
+        session = PipelinePersonalizer(pipe, adapters, _cache(args))
+        report = taste_check(
+            session.personalizer, history, args.degrees, control, settings, lambda done, total: bars("conditions", done, total)
+        )
+    finally:
+        bars.close()
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        render_taste(report).save(out)
+        print(f"wrote {out}", file=sys.stderr)
+    print(json.dumps(report.as_dict(), ensure_ascii=False, indent=1) if args.json else report.table())
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from drum_core.taste import degree_sweep
+
 from .io_types import Degrees, DrumDegreesType
 
 
@@ -14,11 +16,7 @@ def degree_input(tooltip: str) -> io.Float.Input:
 
 def degree_values(degree: float, sweep: bool, start: float, end: float, count: int) -> tuple[float, ...]:
     """(degree,) or `count` evenly spaced values from start to end (both included)."""
-    if not sweep:
-        return (degree,)
-    if count == 1:
-        return (start,)
-    return tuple(round(start + (end - start) * i / (count - 1), 6) for i in range(count))
+    return degree_sweep(start, end, count) if sweep else (degree,)
 
 
 class DrUMDegreeSlider(io.ComfyNode):

@@ -12,6 +12,7 @@ import torch
 from ..cache import EmbeddingCache
 from ..history import History
 from ..peca import PeCA
+from ..taste import text_align_features
 from .clip_scorer import ClipScorer
 from .scores import SCORES, target_history_scores
 from .variants import VARIANTS, NoGuidance
@@ -71,9 +72,7 @@ class Evaluator:
 
     def pooled_features(self, prompts: Sequence[str]) -> torch.Tensor:
         """[N, P] plain pooled vectors as the family assembles them (what Text align compares to)."""
-        personalizer = self.guided.personalizer
-        parts = [self.cache.pooled_features(personalizer.encoders[name], list(prompts)) for name in personalizer.spec.pooled_encoders]
-        return torch.cat([p.float() for p in parts], -1)
+        return text_align_features(self.guided.personalizer, prompts)
 
     def _session(self, variant: str, history: History):
         """The personalizer of `variant` with the user's history set; returns (session, references)."""
