@@ -93,19 +93,22 @@ def test_pip_table_and_resume(tmp_path, pip_folder, capsys):
     assert main(["--pip", str(pip_folder), "--tiny-random", "--out", str(out), "--no-progress", "--save-images"]) == 0
     table = capsys.readouterr().out
     assert "| method | CLIP score: target | history | Imp % | Text align: target | history | Imp % |" in table
-    for label in ("base model", "DrUM", "DrUM, no sampling", "DrUM, no guidance"):
+    for label in ("base model", "DrUM", "DrUM, no sampling", "DrUM, no guidance", "DrUM, other user's history", "DrUM, shuffled history"):
         assert f"| {label} |" in table
     lines = read_jsonl(out / "results.jsonl")
     assert lines[0]["settings"]["alpha"] == 0.3 and [r["user"] for r in lines[1:]] == ["user0", "user1", "user2"]
     first = lines[1]
     assert first["targets"] == THEMES[0][4:2:-1]  # the two most recent (test samples), newest first
-    assert first["history"] == 3 and first["references"] == {"base": 0, "drum": 1, "no_sampling": 3, "no_guidance": 1}
+    references = {"base": 0, "drum": 1, "no_sampling": 3, "no_guidance": 1, "other_user": 1, "shuffled": 1}
+    assert first["history"] == 3 and first["references"] == references
+    assert [r["other_user"] for r in lines[1:]] == ["user1", "user2", "user0"]  # the fixed derangement
     assert first["scores"]["base"]["text_target"] == pytest.approx(100.0, abs=1e-3)  # plain pooled of the target itself
     assert all(abs(v) <= 100 + 1e-3 for r in lines[1:] for scores in r["scores"].values() for v in scores.values())
-    assert len(list((out / "images" / "user0").glob("*.png"))) == 8
+    assert len(list((out / "images" / "user0").glob("*.png"))) == 12
     with open(out / "summary.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["variant"] for r in rows] == ["base", "drum", "no_sampling", "no_guidance"] and rows[0]["users"] == "3"
+    assert [r["variant"] for r in rows] == ["base", "drum", "no_sampling", "no_guidance", "other_user", "shuffled"]
+    assert rows[0]["users"] == "3"
     assert json.loads((out / "summary.json").read_text())[0]["clip_imp"] is None  # the base row has no Imp %
     # interrupted after two users (the third line torn mid-write): only the third is evaluated again
     text = (out / "results.jsonl").read_text().splitlines()
@@ -129,6 +132,36 @@ def test_movielens_text_align_only(tmp_path, movielens_folder, capsys):
     assert set(records[1]["scores"]["drum"]) == {"text_target", "text_history"}
     table = capsys.readouterr().out
     assert "| base model | — | — | — | 100.00 |" in table
+
+
+def test_control_rows_are_drum_on_another_users_and_on_the_shuffled_history():
+    """The other_user row = DrUM conditions from the next user's history (without its targets), scored against the
+    user's own history; the shuffled row = DrUM from the user's history with shuffled characters."""
+    from drum_core.evaluate.evaluator import EvalSettings, Evaluator, split_targets
+    from drum_core.history import History
+    from drum_core.taste import shuffled_history
+
+    pipe = tiny.pipeline("sd1")
+    settings = EvalSettings(variants=("base", "drum", "other_user", "shuffled"), images=False, ratio=0.5)
+    evaluator = Evaluator(pipe, settings, tiny.adapters("sd1"))
+    mine, theirs = History(THEMES[0]), History(THEMES[1])
+    record = evaluator.evaluate("me", mine, ("them", theirs))
+    assert record["other_user"] == "them"
+    targets, rest = split_targets(mine)
+    for variant, profile_history in (("other_user", split_targets(theirs)[1]), ("shuffled", shuffled_history(rest, 0))):
+        session, _ = evaluator._session("drum", profile_history)
+        expected = [0.0, 0.0]
+        for target in targets:
+            pooled = session.personalizer.condition(target, settings.alpha).pooled[0]
+            scores = target_history_scores(
+                pooled, evaluator.pooled_features([target])[0], evaluator.pooled_features(rest.prompts), rest.weights
+            )
+            expected = [e + v / len(targets) for e, v in zip(expected, scores)]
+        got = record["scores"][variant]
+        assert [got["text_target"], got["text_history"]] == pytest.approx(expected, rel=1e-6)
+    assert record["scores"]["other_user"] != record["scores"]["drum"] != record["scores"]["shuffled"]
+    alone = evaluator.evaluate("me", mine)  # a data set of one user: no other user's row
+    assert "other_user" not in alone["scores"] and "shuffled" in alone["scores"]
 
 
 def test_summary_imp_is_relative_to_the_base_history():

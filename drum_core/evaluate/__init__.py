@@ -23,6 +23,10 @@ Variants (rows of the table, as in the paper's Tables 2/3):
                  over the concatenated context [target | ref_1 | ... | ref_R] (ordinary
                  cross-attention; alpha and p_i play no part, the target's share is whatever
                  the scores give it, about 1 / (1 + R))
+    other_user   control: DrUM with the profile of ANOTHER user's history (without its targets), a
+                 fixed derangement: the next user in the data set's order, the last -> the first
+    shuffled     control: DrUM with the user's history, every prompt's characters permuted
+                 (drum_core.taste.shuffled_history, seed shuffle_seed): same sizes, no words
 
 Results are appended per user to <out>/results.jsonl, so an interrupted run resumes (users
 already there are skipped); the table goes to stdout, <out>/summary.csv, summary.json, table.md.

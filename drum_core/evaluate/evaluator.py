@@ -12,7 +12,7 @@ import torch
 from ..cache import EmbeddingCache
 from ..history import History
 from ..peca import PeCA
-from ..taste import text_align_features
+from ..taste import shuffled_history, text_align_features
 from .clip_scorer import ClipScorer
 from .scores import SCORES, target_history_scores
 from .variants import VARIANTS, NoGuidance
@@ -34,6 +34,7 @@ class EvalSettings:
     guidance: float | None = None
     size: int | None = None
     seed: int = 0
+    shuffle_seed: int = 0  # the "shuffled" control's seed
 
 
 def split_targets(history: History) -> tuple[list[str], History]:
@@ -74,20 +75,28 @@ class Evaluator:
         """[N, P] plain pooled vectors as the family assembles them (what Text align compares to)."""
         return text_align_features(self.guided.personalizer, prompts)
 
-    def _session(self, variant: str, history: History):
-        """The personalizer of `variant` with the user's history set; returns (session, references)."""
+    def _session(self, variant: str, history: History, other: History | None = None):
+        """The personalizer of `variant` with the user's history (`other`: the other user's, for "other_user") set;
+        returns (session, references)."""
         s = self.settings
         if variant == "base":
             session, picked = self.guided, History([], source=history.source)
         elif variant == "no_guidance":
             session, picked = self.unguided, history
+        elif variant == "other_user":
+            session, picked = self.guided, other
+        elif variant == "shuffled":
+            session, picked = self.guided, shuffled_history(history, s.shuffle_seed)
         else:
             session, picked = self.guided, history
         profile = session.set_history(picked, ratio=1.0 if variant == "no_sampling" else s.ratio, k=s.k, seed=s.coreset_seed)
         return session, len(profile.indices)
 
-    def evaluate(self, user: str, history: History) -> dict:
-        """One user's record: per variant the mean scores over the targets, and the references used."""
+    def evaluate(self, user: str, history: History, other: tuple[str, History] | None = None) -> dict:
+        """One user's record: per variant the mean scores over the targets, and the references used.
+
+        `other` = (id, history) of the user whose history (without its own targets) is the "other_user" control;
+        without one (a data set of one user) that row is left out of the record."""
         if len(history) <= TARGETS_PER_USER:
             return {"user": user, "skipped": f"{len(history)} records; needs more than {TARGETS_PER_USER}"}
         s = self.settings
@@ -99,8 +108,14 @@ class Evaluator:
         if s.images:
             clip_targets, clip_history = self.scorer.text_features(targets), self.scorer.text_features(rest.prompts)
         record = {"user": user, "history": len(rest), "targets": targets, "references": {}, "scores": {}}
+        other_rest = None
+        if other is not None and "other_user" in s.variants:
+            record["other_user"] = other[0]
+            other_rest = split_targets(other[1])[1] if len(other[1]) > TARGETS_PER_USER else other[1]
         for variant in s.variants:
-            session, references = self._session(variant, rest)
+            if variant == "other_user" and not other_rest:
+                continue
+            session, references = self._session(variant, rest, other_rest)
             record["references"][variant] = references
             totals = dict.fromkeys(SCORES if s.images else SCORES[2:], 0.0)
             for t, target in enumerate(targets):

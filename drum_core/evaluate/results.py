@@ -112,14 +112,23 @@ def write_summary(out: str | os.PathLike, rows: Sequence[dict]) -> str:
     return table
 
 
+def other_users(users: Mapping[str, History]) -> dict[str, str]:
+    """The "other_user" control's fixed derangement: each user -> the next user in `users`' order, the last -> the first
+    (no user gets its own history; nobody with a single user)."""
+    ids = list(users)
+    return {} if len(ids) < 2 else {user: ids[(i + 1) % len(ids)] for i, user in enumerate(ids)}
+
+
 def run_evaluation(evaluator: Evaluator, users: Mapping[str, History], out: str | os.PathLike, progress: bool = True) -> list[dict]:
     """Evaluate every user not yet in <out>/results.jsonl, then write the summary; returns its rows."""
     from tqdm import tqdm
 
     log = ResultLog(Path(out, "results.jsonl"), evaluator.settings)
+    partner = other_users(users)
     todo = [user for user in users if user not in log.records]
     bar = tqdm(todo, desc="users", unit="user", disable=not progress, dynamic_ncols=True)
     for user in bar:
-        log.append(evaluator.evaluate(user, users[user]))
+        other = partner.get(user)
+        log.append(evaluator.evaluate(user, users[user], None if other is None else (other, users[other])))
     bar.close()
     return summarize(log.records.values(), evaluator.settings.variants)

@@ -1,4 +1,10 @@
-"""The rows of the evaluation table: the base model, DrUM and its two ablations; the "no guidance" adapter."""
+"""The rows of the evaluation table: the base model, DrUM, its two ablations and two controls; the "no guidance" adapter.
+
+Controls (how much of DrUM's gain is the user's own): "other_user" builds each user's profile from
+another user's history (a fixed derangement: the next user in the data set's order, the last
+taking the first's); "shuffled" from the user's own history with every prompt's characters
+permuted (drum_core.taste.shuffled_history: the words, and the taste, are gone).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,15 @@ from torch import nn
 
 from ..peca import PeCA
 
-VARIANTS = ("base", "drum", "no_sampling", "no_guidance")
-LABELS = {"base": "base model", "drum": "DrUM", "no_sampling": "DrUM, no sampling", "no_guidance": "DrUM, no guidance"}
+VARIANTS = ("base", "drum", "no_sampling", "no_guidance", "other_user", "shuffled")
+LABELS = {
+    "base": "base model",
+    "drum": "DrUM",
+    "no_sampling": "DrUM, no sampling",
+    "no_guidance": "DrUM, no guidance",
+    "other_user": "DrUM, other user's history",
+    "shuffled": "DrUM, shuffled history",
+}
 
 
 class NoGuidance(PeCA):
