@@ -11,10 +11,12 @@
                                `train_samples:` / `test_samples:` marker lines (is_test marks test records)
     parse_history_text(text)   the pasted form of the ComfyUI node: the .txt rules
     recency_weights(h, days)   p_i * 0.5 ** (age_i / days), age before the newest timestamp
-    split_history(h, t)        (likes: rating >= t, p = rating; dislikes: rating < t, p = t - rating)
+    split_history(h, t)        (likes: rating >= t, p = rating; dislikes: rating < t, p = t - rating;
+                               unrated records in neither)
     mix_histories(a, b, t)     both sides scaled to one total, weighted 1 - t and t
 
-Ratings become intensities p_i: finite and >= 0; a missing rating is 1.0. Timestamps are seconds
+Ratings become intensities p_i: finite and >= 0; an unrated record has intensity 1.0 and rating None
+(History.ratings keeps what the user rated apart from the intensities). Timestamps are seconds
 since the epoch, given as numbers or ISO-8601 text (no zone = UTC); a file gives every record a
 timestamp or none (some but not all is an error). Every malformed input raises HistoryError
 "<file> line <n>: <problem>".
@@ -29,7 +31,7 @@ import math
 import operator
 import re
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -52,29 +54,54 @@ class _Invalid(Exception):
     """A bad value; the caller adds where it was found."""
 
 
-@dataclass
+@dataclass(frozen=True, init=False)
 class History:
-    """Prompts with aligned preference intensities (weights) and optional timestamps / PIP test flags.
+    """Prompts with aligned preference intensities (weights), and optional ratings, timestamps and PIP test flags.
 
-    weights=None means every prompt has intensity 1.0.
+    Immutable: every field is a tuple (the constructor accepts any sequence). weights=None at
+    construction means every prompt has intensity 1.0; the stored `weights` is never None.
+    `ratings` are what the user said (None = unrated), kept apart from the intensities that a
+    recency decay or a split may change: a file's rating column sets both. `ratings` is None when
+    the source carries no rating at all.
     """
 
-    prompts: list[str]
-    weights: list[float] | None = None
-    timestamps: list[float] | None = None
-    source: str = "<memory>"
-    is_test: list[bool] | None = None
+    prompts: tuple[str, ...]
+    weights: tuple[float, ...]
+    timestamps: tuple[float | None, ...] | None
+    source: str
+    is_test: tuple[bool, ...] | None
+    ratings: tuple[float | None, ...] | None
 
-    def __post_init__(self) -> None:
-        if self.weights is None:
-            self.weights = [1.0] * len(self.prompts)
-        for name in ("weights", "timestamps", "is_test"):
-            values = getattr(self, name)
-            if values is not None and len(values) != len(self.prompts):
-                raise HistoryError(f"{self.source}: {len(values)} {name} for {len(self.prompts)} prompts")
+    def __init__(
+        self,
+        prompts: Sequence[str],
+        weights: Sequence[float] | None = None,
+        timestamps: Sequence[float | None] | None = None,
+        source: str = "<memory>",
+        is_test: Sequence[bool] | None = None,
+        ratings: Sequence[float | None] | None = None,
+    ) -> None:
+        prompts = tuple(prompts)
+        values = {
+            "prompts": prompts,
+            "weights": (1.0,) * len(prompts) if weights is None else tuple(float(w) for w in weights),
+            "timestamps": None if timestamps is None else tuple(timestamps),
+            "source": source,
+            "is_test": None if is_test is None else tuple(bool(t) for t in is_test),
+            "ratings": None if ratings is None else tuple(None if r is None else float(r) for r in ratings),
+        }
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        for name in ("weights", "timestamps", "is_test", "ratings"):
+            value = values[name]
+            if value is not None and len(value) != len(prompts):
+                raise HistoryError(f"{source}: {len(value)} {name} for {len(prompts)} prompts")
         bad = next((i for i, w in enumerate(self.weights) if not is_intensity(w)), None)
         if bad is not None:
-            raise HistoryError(f"{self.source}: weight {self.weights[bad]} of prompt {bad} must be finite and >= 0")
+            raise HistoryError(f"{source}: weight {self.weights[bad]} of prompt {bad} must be finite and >= 0")
+        bad = next((i for i, r in enumerate(self.ratings or ()) if r is not None and not is_intensity(r)), None)
+        if bad is not None:
+            raise HistoryError(f"{source}: rating {self.ratings[bad]} of prompt {bad} must be finite and >= 0")
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -86,18 +113,23 @@ class History:
         def pick(values):
             return None if values is None else [values[i] for i in picks]
 
-        return History(pick(self.prompts), pick(self.weights), pick(self.timestamps), self.source, pick(self.is_test))
+        return History(pick(self.prompts), pick(self.weights), pick(self.timestamps), self.source, pick(self.is_test), pick(self.ratings))
 
     def most_recent(self, n: int) -> list[int]:
         """Indices of the n most recent records, newest first: by timestamp (ties: later in the file), else file order."""
         if n < 0:
             raise ValueError(f"most_recent needs n >= 0, got {n}")
-        order = range(len(self)) if self.timestamps is None else sorted(range(len(self)), key=lambda i: (self.timestamps[i], i))
+        times = self.timestamps
+        order = range(len(self)) if times is None else sorted(range(len(self)), key=lambda i: (times[i] is not None, times[i] or 0.0, i))
         return list(reversed(order))[:n]
 
     def reweighted(self, weights: Sequence[float]) -> History:
-        """The same records with other intensities (one per prompt)."""
-        return History(list(self.prompts), [float(w) for w in weights], self.timestamps, self.source, self.is_test)
+        """The same records (ratings kept) with other intensities (one per prompt)."""
+        return replace(self, weights=weights)
+
+    def renamed(self, source: str) -> History:
+        """The same records under another source name."""
+        return replace(self, source=source)
 
 
 SECONDS_PER_DAY = 86_400.0
@@ -122,21 +154,21 @@ def recency_weights(history: History, half_life_days: float) -> list[float]:
 
 
 def split_history(history: History, threshold: float) -> tuple[History, History]:
-    """(likes, dislikes) of a rated history, each in history order with timestamps kept.
+    """(likes, dislikes) of a rated history, each in history order with timestamps and ratings kept.
 
-    likes: rating >= threshold, intensity = the rating itself (unchanged).
+    likes: rating >= threshold, intensity = the rating itself.
     dislikes: rating < threshold, intensity = threshold - rating, so the most disliked weigh most.
-    Unrated prompts have rating 1.0 (the loaders' default).
+    Records without a rating (rating None, or a history without ratings) go to neither side: an
+    unrated prompt says nothing about liking or disliking it.
     """
     if not math.isfinite(threshold):
         raise ValueError(f"split threshold must be a finite number, got {threshold}")
-    liked = [i for i, rating in enumerate(history.weights) if rating >= threshold]
-    disliked = [i for i, rating in enumerate(history.weights) if rating < threshold]
-    likes = history.subset(liked)
-    likes.source = f"{history.source} (likes: rating >= {threshold:g})"
-    dislikes = history.subset(disliked).reweighted([threshold - history.weights[i] for i in disliked])
-    dislikes.source = f"{history.source} (dislikes: rating < {threshold:g})"
-    return likes, dislikes
+    ratings = history.ratings or (None,) * len(history)
+    liked = [i for i, rating in enumerate(ratings) if rating is not None and rating >= threshold]
+    disliked = [i for i, rating in enumerate(ratings) if rating is not None and rating < threshold]
+    likes = history.subset(liked).reweighted([ratings[i] for i in liked]).renamed(f"{history.source} (likes: rating >= {threshold:g})")
+    dislikes = history.subset(disliked).reweighted([threshold - ratings[i] for i in disliked])
+    return likes, dislikes.renamed(f"{history.source} (dislikes: rating < {threshold:g})")
 
 
 def mix_histories(a: History, b: History, t: float) -> History:
@@ -150,7 +182,8 @@ def mix_histories(a: History, b: History, t: float) -> History:
     its weight adds to the first such prompt of `a` (PeCA sums identical references' weights, so
     this is exact). A side with no prompts, or intensities summing to 0, contributes no intensity;
     S is then the other side's total. Timestamps are kept when both sides have them (a merged
-    prompt keeps the newer one).
+    prompt keeps the newer one). The mix carries no ratings: its intensities are blends, not what
+    the user rated.
     """
     if not (math.isfinite(t) and 0 <= t <= 1):
         raise ValueError(f"mix must lie in [0, 1], got {t}")
@@ -208,10 +241,11 @@ def _scalar(value: Any, what: str) -> Any:
     raise _Invalid(f"{what} must be a number, got {type(value).__name__} {value!r:.80}")
 
 
-def _rating(value: Any) -> float:
+def _rating(value: Any) -> float | None:
+    """The rating as a float, None when the value is missing."""
     value = _scalar(value, "rating")
     if value is None:
-        return 1.0
+        return None
     try:
         rating = float(value)
     except ValueError:
@@ -250,7 +284,7 @@ class _Records:
         self.source = source
         self.locate = locate
         self.prompts: list[str] = []
-        self.weights: list[float] = []
+        self.ratings: list[float | None] = []
         self.timestamps: list[float | None] = []
         self.positions: list[int] = []
         self.is_test: list[bool] | None = None
@@ -271,7 +305,7 @@ class _Records:
         except _Invalid as problem:
             raise self.error(where, str(problem)) from None
         self.prompts.append(record[0])
-        self.weights.append(record[1])
+        self.ratings.append(record[1])
         self.timestamps.append(record[2])
         self.positions.append(where)
         if self.is_test is not None:
@@ -301,7 +335,9 @@ class _Records:
                 self.positions[missing[0]], "record has no timestamp while others have one; give every record a timestamp or none"
             )
         timestamps = None if missing else self.timestamps
-        return History(self.prompts, self.weights, timestamps, self.source, self.is_test)
+        weights = [1.0 if rating is None else rating for rating in self.ratings]
+        ratings = self.ratings if any(rating is not None for rating in self.ratings) else None
+        return History(self.prompts, weights, timestamps, self.source, self.is_test, ratings)
 
 
 def _lines(text: str) -> list[str]:

@@ -23,10 +23,13 @@ class DrUMHistorySplit(io.ComfyNode):
             description=(
                 "Splits a rated history at a threshold: prompts rated at or above it are the likes (intensity = rating), "
                 "prompts rated below it the dislikes (intensity = threshold - rating, so the most disliked weigh most). "
-                "Feed the dislikes to a second DrUM Conditioner on the NEGATIVE side to steer away from them."
+                "Unrated prompts go to neither side. Feed the dislikes to a second DrUM Conditioner on the NEGATIVE side to steer away from them."
             ),
             inputs=[
-                DrumHistoryType.Input("history", tooltip="A rated history (DrUM History Loader; unrated prompts count as rating 1)."),
+                DrumHistoryType.Input(
+                    "history",
+                    tooltip="A rated history (DrUM History Loader, or History from Outputs with likes / dislikes); unrated prompts go to neither side.",
+                ),
                 io.Float.Input(
                     "threshold",
                     default=3.0,

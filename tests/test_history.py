@@ -33,39 +33,39 @@ def fails_at(name, line, problem):
 def test_txt_prompts_ratings_blank_lines_bom_and_crlf(tmp_path):
     path = write(tmp_path, "h.txt", "\ufeffa red fox in snow\t4.5\r\n\r\n  a lighthouse at dusk  \r\nneon city\t0\r\n")
     history = load_history(path)
-    assert history.prompts == ["a red fox in snow", "a lighthouse at dusk", "neon city"]
-    assert history.weights == [4.5, 1.0, 0.0]
+    assert history.prompts == ("a red fox in snow", "a lighthouse at dusk", "neon city")
+    assert history.weights == (4.5, 1.0, 0.0)
     assert history.timestamps is None and history.is_test is None
     assert history.source == str(path) and len(history) == 3
 
 
 def test_parse_history_text_uses_the_txt_rules():
     history = parse_history_text("castle on a hill\t2\n\nforest path\n")
-    assert history.prompts == ["castle on a hill", "forest path"]
-    assert history.weights == [2.0, 1.0]
+    assert history.prompts == ("castle on a hill", "forest path")
+    assert history.weights == (2.0, 1.0)
     assert history.source == "<text>"
 
 
 def test_csv_common_column_names_any_case_and_quoted_fields(tmp_path):
     content = 'ID,Caption,Score,Created_At\n1,"a cat, sleeping",3,2024-01-02T03:04:05Z\n\n2,"two\nlines",,1700000000\n,,,\n'
     history = load_history(write(tmp_path, "h.csv", content))
-    assert history.prompts == ["a cat, sleeping", "two\nlines"]
-    assert history.weights == [3.0, 1.0]
-    assert history.timestamps == [datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc).timestamp(), 1700000000.0]
+    assert history.prompts == ("a cat, sleeping", "two\nlines")
+    assert history.weights == (3.0, 1.0)
+    assert history.timestamps == (datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc).timestamp(), 1700000000.0)
 
 
 def test_csv_prefers_prompt_over_other_text_columns_and_reads_naive_iso_as_utc(tmp_path):
     content = "title,prompt,weight,date\nignored,the prompt,2,2024-05-01\n"
     history = load_history(write(tmp_path, "h.csv", content))
-    assert history.prompts == ["the prompt"]
-    assert history.weights == [2.0]
-    assert history.timestamps == [datetime(2024, 5, 1, tzinfo=timezone.utc).timestamp()]
+    assert history.prompts == ("the prompt",)
+    assert history.weights == (2.0,)
+    assert history.timestamps == (datetime(2024, 5, 1, tzinfo=timezone.utc).timestamp(),)
 
 
 def test_tsv(tmp_path):
     history = load_history(write(tmp_path, "h.tsv", "text\trating\na, b, c\t5\nd\t1.5\n"))
-    assert history.prompts == ["a, b, c", "d"]
-    assert history.weights == [5.0, 1.5]
+    assert history.prompts == ("a, b, c", "d")
+    assert history.weights == (5.0, 1.5)
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,7 @@ def test_tsv(tmp_path):
 )
 def test_json_shapes(tmp_path, document):
     history = load_history(write(tmp_path, "h.json", json.dumps(document, indent=1)))
-    assert history.prompts == ["a", "b"]
+    assert history.prompts == ("a", "b")
     assert history.weights[1] == 1.0
     assert history.weights[0] in (1.0, 2.0)
 
@@ -89,22 +89,22 @@ def test_jsonl_strings_and_objects_with_times(tmp_path):
     with fails_at("h.jsonl", 1, "no timestamp"):
         load_history(write(tmp_path, "h.jsonl", content))
     history = load_history(write(tmp_path, "h.jsonl", '{"prompt": "a", "time": 10}\n{"prompt": "b", "score": 3, "time": 5}\n'))
-    assert history.prompts == ["a", "b"]
-    assert history.weights == [1.0, 3.0]
-    assert history.timestamps == [10.0, 5.0]
+    assert history.prompts == ("a", "b")
+    assert history.weights == (1.0, 3.0)
+    assert history.timestamps == (10.0, 5.0)
 
 
 def test_pip_markers_with_and_without_quotes(tmp_path):
     content = '"train_samples:"\n{"prompt": "t1"}\n{"prompt": "t2"}\ntest_samples:\n{"prompt": "q1", "query": "a query"}\n'
     history = load_history(write(tmp_path, "user_7.jsonl", content))
-    assert history.prompts == ["t1", "t2", "q1"]
-    assert history.is_test == [False, False, True]
-    assert history.subset([2, 0]).is_test == [True, False]
+    assert history.prompts == ("t1", "t2", "q1")
+    assert history.is_test == (False, False, True)
+    assert history.subset([2, 0]).is_test == (True, False)
 
 
 def test_pip_records_before_the_first_marker_are_train_records(tmp_path):
     history = load_history(write(tmp_path, "u.jsonl", '{"prompt": "a"}\n"test_samples:"\n{"prompt": "b"}\n'))
-    assert history.is_test == [False, True]
+    assert history.is_test == (False, True)
 
 
 # --- History -----------------------------------------------------------------------------
@@ -113,12 +113,12 @@ def test_pip_records_before_the_first_marker_are_train_records(tmp_path):
 def test_subset_keeps_everything_aligned_and_takes_coreset_tensors():
     history = History(["a", "b", "c", "d"], [1.0, 2.0, 3.0, 4.0], [40.0, 10.0, 30.0, 20.0], "s", [False, True, False, True])
     picked = history.subset(torch.tensor([3, 1]))
-    assert picked.prompts == ["d", "b"]
-    assert picked.weights == [4.0, 2.0]
-    assert picked.timestamps == [20.0, 10.0]
-    assert picked.is_test == [True, True]
+    assert picked.prompts == ("d", "b")
+    assert picked.weights == (4.0, 2.0)
+    assert picked.timestamps == (20.0, 10.0)
+    assert picked.is_test == (True, True)
     assert picked.source == "s"
-    assert History(["a", "b"]).subset([1]).weights == [1.0]
+    assert History(["a", "b"]).subset([1]).weights == (1.0,)
 
 
 def test_most_recent_by_timestamp_ties_by_file_order_else_file_order():
@@ -174,15 +174,43 @@ def test_recency_reads_iso_dates_from_files_and_rejects_bad_half_lives(tmp_path)
 
 
 def test_split_history_likes_keep_ratings_dislikes_weigh_the_distance_below_the_threshold():
-    history = History(["a", "b", "c", "d", "e"], [5.0, 3.0, 1.0, 2.5, 4.0], [1.0, 2.0, 3.0, 4.0, 5.0], "mine")
+    ratings = [5.0, 3.0, 1.0, 2.5, 4.0]
+    history = History(["a", "b", "c", "d", "e"], [0.5] * 5, [1.0, 2.0, 3.0, 4.0, 5.0], "mine", ratings=ratings)  # decayed intensities
     likes, dislikes = split_history(history, 3.0)
-    assert (likes.prompts, likes.weights, likes.timestamps) == (["a", "b", "e"], [5.0, 3.0, 4.0], [1.0, 2.0, 5.0])  # 3 == threshold: a like
-    assert (dislikes.prompts, dislikes.weights, dislikes.timestamps) == (["c", "d"], [2.0, 0.5], [3.0, 4.0])
+    assert (likes.prompts, likes.weights, likes.timestamps) == (("a", "b", "e"), (5.0, 3.0, 4.0), (1.0, 2.0, 5.0))  # 3 == threshold: a like
+    assert (dislikes.prompts, dislikes.weights, dislikes.timestamps) == (("c", "d"), (2.0, 0.5), (3.0, 4.0))
+    assert likes.ratings == (5.0, 3.0, 4.0) and dislikes.ratings == (1.0, 2.5)  # what the user said is kept
     assert "mine" in likes.source and "likes" in likes.source and "dislikes" in dislikes.source
-    none_liked, everything = split_history(History(["x", "y"]), 3.0)  # unrated prompts are rating 1.0
-    assert none_liked.prompts == [] and (everything.prompts, everything.weights) == (["x", "y"], [2.0, 2.0])
+    assert history.source == "mine"  # the input is not touched
     with pytest.raises(ValueError, match="threshold"):
         split_history(history, math.nan)
+
+
+def test_split_history_leaves_unrated_records_out_of_both_sides(tmp_path):
+    none_liked, none_disliked = split_history(History(["x", "y"]), 3.0)  # no ratings at all
+    assert none_liked.prompts == () and none_disliked.prompts == ()
+    partly = History(["x", "y", "z"], [1.0, 4.0, 1.0], ratings=[None, 4.0, 1.0])
+    likes, dislikes = split_history(partly, 3.0)
+    assert (likes.prompts, likes.weights, dislikes.prompts, dislikes.weights) == (("y",), (4.0,), ("z",), (2.0,))
+    # a file where some rows are rated: the empty rating cell is unrated (intensity 1.0, rating None)
+    loaded = load_history(write(tmp_path, "h.csv", "prompt,rating\nliked,5\nplain,\nhated,0\n"))
+    assert loaded.weights == (5.0, 1.0, 0.0) and loaded.ratings == (5.0, None, 0.0)
+    likes, dislikes = split_history(loaded, 3.0)
+    assert (likes.prompts, dislikes.prompts, dislikes.weights) == (("liked",), ("hated",), (3.0,))
+    assert load_history(write(tmp_path, "h.txt", "a\nb\n")).ratings is None
+
+
+def test_history_is_immutable_and_stores_tuples():
+    history = History(["a", "b"], [1, 2], [1.0, 2.0], "s", [False, True], [None, 3])
+    assert history.prompts == ("a", "b") and history.weights == (1.0, 2.0) and history.ratings == (None, 3.0)
+    assert history.is_test == (False, True) and History(["a"]).weights == (1.0,)
+    with pytest.raises(AttributeError):
+        history.source = "other"
+    assert history.reweighted([3.0, 4.0]).ratings == (None, 3.0) and history.weights == (1.0, 2.0)
+    with pytest.raises(HistoryError, match="1 ratings for 2 prompts"):
+        History(["a", "b"], ratings=[1.0])
+    with pytest.raises(HistoryError, match="rating -1.0 of prompt 0"):
+        History(["a"], ratings=[-1.0])
 
 
 def test_mix_histories_scales_both_sides_to_one_total_and_merges_shared_prompts():
@@ -190,8 +218,8 @@ def test_mix_histories_scales_both_sides_to_one_total_and_merges_shared_prompts(
     b = History(["z", "y", "w"], [2.0, 2.0, 4.0], source="B")  # total 8
     mixed = mix_histories(a, b, 0.25)
     # S = 0.75 * 4 + 0.25 * 8 = 5; a's prompts x 0.75 * 5 / 4, b's x 0.25 * 5 / 8; "y" once, summed
-    assert mixed.prompts == ["x", "y", "z", "w"]
-    assert mixed.weights == [0.9375, 3 * 0.9375 + 2 * 0.15625, 0.3125, 0.625]
+    assert mixed.prompts == ("x", "y", "z", "w")
+    assert mixed.weights == (0.9375, 3 * 0.9375 + 2 * 0.15625, 0.3125, 0.625)
     assert sum(mixed.weights) == 5.0 and 0.9375 + 3 * 0.9375 == 0.75 * 5.0  # A holds the share 1 - t
     assert mixed.timestamps is None and "A" in mixed.source and "B" in mixed.source
     assert mix_histories(a, b, 0.0) is a and mix_histories(a, b, 1.0) is b  # a side of share 0 adds nothing
@@ -221,13 +249,13 @@ def test_mix_histories_restated_in_float64():
 def test_mix_histories_empty_or_zero_sides_timestamps_and_bad_mix():
     b = History(["z", "w"], [2.0, 6.0], [10.0, 20.0])
     empty = History([])
-    assert (mix_histories(empty, b, 0.25).prompts, mix_histories(empty, b, 0.25).weights) == (["z", "w"], [0.5, 1.5])
-    assert mix_histories(empty, b, 0.0).prompts == [] and mix_histories(empty, empty, 0.5).prompts == []
+    assert (mix_histories(empty, b, 0.25).prompts, mix_histories(empty, b, 0.25).weights) == (("z", "w"), (0.5, 1.5))
+    assert mix_histories(empty, b, 0.0).prompts == () and mix_histories(empty, empty, 0.5).prompts == ()
     zero = History(["q"], [0.0], [15.0])
-    assert mix_histories(zero, b, 0.5).weights == [0.0, 1.0, 3.0]  # S = b's total; q carries no intensity
-    assert mix_histories(zero, b, 0.5).timestamps == [15.0, 10.0, 20.0]
+    assert mix_histories(zero, b, 0.5).weights == (0.0, 1.0, 3.0)  # S = b's total; q carries no intensity
+    assert mix_histories(zero, b, 0.5).timestamps == (15.0, 10.0, 20.0)
     shared = mix_histories(History(["w"], [1.0], [5.0]), b, 0.5)
-    assert shared.prompts == ["w", "z"] and shared.timestamps == [20.0, 10.0]  # merged: the newer time
+    assert shared.prompts == ("w", "z") and shared.timestamps == (20.0, 10.0)  # merged: the newer time
     assert mix_histories(History(["w"]), b, 0.5).timestamps is None  # one side without times: none
     for bad in (-0.1, 1.5, math.nan):
         with pytest.raises(ValueError, match="mix"):
@@ -341,7 +369,7 @@ def test_200k_rows_of_csv_and_jsonl(tmp_path):
     )
     history = load_history(csv_path)
     assert len(history) == rows and history.prompts[-1] == f"prompt number {rows - 1}"
-    assert history.weights[:3] == [1.0, 2.0, 3.0] and history.timestamps[-1] == rows - 1
+    assert history.weights[:3] == (1.0, 2.0, 3.0) and history.timestamps[-1] == rows - 1
     jsonl_path = write(tmp_path, "big.jsonl", "".join(f'{{"prompt": "p{i}", "rating": 2}}\n' for i in range(rows)))
     assert len(load_history(jsonl_path)) == rows
 
@@ -370,24 +398,24 @@ def test_movielens_with_tags(tmp_path):
     histories = load_movielens(movielens_folder(tmp_path))
     assert sorted(histories) == [1, 2]
     first, second = histories[1], histories[2]
-    assert first.prompts == [
+    assert first.prompts == (
         "Toy Story (1995), an adventure, animation, children, comedy, fantasy movie; tags: pixar, fun",
         "The American President (1995), a comedy, drama, romance movie",
-    ]
-    assert first.weights == [4.0, 0.5]
-    assert first.timestamps == [964982703.0, 964981247.0]
+    )
+    assert first.weights == (4.0, 0.5)
+    assert first.timestamps == (964982703.0, 964981247.0)
     assert first.most_recent(1) == [0]
-    assert second.prompts == [
+    assert second.prompts == (
         "Untitled Short (2001), a movie",
         "Toy Story (1995), an adventure, animation, children, comedy, fantasy movie",
-    ]
+    )
     assert second.source == str(tmp_path / "ratings.csv")
 
 
 def test_movielens_user_filter_and_no_tags_file(tmp_path):
     histories = load_movielens(movielens_folder(tmp_path, tags=False), users=[2])
     assert list(histories) == [2]
-    assert histories[2].weights == [5.0, 3.5]
+    assert histories[2].weights == (5.0, 3.5)
     with pytest.raises(HistoryError, match=r"ratings\.csv: no ratings for user\(s\) \[3\]"):
         load_movielens(tmp_path, users=[2, 3])
 

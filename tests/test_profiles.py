@@ -41,15 +41,15 @@ def test_a_profile_file_round_trips_exactly(tmp_path, timestamps):
     path = tmp_path / "alice.safetensors"
     profile.save(path)
     loaded = Profile.load(path)
-    assert loaded.history.prompts == PROMPTS
-    assert loaded.history.weights == WEIGHTS  # float64, bit for bit
-    assert loaded.history.timestamps == timestamps
+    assert loaded.history.prompts == tuple(PROMPTS)
+    assert loaded.history.weights == tuple(WEIGHTS)  # float64, bit for bit
+    assert loaded.history.timestamps == (None if timestamps is None else tuple(timestamps))
     assert loaded.history.source == "history.jsonl"
     assert torch.equal(loaded.features, profile.features) and loaded.features.dtype == torch.float32
     assert loaded.picks == [3, 0, 4] and loaded.fingerprint == "encoder-A"
     assert loaded.settings == {"ratio": 0.5, "k": 10, "seed": 42, "mode": "published"}
     assert loaded.prompts == [PROMPTS[3], PROMPTS[0], PROMPTS[4]] and loaded.intensities == [0.0, 1.0, 1e-300]
-    assert loaded.references.prompts == loaded.prompts
+    assert list(loaded.references.prompts) == loaded.prompts
     assert not list(tmp_path.glob("*.tmp-*"))  # written atomically, nothing left beside it
 
 

@@ -68,10 +68,10 @@ def test_history_loader_reads_input_folder_files_and_pasted_text(pack, input_fol
     loader = pack["DrUMHistoryLoader"]
     assert "user.txt" in loader.GET_SCHEMA().inputs[0].options
     out = loader.execute("user.txt", "")
-    assert out.args[0].history.prompts[0] == "watercolor of a harbour" and out.args[0].history.weights[:2] == [2.0, 0.5]
+    assert out.args[0].history.prompts[0] == "watercolor of a harbour" and out.args[0].history.weights[:2] == (2.0, 0.5)
     ui = out.ui["drum_history"][0]
     assert ui["count"] == 4 and ui["source"] == "user.txt" and ui["preview"][1] == {"prompt": "ink sketch of a fox", "weight": 0.5}
-    assert pasted(pack, "one\ntwo\n").history.prompts == ["one", "two"]
+    assert pasted(pack, "one\ntwo\n").history.prompts == ("one", "two")
     assert len(pasted(pack, "").history) == 0  # no file, no text: empty history
     before = loader.fingerprint_inputs("user.txt", "")
     (input_folder / "user.txt").write_text(HISTORY_TEXT + "a new prompt\n")
@@ -275,7 +275,7 @@ def test_coreset_sampler_and_profile_preview(pack, sd1):
     picked = out.args[0]
     assert len(picked.history) == 2 and set(picked.history.prompts) <= set(prompts)
     assert picked.profile.features.shape == (20, 768) and len(picked.profile.picks) == 2
-    assert [p["prompt"] for p in out.ui["drum_picks"]] == picked.history.prompts
+    assert [p["prompt"] for p in out.ui["drum_picks"]] == list(picked.history.prompts)
     capped = pack["DrUMCoresetSampler"].execute(history, sd1, 1.0, 3, 10, 42).args[0]
     assert len(capped.history) == 3 and capped.history.prompts[:2] == picked.history.prompts  # same greedy order
     image = pack["DrUMProfilePreview"].execute(picked, 512, 256).args[0]

@@ -152,7 +152,7 @@ def test_saved_profile_loads_to_the_same_history_features_and_conditioning(pack,
     assert load.validate_inputs("alice/taste.safetensors") is True
     loaded, full = load.execute("alice/taste.safetensors", sd1).args
     assert loaded.history.prompts == picked.history.prompts and loaded.history.weights == picked.history.weights
-    assert full.history.prompts == PROMPTS and loaded.profile.picks == picked.profile.picks
+    assert full.history.prompts == tuple(PROMPTS) and loaded.profile.picks == picked.profile.picks
     assert torch.equal(loaded.profile.features, picked.profile.features)
     assert loaded.profile.fingerprint == picked.profile.fingerprint
     for options in ({}, {"relevant": 2}):
@@ -178,7 +178,7 @@ def test_a_history_without_coreset_is_saved_whole(pack, sd1, profiles_folder):
         pack["DrUMProfileSave"].execute(history, "carol", None)
     pack["DrUMProfileSave"].execute(history, "carol.safetensors", sd1)
     loaded, full = pack["DrUMProfileLoad"].execute("carol.safetensors", sd1).args
-    assert loaded.history.prompts == full.history.prompts == PROMPTS and loaded.profile.picks == []
+    assert loaded.history.prompts == full.history.prompts == tuple(PROMPTS) and loaded.profile.picks == []
 
 
 def test_save_stays_in_its_folder_and_bad_files_are_named(pack, sd1, profiles_folder, tmp_path):
