@@ -5,6 +5,7 @@
     drum profile     --model FOLDER|HUB_ID --history FILE [--ratio 0.1] [--json] [--save PROFILE.safetensors]
     drum profile     --load PROFILE.safetensors [--model FOLDER|HUB_ID] [--json]
     drum check       --model FOLDER|HUB_ID --history FILE [--control FILE] [--out plot.png]  (drum_core.taste)
+    drum history import SOURCE... --out FILE.csv [--dedupe] [--since DAYS|DATE]
     drum train ...   (drum_core.train.cli)    drum eval ...   (drum_core.evaluate.cli)
 
 Adapter weights are looked up BEFORE the diffusion model is loaded, so a missing file is
@@ -90,11 +91,11 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | No
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="drum", description="DrUM: personalize text-to-image generation from a user's prompt history.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{personalize,profile,check,train,eval}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{personalize,profile,check,history,train,eval}")
 
     def model_and_history(command: argparse.ArgumentParser) -> None:
         command.add_argument("--model", help="diffusers pipeline folder or hub id (SD1, SD2, SDXL, SD3, FLUX)")
-        command.add_argument("--history", help="prompt history: .txt (one prompt a line, optional TAB rating), .csv, .tsv, .json, .jsonl")
+        command.add_argument("--history", help=HISTORY_HELP)
         command.add_argument(
             "--ratio",
             type=number_in(float, 0, 1, low_open=True),
@@ -184,9 +185,50 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--tiny-random", action="store_true", help=f"{TINY_CHECK_BANNER}: tiny random encoders and adapters")
     check.add_argument("--family", choices=["sd1", "sd2", "sdxl", "sd3", "flux"], help="family of the --tiny-random model (default sd1)")
 
+    history = commands.add_parser("history", help="make a history file from images (your ComfyUI outputs)")
+    history_commands = history.add_subparsers(dest="history_command", required=True, metavar="{import}")
+    imports = history_commands.add_parser(
+        "import",
+        help="read the prompts of images (ComfyUI, A1111 / Forge / Fooocus metadata) into a CSV history",
+        description="Reads the positive prompts recorded in images' metadata (never their pixels) into a CSV that "
+        "--history and ComfyUI's History Loader read: one row per prompt per image, oldest first.",
+    )
+    imports.add_argument(
+        "sources", nargs="+", metavar="SOURCE", help="folders (read recursively; linked folders are not entered) or images"
+    )
+    imports.add_argument("--out", required=True, metavar="FILE.csv", help="the CSV to write (prompt, timestamp[, weight])")
+    imports.add_argument("--dedupe", action="store_true", help="identical prompts make one row whose weight is their count")
+    imports.add_argument(
+        "--since", type=since_time, metavar="DAYS|DATE", help="only images newer than DAYS days ago or than an ISO date (2025-01-31)"
+    )
+
     for name in SUBCOMMANDS:
         commands.add_parser(name, help=f"see `drum {name} --help`", add_help=False)
     return parser
+
+
+HISTORY_HELP = (
+    "prompt history: .txt (one prompt a line, optional TAB rating), .csv, .tsv, .json, .jsonl, "
+    "or a folder of images / an image (the prompts in their ComfyUI or A1111 metadata)"
+)
+
+
+def since_time(text: str) -> float:
+    """An argparse `type`: DAYS (a number >= 0: that many days before now) or an ISO date / time -> epoch seconds."""
+    import time
+    from datetime import datetime, timezone
+
+    try:
+        days = float(text)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number of days or an ISO date such as 2025-01-31, got {text!r}") from None
+        return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    if not (math.isfinite(days) and days >= 0):
+        raise argparse.ArgumentTypeError(f"days must be a finite number >= 0, got {text}")
+    return time.time() - days * 86_400.0
 
 
 PROFILE_FILE_IDLE = {  # what a profile file (--load, --profile) already holds
@@ -231,12 +273,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _refuse_idle_flags(args, given_flags(_subparser(parser, args.command), argv[1:]))
         _prefer_pil_image_processors()
-        return {"personalize": personalize, "profile": profile, "check": check}[args.command](args)
+        return {"personalize": personalize, "profile": profile, "check": check, "history": history_import}[args.command](args)
     except KeyboardInterrupt:
         print("\ndrum: interrupted", file=sys.stderr)
         return INTERRUPTED
     except (AdapterNotFoundError, HistoryError, ValueError, OSError) as error:
-        print(f"drum {args.command}: {one_line(error)}", file=sys.stderr)
+        command = f"{args.command} {args.history_command}" if args.command == "history" else args.command
+        print(f"drum {command}: {one_line(error)}", file=sys.stderr)
         return BAD_INPUT
 
 
@@ -374,16 +417,34 @@ def _check_out(out: str) -> Path:
     return path
 
 
+def history_import(args: argparse.Namespace) -> int:
+    """`drum history import`: images -> a CSV history; prints what was read and skipped."""
+    from .image_history import describe_skipped, scan_images, write_history_csv
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".csv":
+        raise ValueError(f"--out {out}: the history is written as CSV; name it FILE.csv")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"--out {out}: folder {out.parent} not found")
+    scan = scan_images(args.sources, since=args.since, dedupe=args.dedupe)
+    if not len(scan.history):
+        raise ValueError(f"no prompt found in {scan.read} images read ({describe_skipped(scan.skipped)}); {out} not written")
+    write_history_csv(scan.history, out, intensities=args.dedupe)
+    print(f"{len(scan.history)} prompts from {scan.read} images read ({describe_skipped(scan.skipped)}) -> {out}")
+    return 0
+
+
 def _history(args: argparse.Namespace):
     from . import tiny
-    from .history import History, load_history, recency_weights
+    from .history import History, recency_weights
+    from .image_history import load_any_history
 
     if args.history:
-        history = load_history(args.history)
+        history = load_any_history(args.history)
     elif args.tiny_random:
         history = History(list(tiny.HISTORY), source="built-in tiny history")
     else:
-        raise ValueError("--history is required (a .txt file with one prompt a line, or .csv/.tsv/.json/.jsonl)")
+        raise ValueError("--history is required (a .txt file with one prompt a line, .csv/.tsv/.json/.jsonl, or a folder of images)")
     return history.reweighted(recency_weights(history, args.half_life_days))
 
 
@@ -521,7 +582,7 @@ def _pipeline(args: argparse.Namespace, device: str):
 def check(args: argparse.Namespace) -> int:
     """`drum check`: the taste check (drum_core.taste): the table on stdout, the plot in --out."""
     from .diffusers_pipelines import PipelinePersonalizer
-    from .history import load_history
+    from .image_history import load_any_history
     from .taste import TasteSettings, held_out_count, render_taste, taste_check
 
     out = _check_out(args.out) if args.out else None
@@ -537,7 +598,7 @@ def check(args: argparse.Namespace) -> int:
         min_edge=args.min_edge,
     )
     history = _history(args)
-    control = load_history(args.control) if args.control else None
+    control = load_any_history(args.control) if args.control else None
     held_out_count(len(history), args.held_out)  # a history too short for the check fails before any model is loaded
     if args.tiny_random:
         print(TINY_CHECK_BANNER, file=sys.stderr)
