@@ -192,7 +192,9 @@ def shuffled_history(history: History, seed: int = 0) -> History:
     index), intensities and timestamps kept. Word lengths, letters and the number of prompts stay; the words,
     and with them the taste, are gone."""
     prompts = [shuffled_prompt(p, f"{seed}/{i}") for i, p in enumerate(history.prompts)]
-    return History(prompts, list(history.weights), history.timestamps, f"{history.source} (shuffled, seed {seed})", history.is_test)
+    return History(
+        prompts, history.weights, history.timestamps, f"{history.source} (shuffled, seed {seed})", history.is_test, history.ratings
+    )
 
 
 def text_align_features(personalizer: Personalizer, prompts: Sequence[str]) -> torch.Tensor:

@@ -73,10 +73,10 @@ def test_held_out_count_is_ten_percent_from_two_to_twenty():
 def test_split_newest_by_timestamp_else_file_order():
     history = History(["a", "b", "c", "d"], [1.0, 2.0, 3.0, 4.0], timestamps=[30.0, 10.0, 40.0, 20.0])
     held, rest = split_newest(history, 2)
-    assert held.prompts == ["c", "a"] and held.weights == [3.0, 1.0]
-    assert rest.prompts == ["b", "d"] and rest.weights == [2.0, 4.0]
+    assert held.prompts == ("c", "a") and held.weights == (3.0, 1.0)
+    assert rest.prompts == ("b", "d") and rest.weights == (2.0, 4.0)
     held, rest = split_newest(History(["a", "b", "c"]), 2)
-    assert held.prompts == ["c", "b"] and rest.prompts == ["a"]
+    assert held.prompts == ("c", "b") and rest.prompts == ("a",)
 
 
 def test_shuffled_history_keeps_shape_drops_words_and_is_deterministic():
