@@ -21,7 +21,61 @@ from pathlib import Path
 WORKFLOWS = Path(__file__).resolve().parents[2] / "example_workflows"
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 NOTE_TYPES = ("MarkdownNote", "Note")  # frontend-only nodes: not in /object_info, never in the API format
-COLUMN_WIDTH, ROW_HEIGHT, NODE_HEIGHT = 420, 480, 440  # room for the web extension's panels
+# Layout (graph units, px at zoom 1): columns left to right by depth, nodes sized to their content as the Vue
+# "Nodes 2.0" renderer draws it (it grows a node to its content; the classic canvas grows it to computeSize), with
+# room between nodes for the title bars and the node badges. The web extension's widgets have fixed heights
+# (web/js/drum.js, web/css/drum.css): PAGE_WIDGETS below. tests/web/test_panels.py checks that no two nodes overlap.
+TITLE_HEIGHT, SLOT_HEIGHT, WIDGET_HEIGHT, TEXT_HEIGHT, IMAGE_HEIGHT = 48, 24, 30, 130, 300
+COLUMN_GAP, ROW_GAP = 70, 70
+NODE_WIDTH, WIDE_NODE_WIDTH = 300, 380
+PAGE_WIDGETS = {  # height of what the web extension adds, by node type
+    "DrUMHistoryLoader": 30 + 175,  # upload button, history panel
+    "DrUMHistoryMix": 175,
+    "DrUMHistorySplit": 175,
+    "DrUMCoresetSampler": 175,
+    "DrUMProfileLoad": 175,
+    "DrUMProfileSave": 175,
+    "DrUMConditioner": 64 + 175,  # degree slider, references panel
+    "DrUMDegreeSlider": 64,
+}
+IMAGE_NODES = ("SaveImage", "PreviewImage")
+# Where the page's missing-models dialog (frontend: properties.models of a node whose widget holds that file name, and
+# the workflow's own "models" list) offers to download a template's model files from: file -> (url, models folder).
+MODEL_FILES = {
+    "v1-5-pruned-emaonly-fp16.safetensors": (
+        "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/v1-5-pruned-emaonly-fp16.safetensors",
+        "checkpoints",
+    ),
+    "sd_xl_base_1.0.safetensors": (
+        "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0/resolve/main/sd_xl_base_1.0.safetensors",
+        "checkpoints",
+    ),
+    "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors": (
+        "https://huggingface.co/Comfy-Org/stable-diffusion-3.5-fp8/resolve/main/sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors",
+        "checkpoints",
+    ),
+    "flux1-dev.safetensors": ("https://huggingface.co/black-forest-labs/FLUX.1-dev/resolve/main/flux1-dev.safetensors", "diffusion_models"),
+    "clip_l.safetensors": ("https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors", "text_encoders"),
+    "t5xxl_fp16.safetensors": (
+        "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors",
+        "text_encoders",
+    ),
+    "ae.safetensors": ("https://huggingface.co/black-forest-labs/FLUX.1-schnell/resolve/main/ae.safetensors", "vae"),
+}
+ADAPTER_URL = "https://huggingface.co/Burf/DrUM/resolve/main/weight/{name}.safetensors"  # drum_core/weights.py: HUB_REPO, HUB_FOLDER
+FAMILY_ADAPTERS = {"sd15": ["L"], "sdxl": ["L", "bigG"], "sd3": ["L", "bigG", "T5"], "flux": ["L", "T5"]}  # by template_family
+
+
+def model_entries(names) -> list[dict]:
+    """properties.models entries {name, url, directory} of the model files among `names`."""
+    return [{"name": name, "url": MODEL_FILES[name][0], "directory": MODEL_FILES[name][1]} for name in names if name in MODEL_FILES]
+
+
+def adapter_entries(family: str) -> list[dict]:
+    """{name, url, directory} of the DrUM adapter files a template of `family` needs (models/drum)."""
+    return [{"name": f"{name}.safetensors", "url": ADAPTER_URL.format(name=name), "directory": "drum"} for name in FAMILY_ADAPTERS[family]]
+
+
 NOTE_SIZE = [380, 700]
 
 
@@ -93,10 +147,40 @@ def with_defaults(graph: dict, object_info: dict) -> dict:
     return graph
 
 
-def api_to_ui(graph: dict, object_info: dict, note: str | None = None) -> dict:
-    """A UI workflow (nodes laid out in columns by depth; `note`, as a MarkdownNote, in the first column) for an API graph."""
-    depths = {key: depth + (note is not None) for key, depth in _depths(graph).items()}
-    rows: dict[int, int] = {}
+def node_size(class_type: str, spec: dict, linked: int) -> list[int]:
+    """[width, height] of a node of `class_type` (height below the title bar) that holds its content: slot rows,
+    widgets (a multiline text box taller), the web extension's widgets, the picture of an image node."""
+    inputs = ordered_inputs(spec)
+    widgets = [(kind, options) for _name, kind, options in inputs if is_widget(kind, options)]
+    slots = max(len(inputs) - len(widgets) + linked, len(spec["output"]))
+    text = sum(1 for kind, options in widgets if kind == "STRING" and options.get("multiline"))
+    seeds = sum(1 for _kind, options in widgets if options.get("control_after_generate"))
+    height = SLOT_HEIGHT * slots + WIDGET_HEIGHT * (len(widgets) - text + seeds) + TEXT_HEIGHT * text
+    height += PAGE_WIDGETS.get(class_type, 0) + (IMAGE_HEIGHT if class_type in IMAGE_NODES else 0)
+    wide = text or class_type in PAGE_WIDGETS or class_type in IMAGE_NODES
+    return [WIDE_NODE_WIDTH if wide else NODE_WIDTH, height]
+
+
+def _columns(graph: dict) -> dict[str, int]:
+    """Column of each node: its depth, except that a node with no inputs (a loader, an empty latent) sits in the column
+    just before its first consumer: no long wire from the far left."""
+    depths = _depths(graph)
+    consumers: dict[str, list[str]] = {}
+    for key, node in graph.items():
+        for value in node["inputs"].values():
+            if isinstance(value, list):
+                consumers.setdefault(value[0], []).append(key)
+    columns = dict(depths)
+    for key, node in graph.items():
+        if not any(isinstance(value, list) for value in node["inputs"].values()) and consumers.get(key):
+            columns[key] = min(depths[c] for c in consumers[key]) - 1
+    return columns
+
+
+def api_to_ui(graph: dict, object_info: dict, note: str | None = None, title: str | None = None) -> dict:
+    """A UI workflow for an API graph: nodes laid out left to right in columns (see _columns), each sized to its content
+    (node_size); `note`, as a MarkdownNote titled `title`, in the first column."""
+    columns = {key: column + (note is not None) for key, column in _columns(graph).items()}
     nodes, links = [], []
     outputs: dict[tuple[str, int], list[int]] = {}
     for key, node in graph.items():
@@ -119,21 +203,25 @@ def api_to_ui(graph: dict, object_info: dict, note: str | None = None) -> dict:
                 inputs.append(entry)
             elif not is_widget(kind, options) and name in spec["input"].get("required", {}):
                 inputs.append({"name": name, "type": kind, "link": None})
-        column = depths[key]
-        row = rows.get(column, 0)
-        rows[column] = row + 1
+        linked_widgets = sum(1 for entry in inputs if "widget" in entry)
+        properties: dict = {"Node name for S&R": node["class_type"]}
+        models = model_entries(value for value in widgets if isinstance(value, str))
+        if node["class_type"] == "DrUMPeCALoader":
+            models = adapter_entries(template_family(graph))  # its widgets say "auto": the frontend reads these from "models" below
+        if models:
+            properties["models"] = models
         nodes.append(
             {
                 "id": int(key),
                 "type": node["class_type"],
-                "pos": [40 + COLUMN_WIDTH * column, 40 + ROW_HEIGHT * row],
-                "size": [380, NODE_HEIGHT],
+                "pos": [0, 0],
+                "size": node_size(node["class_type"], spec, linked_widgets),
                 "flags": {},
                 "order": 0,
                 "mode": 0,
                 "inputs": inputs,
                 "outputs": [],
-                "properties": {"Node name for S&R": node["class_type"]},
+                "properties": properties,
                 "widgets_values": widgets,
             }
         )
@@ -144,27 +232,37 @@ def api_to_ui(graph: dict, object_info: dict, note: str | None = None) -> dict:
             {"name": name, "type": kind, "links": outputs.get((str(node["id"]), slot), []), "slot_index": slot}
             for slot, (name, kind) in enumerate(zip(names, spec["output"]))
         ]
-    for order, key in enumerate(sorted(graph, key=lambda k: (depths[k], int(k)))):
+    for order, key in enumerate(sorted(graph, key=lambda k: (columns[k], int(k)))):
         next(n for n in nodes if n["id"] == int(key))["order"] = order
     if note is not None:
-        nodes.append(
-            {
-                "id": max(int(k) for k in graph) + 1,
-                "type": "MarkdownNote",
-                "pos": [40, 40],
-                "size": NOTE_SIZE,
-                "flags": {},
-                "order": len(nodes),
-                "mode": 0,
-                "inputs": [],
-                "outputs": [],
-                "properties": {},
-                "widgets_values": [note],
-                "color": "#432",
-                "bgcolor": "#653",
-            }
-        )
-    return {
+        note_node = {
+            "id": max(int(k) for k in graph) + 1,
+            "type": "MarkdownNote",
+            "pos": [0, 0],
+            "size": NOTE_SIZE,
+            "flags": {},
+            "order": len(nodes),
+            "mode": 0,
+            "inputs": [],
+            "outputs": [],
+            "properties": {},
+            "widgets_values": [note],
+            "color": "#432",
+            "bgcolor": "#653",
+        }
+        if title:
+            note_node["title"] = title
+        nodes.append(note_node)
+        columns[str(note_node["id"])] = 0
+    x = 40
+    for column in sorted(set(columns.values())):
+        members = sorted((n for n in nodes if columns[str(n["id"])] == column), key=lambda n: n["order"])
+        y = 40
+        for member in members:
+            member["pos"] = [x, y + TITLE_HEIGHT]
+            y += TITLE_HEIGHT + member["size"][1] + ROW_GAP
+        x += max(member["size"][0] for member in members) + COLUMN_GAP
+    workflow = {
         "last_node_id": max(node["id"] for node in nodes),
         "last_link_id": len(links),
         "nodes": nodes,
@@ -174,6 +272,9 @@ def api_to_ui(graph: dict, object_info: dict, note: str | None = None) -> dict:
         "extra": {},
         "version": 0.4,
     }
+    if any(node["type"] == "DrUMPeCALoader" for node in nodes):
+        workflow["models"] = adapter_entries(template_family(graph))
+    return workflow
 
 
 # ------------------------------------------------------------------ tiny test runs
@@ -251,7 +352,20 @@ def tiny_template_graph(name: str) -> dict:
 
 THUMBNAIL_SUFFIXES = (".jpg", ".png", ".webp")  # what ComfyUI's template browser shows beside <name>.json
 THUMBNAIL_SIZE = 512
-TITLES = {"drum_sd15": "SD1.5", "drum_alpha_sweep": "SD1.5 · degree sweep", "drum_sdxl": "SDXL", "drum_sd3": "SD3", "drum_flux": "FLUX"}
+TITLES = {
+    "drum_sd15": "SD1.5",
+    "drum_alpha_sweep": "SD1.5 · degree sweep",
+    "drum_sdxl": "SDXL",
+    "drum_sd3": "SD3",
+    "drum_flux": "FLUX",
+    "drum_dislikes": "likes and dislikes",
+    "drum_style_mix": "mix two tastes",
+}
+
+
+def template_title(name: str) -> str:
+    """ "DrUM · SD1.5": what a template is called on its thumbnail and its note's title bar."""
+    return f"DrUM · {TITLES.get(name, name.removeprefix('drum_').replace('_', ' '))}"
 
 
 def thumbnail(images: list, name: str):
@@ -261,7 +375,7 @@ def thumbnail(images: list, name: str):
 
     canvas = Image.new("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE), (30, 30, 34))
     draw = ImageDraw.Draw(canvas)
-    title = f"DrUM · {TITLES.get(name, name.removeprefix('drum_').replace('_', ' '))}"
+    title = template_title(name)
     draw.text((20, 14), title, fill=(240, 240, 240), font=ImageFont.load_default(size=34))
     draw.text(
         (20, 56), "a run of this template on the tests' tiny random models", fill=(160, 160, 170), font=ImageFont.load_default(size=17)
@@ -303,7 +417,7 @@ def main() -> None:
         api.write_text(json.dumps(graph, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         ui_path = folder / api.name
         note = template_note(json.loads(ui_path.read_text(encoding="utf-8"))) if ui_path.is_file() else None
-        ui = api_to_ui(graph, object_info, note)
+        ui = api_to_ui(graph, object_info, note, title=f"Read me · {template_title(api.stem)}")
         ui_path.write_text(json.dumps(ui, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
