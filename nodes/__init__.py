@@ -7,7 +7,7 @@ import os
 import folder_paths
 from comfy_api.latest import ComfyExtension, io
 
-from . import adapters, conditioner, coreset, degree, history, history_tools, migrations, preview, profiles
+from . import adapters, conditioner, coreset, degree, history, history_tools, migrations, preview, profiles, taste
 
 
 class DrUMExtension(ComfyExtension):
@@ -21,6 +21,7 @@ class DrUMExtension(ComfyExtension):
             *degree.NODES,
             *preview.NODES,
             *profiles.NODES,
+            *taste.NODES,
         ]
 
 
