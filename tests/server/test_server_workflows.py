@@ -16,7 +16,15 @@ from support.workflows import THUMBNAIL_SUFFIXES, WORKFLOWS, template_note, thum
 
 pytestmark = pytest.mark.server
 
-NODE_IDS = ["DrUMHistoryLoader", "DrUMCoresetSampler", "DrUMPeCALoader", "DrUMConditioner", "DrUMDegreeSlider", "DrUMProfilePreview", "DrUMTasteCheck"]
+NODE_IDS = [
+    "DrUMHistoryLoader",
+    "DrUMCoresetSampler",
+    "DrUMPeCALoader",
+    "DrUMConditioner",
+    "DrUMDegreeSlider",
+    "DrUMProfilePreview",
+    "DrUMTasteCheck",
+]
 TEMPLATES = sorted(path.stem for path in WORKFLOWS.glob("*.json"))
 IMAGES = {"drum_sd15": 2, "drum_alpha_sweep": 4, "drum_style_mix": 3, "drum_taste_check": 2}  # saved images of a run, where not 1
 FAMILIES = {"drum_sdxl": "sdxl", "drum_sd3": "sd3", "drum_flux": "flux"}  # the conditioner's family, where not sd1
