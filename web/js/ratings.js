@@ -1,0 +1,242 @@
+// DrUM likes and dislikes: one click on an output image records 👍 or 👎 for it (POST /drum/ratings), and the
+// outputs history carries the rating, so DrUM History Split gives likes and dislikes from what the user clicked.
+//   - Save Image / Preview Image nodes (and the animated savers) get a row of 👍 / 👎 buttons under their
+//     widgets, one pair per image of their last run: a DOM widget, so it works in the classic canvas renderer
+//     and in the Vue "Nodes 2.0" one alike.
+//   - Any other output image drawn as an <img> from /view (the assets and job history side panels, the image
+//     viewer, Vue node previews) shows the same pair while the pointer is over it.
+// The buttons show the stored state (read from GET /drum/ratings when the page opens and after every click);
+// clicking the pressed button again clears the rating. File names are user data: set as textContent only.
+
+import { api } from "../../../scripts/api.js";
+import { app } from "../../../scripts/app.js";
+import { t } from "./strings.js";
+
+const ROUTE = "/drum/ratings";
+const RATED_NODES = new Set(["SaveImage", "PreviewImage", "SaveAnimatedWEBP", "SaveAnimatedPNG"]);
+const WIDGET = "drum_ratings";
+const KINDS = new Set(["output", "temp"]);
+const BUTTONS = [
+  ["like", "👍", () => t("ratings.like")],
+  ["dislike", "👎", () => t("ratings.dislike")],
+];
+const SAVED = { like: () => t("ratings.saved_like"), dislike: () => t("ratings.saved_dislike") };
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/** {filename, subfolder, type} of an output/temp image reference, or null. */
+function imageOf(reference) {
+  const type = reference?.type ?? "output";
+  if (!reference?.filename || !KINDS.has(type)) return null;
+  return { filename: String(reference.filename), subfolder: String(reference.subfolder ?? ""), type };
+}
+
+/** The image an <img> shows when its address is ComfyUI's /view of an output or temp file, or null. */
+function imageOfAddress(src) {
+  let url;
+  try {
+    url = new URL(src, window.location.href);
+  } catch {
+    return null;
+  }
+  if (url.origin !== window.location.origin || !/\/view$/.test(url.pathname)) return null;
+  const query = url.searchParams;
+  return imageOf({ filename: query.get("filename"), subfolder: query.get("subfolder") ?? "", type: query.get("type") ?? "output" });
+}
+
+/** One key per image, as the server names it: "<type>:<subfolder>/<filename>". */
+function keyOf(image) {
+  const subfolder = image.subfolder.split(/[\\/]+/).filter(Boolean).join("/");
+  return `${image.type}:${subfolder ? `${subfolder}/` : ""}${image.filename}`;
+}
+
+/** The ratings the page knows (a copy of the server's), and the views to redraw when one changes. */
+class RatingBook {
+  constructor() {
+    this.ratings = new Map();
+    this.views = new Set();
+  }
+
+  get(image) {
+    return this.ratings.get(keyOf(image)) ?? null;
+  }
+
+  set(image, rating) {
+    if (rating === "like" || rating === "dislike") this.ratings.set(keyOf(image), rating);
+    else this.ratings.delete(keyOf(image));
+  }
+
+  changed() {
+    for (const view of this.views) view();
+  }
+
+  async load() {
+    const response = await api.fetchApi(ROUTE);
+    if (!response.ok) throw new Error(`GET ${ROUTE} answered ${response.status}`);
+    const { ratings } = await response.json();
+    this.ratings.clear();
+    for (const entry of ratings ?? []) {
+      const image = imageOf(entry);
+      if (image) this.set(image, entry.rating);
+    }
+    this.changed();
+  }
+
+  /** Stores `word` ("like", "dislike", "clear") for the image; the server's answer sets the state shown. */
+  async rate(image, word) {
+    const response = await api.fetchApi(ROUTE, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ image, rating: word }),
+    });
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(answer.error ?? `${response.status} ${response.statusText}`);
+    this.set(image, answer.rating);
+    this.changed();
+    return answer.rating;
+  }
+}
+
+const book = new RatingBook();
+
+function toast(severity, detail) {
+  app.extensionManager?.toast?.add({ severity, summary: "DrUM", detail, life: severity === "error" ? 8000 : 2500 });
+}
+
+/** A 👍 / 👎 pair for `image` (a function, so a hover bar can change its image); clicking the pressed one clears. */
+function ratingButtons(getImage) {
+  const pair = element("span", "drum-rate-pair");
+  const buttons = BUTTONS.map(([word, symbol, title]) => {
+    const button = element("button", `drum-rate-button drum-rate-${word}`, symbol);
+    button.type = "button";
+    button.dataset.rating = word;
+    button.title = title();
+    button.setAttribute("aria-label", title());
+    for (const type of ["pointerdown", "mousedown"]) button.addEventListener(type, (event) => event.stopPropagation());
+    button.addEventListener("click", async (event) => {
+      event.stopPropagation();
+      event.preventDefault();
+      const image = getImage();
+      if (!image) return;
+      const current = book.get(image);
+      try {
+        const rating = await book.rate(image, current === word ? "clear" : word);
+        const text = SAVED[rating]?.() ?? t("ratings.cleared");
+        toast("success", text.replace("{image}", image.filename));
+      } catch (error) {
+        toast("error", t("ratings.failed", { message: error.message }));
+      }
+    });
+    pair.append(button);
+    return button;
+  });
+  const update = () => {
+    const image = getImage();
+    const rating = image ? book.get(image) : null;
+    pair.dataset.rating = rating ?? "";
+    for (const button of buttons) {
+      const on = button.dataset.rating === rating;
+      button.classList.toggle("drum-rate-on", on);
+      button.setAttribute("aria-pressed", String(on));
+      button.disabled = !image;
+    }
+  };
+  update();
+  return { pair, update };
+}
+
+/** The row of buttons on an image node: one pair per image of its last run. */
+function addRatingRow(node) {
+  const root = element("div", "drum-rate-row");
+  root.append(element("span", "drum-rate-empty", t("ratings.empty")));
+  let images = [];
+  let pairs = [];
+  const show = (references) => {
+    images = (references ?? []).map(imageOf).filter(Boolean);
+    pairs = images.map((image, index) => {
+      const { pair, update } = ratingButtons(() => image);
+      if (images.length > 1) pair.prepend(element("span", "drum-rate-label", String(index + 1)));
+      pair.title = image.filename;
+      return { pair, update };
+    });
+    root.replaceChildren(...(pairs.length ? pairs.map(({ pair }) => pair) : [element("span", "drum-rate-empty", t("ratings.empty"))]));
+  };
+  const widget = node.addDOMWidget(WIDGET, WIDGET, root, { serialize: false, hideOnZoom: false, getMinHeight: () => 34, getMaxHeight: () => 64 });
+  widget.serialize = false;
+  const view = () => {
+    for (const { update } of pairs) update();
+  };
+  book.views.add(view);
+  const removed = node.onRemoved;
+  node.onRemoved = function (...args) {
+    book.views.delete(view);
+    return removed?.apply(this, args);
+  };
+  const executed = node.onExecuted;
+  node.onExecuted = function (output) {
+    const result = executed?.apply(this, arguments);
+    if (output?.images) show(output.images);
+    return result;
+  };
+  node.drumShowRatings = show;
+  show(app.nodeOutputs?.[node.id]?.images);
+}
+
+/** The pair shown over any other output image (<img> from /view) under the pointer. */
+function followImages() {
+  let current = null;
+  const { pair, update } = ratingButtons(() => current && imageOfAddress(current.currentSrc || current.src));
+  const bar = element("div", "drum-rate-hover");
+  bar.append(pair);
+  bar.hidden = true;
+  document.body.append(bar);
+  book.views.add(update);
+  const hide = () => {
+    bar.hidden = true;
+    current = null;
+  };
+  const place = (img) => {
+    const box = img.getBoundingClientRect();
+    if (box.width < 48 || box.height < 32) return hide();
+    current = img;
+    update();
+    bar.hidden = false;
+    bar.style.left = `${Math.round(box.left + 4)}px`;
+    bar.style.top = `${Math.round(box.bottom - bar.offsetHeight - 4)}px`;
+  };
+  document.addEventListener("pointerover", (event) => {
+    const img = event.target;
+    if (bar.contains(img)) return;
+    if (img instanceof HTMLImageElement && imageOfAddress(img.currentSrc || img.src)) place(img);
+    else if (current) hide();
+  });
+  document.addEventListener("scroll", hide, true);
+  window.addEventListener("resize", hide);
+}
+
+app.registerExtension({
+  name: "DrUM.Ratings",
+  init() {
+    const link = Object.assign(document.createElement("link"), { rel: "stylesheet", href: new URL("../css/ratings.css", import.meta.url).href });
+    document.head.append(link);
+  },
+  setup() {
+    followImages();
+    book.load().catch((error) => console.warn("DrUM: could not read the ratings", error));
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible") book.load().catch((error) => console.warn("DrUM: could not read the ratings", error));
+    });
+  },
+  nodeCreated(node) {
+    if (RATED_NODES.has(node.comfyClass)) addRatingRow(node);
+  },
+  onNodeOutputsUpdated(nodeOutputs) {
+    const graph = app.rootGraph ?? app.graph;
+    for (const [id, output] of Object.entries(nodeOutputs ?? {})) graph?.getNodeById(id)?.drumShowRatings?.(output?.images);
+  },
+});
