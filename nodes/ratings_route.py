@@ -28,6 +28,7 @@ from typing import Any
 
 import folder_paths
 
+from drum_core.image_history import read_image_prompts
 from drum_core.ratings import DISLIKE_RATING, LIKE_RATING, RatedImage, Ratings, RatingsError, check_key, rating_value
 
 ROUTE = "/drum/ratings"
@@ -97,10 +98,8 @@ def resolve_image(image: Any) -> tuple[str, str, str]:
 
 
 def image_prompts(path: str) -> list[str]:
-    """The image's positive prompts from its metadata ([] when it has none)."""
-    from drum_core.image_history import read_image_prompts
-
-    return list(read_image_prompts(path))
+    """The image's positive prompts from its metadata ([] when it gives none: the rating is kept all the same)."""
+    return list(read_image_prompts(path).prompts)
 
 
 class RatingsRoutes:

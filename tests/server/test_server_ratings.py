@@ -128,7 +128,9 @@ def test_like_dislike_clear_are_stored_with_the_images_prompt(server, images, ra
     assert images["top"]["filename"] not in load_ratings(ratings_file)
     assert call(server, "GET", f"/drum/ratings?filename={images['top']['filename']}&type=output")[1]["rating"] is None
     # ComfyUI's own user-data routes do not serve the pack's System User folder.
-    assert call(server, "GET", "/userdata/..%2F__drum%2Fratings.json")[0] in (400, 403, 404)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(server.url + "/userdata/..%2F__drum%2Fratings.json", timeout=60)
+    assert refused.value.code in (400, 403, 404)
 
 
 @pytest.fixture(scope="module")
