@@ -11,6 +11,7 @@ import torch
 
 from ..cli import BAD_INPUT, INTERRUPTED, OneLineParser, one_line, parse_command_line, refuse_idle_flags
 from ..dtypes import DTYPE_NAMES, parse_dtype
+from ..train.distributed import Processes
 from .clip_scorer import ClipScorer, tiny_clip_scorer
 from .datasets import movielens_users, pip_users
 from .evaluator import EvalSettings, Evaluator
@@ -87,7 +88,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    processes = Processes.start(args.device)  # under torchrun: this rank's place and device (gloo on CPU, NCCL on GPU)
+    try:
+        return _evaluate_users(args, processes)
+    finally:
+        if processes.distributed:
+            torch.distributed.destroy_process_group()
+
+
+def _evaluate_users(args: argparse.Namespace, processes: Processes) -> int:
+    device = processes.device
     users = pip_users(args.pip) if args.pip else movielens_users(args.movielens)
     if args.users is not None:
         users = dict(list(users.items())[: args.users])
@@ -106,8 +116,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     pipe, adapters, scorer = _load(args, device, settings.images)
     pipe.set_progress_bar_config(disable=True)  # one bar, over users
     image_folder = os.path.join(args.out, "images") if args.save_images else None
-    rows = run_evaluation(Evaluator(pipe, settings, adapters, scorer, image_folder), users, args.out, progress=not args.no_progress)
-    print(write_summary(args.out, rows))
+    evaluator = Evaluator(pipe, settings, adapters, scorer, image_folder)
+    rows = run_evaluation(evaluator, users, args.out, progress=not args.no_progress, processes=processes)
+    if processes.rank == 0:  # the gather step: one process writes the table
+        print(write_summary(args.out, rows))
     return 0
 
 

@@ -12,31 +12,54 @@ from pathlib import Path
 
 from ..atomic import atomic_path
 from ..history import History
+from ..train.distributed import Processes
 from .evaluator import EvalSettings, Evaluator
 from .scores import SCORES
 from .variants import LABELS
 
+RESULTS = "results.jsonl"  # a single process's file; rank r of a torchrun job appends to results.rank<r>.jsonl
+
+
+def rank_file(rank: int | None) -> str:
+    """The results file a process appends to: results.jsonl alone, results.rank<r>.jsonl under torchrun."""
+    return RESULTS if rank is None else f"results.rank{rank}.jsonl"
+
+
+def results_files(out: str | os.PathLike) -> list[Path]:
+    """Every results file in `out` (results.jsonl and any rank's), sorted by name."""
+    folder = Path(out)
+    return sorted(folder.glob("results.rank*.jsonl")) + ([folder / RESULTS] if (folder / RESULTS).is_file() else [])
+
+
+def read_results(path: str | os.PathLike, settings: EvalSettings) -> dict[str, dict]:
+    """{user: record} of a results file made with `settings` (a torn last line is left out: that user is redone)."""
+    path = Path(path)
+    wanted = _settings_json(settings)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    found = json.loads(lines[0]).get("settings") if lines else None
+    if lines and found != wanted:
+        raise ValueError(f"{path} was made with other settings ({found}); use another --out or the same flags")
+    records = {}
+    for number, line in enumerate(lines[1:], 2):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):  # the last line of an interrupted write: redo that user
+                break
+            raise ValueError(f"{path} line {number}: broken JSON; fix or delete the file") from None
+        records[str(record["user"])] = record
+    return records
+
 
 class ResultLog:
-    """<out>/results.jsonl: a settings line, then one line per user (appended, flushed, fsynced)."""
+    """<out>/results.jsonl (or a rank's file): a settings line, then one line per user (appended, flushed, fsynced)."""
 
     def __init__(self, path: str | os.PathLike, settings: EvalSettings):
         self.path = Path(path)
         wanted = _settings_json(settings)
         self.records: dict[str, dict] = {}
         if self.path.is_file():
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-            found = json.loads(lines[0]).get("settings") if lines else None
-            if lines and found != wanted:
-                raise ValueError(f"{self.path} was made with other settings ({found}); use another --out or the same flags")
-            for number, line in enumerate(lines[1:], 2):
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    if number == len(lines):  # the last line of an interrupted write: redo that user
-                        break
-                    raise ValueError(f"{self.path} line {number}: broken JSON; fix or delete the file") from None
-                self.records[str(record["user"])] = record
+            self.records = read_results(self.path, settings)
             self._rewrite(wanted)  # drops a torn last line
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,16 +142,37 @@ def other_users(users: Mapping[str, History]) -> dict[str, str]:
     return {} if len(ids) < 2 else {user: ids[(i + 1) % len(ids)] for i, user in enumerate(ids)}
 
 
-def run_evaluation(evaluator: Evaluator, users: Mapping[str, History], out: str | os.PathLike, progress: bool = True) -> list[dict]:
-    """Evaluate every user not yet in <out>/results.jsonl, then write the summary; returns its rows."""
+def run_evaluation(
+    evaluator: Evaluator, users: Mapping[str, History], out: str | os.PathLike, progress: bool = True, processes: Processes | None = None
+) -> list[dict]:
+    """Evaluate every user not yet in a results file of `out`, then gather every file; returns the summary's rows.
+
+    Alone: results.jsonl. Under torchrun (`processes` distributed): every rank reads every results file, then the
+    users still to do are dealt out in `users`' order (user j to rank j mod world size) and rank r appends to
+    results.rank<r>.jsonl; after a barrier every rank gathers all files. A rerun after a crash of any rank,
+    with any number of processes, skips every user already written. The summary averages the records in
+    `users`' order, whatever file holds them: the same numbers as one process.
+    """
     from tqdm import tqdm
 
-    log = ResultLog(Path(out, "results.jsonl"), evaluator.settings)
+    processes = processes or Processes()
+    settings = evaluator.settings
+    log = ResultLog(Path(out, rank_file(processes.rank if processes.distributed else None)), settings)
+    done = set(log.records)
+    for path in results_files(out):
+        if path != log.path:
+            done |= set(read_results(path, settings))
+    processes.barrier()  # every rank knows what is done before any appends
     partner = other_users(users)
-    todo = [user for user in users if user not in log.records]
-    bar = tqdm(todo, desc="users", unit="user", disable=not progress, dynamic_ncols=True)
+    todo = [user for user in users if user not in done][processes.rank :: processes.world_size]
+    bar = tqdm(todo, desc="users", unit="user", disable=not progress or processes.rank != 0, dynamic_ncols=True)
     for user in bar:
         other = partner.get(user)
         log.append(evaluator.evaluate(user, users[user], None if other is None else (other, users[other])))
     bar.close()
-    return summarize(log.records.values(), evaluator.settings.variants)
+    processes.barrier()  # every rank has written its users
+    records: dict[str, dict] = {}
+    for path in results_files(out):
+        records.update(read_results(path, settings))
+    ordered = [records[user] for user in users if user in records]
+    return summarize(ordered, settings.variants)
