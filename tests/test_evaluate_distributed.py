@@ -12,7 +12,13 @@ from drum_core.evaluate.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 USERS = {
-    "ada": ["a watercolor fox in the snow", "watercolor owl at dawn", "a watercolor pine forest", "misty watercolor lake", "watercolor deer"],
+    "ada": [
+        "a watercolor fox in the snow",
+        "watercolor owl at dawn",
+        "a watercolor pine forest",
+        "misty watercolor lake",
+        "watercolor deer",
+    ],
     "bo": ["an oil painting of a stormy sea", "oil painting of a boat", "oil painting of cliffs", "a lighthouse in oil paint", "dark sea"],
     "cy": ["photo of a tabby cat", "a cat in a wizard hat", "portrait of a black cat", "a kitten on a sofa", "two cats playing"],
     "di": ["neon city street at night", "cyberpunk alley in rain", "a neon noodle bar", "night market, neon signs", "rainy neon road"],
