@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from .coreset import DEFAULT_MAX_REFERENCES
 from .dtypes import DTYPE_NAMES, parse_dtype
 
 TINY_BANNER = "TINY RANDOM WEIGHTS — verifies the install, the image is noise"
@@ -103,7 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
             help="share of the history the coreset keeps, in (0, 1] (default 0.1)",
         )
         command.add_argument(
-            "--max-references", type=number_in(int, 0), default=0, help="keep at most this many references (0 = no limit, the default)"
+            "--max-references",
+            type=number_in(int, 0),
+            default=DEFAULT_MAX_REFERENCES,
+            help=f"keep at most this many references (default {DEFAULT_MAX_REFERENCES}; 0 = no limit, the paper's rule)",
         )
         command.add_argument("--k", type=POSITIVE, default=10, help="size of the coreset's random approximation set")
         command.add_argument("--coreset-seed", type=SEED, default=42)

@@ -24,6 +24,11 @@ import torch
 from .intensities import check_intensities
 
 SIM_SCALE = 100.0
+# The default bound on references (the Coreset Sampler's max_count, the CLI's --max-references): the adapters cache
+# 2 x 10 blocks x 77 tokens x width float32 keys/values per reference and context layer (SDXL: 19.6 MiB a reference),
+# so 64 references take 1.22 GiB on SDXL, 0.29 GiB on SD1, whatever the history's size (docs/performance.md). The paper's
+# unbounded 10 % is max_count 0: 2,000 references and 38 GiB on SDXL for a 20,000-image outputs folder.
+DEFAULT_MAX_REFERENCES = 64
 CORESET_MODES = ("published", "diverse")  # the node's / CLI's names for diverse=False / True
 
 

@@ -26,7 +26,7 @@ import torch
 from .adapter_names import ENCODER_ADAPTERS, PUBLISHED_SIZES
 from .backend import T5_TOKENS, TextEncoderBackend
 from .cache import EmbeddingCache
-from .coreset import CORESET_MODES, coreset_sample, sample_count
+from .coreset import CORESET_MODES, DEFAULT_MAX_REFERENCES, coreset_sample, sample_count
 from .encoders import HFClipBackend, HFT5Backend
 from .history import History
 from .peca import PeCA
@@ -119,7 +119,7 @@ def profile_history(
     encoder: TextEncoderBackend,
     history: History,
     ratio: float = 0.1,
-    max_references: int | None = None,
+    max_references: int | None = DEFAULT_MAX_REFERENCES,
     k: int = 10,
     seed: int = 42,
     cache: EmbeddingCache | None = None,
@@ -198,7 +198,13 @@ class PipelinePersonalizer:
         self.profile: Profile | None = None
 
     def set_history(
-        self, history: History, ratio: float = 0.1, max_references: int | None = None, k: int = 10, seed: int = 42, diverse: bool = False
+        self,
+        history: History,
+        ratio: float = 0.1,
+        max_references: int | None = DEFAULT_MAX_REFERENCES,
+        k: int = 10,
+        seed: int = 42,
+        diverse: bool = False,
     ) -> Profile:
         """Coreset-sample `history`, encode the picked references; returns the profile (history, features, picks)."""
         encoder = self.backends[first_clip(self.backends)]
@@ -249,7 +255,7 @@ def personalize_pipeline(
     alpha: float | Sequence[float] = 0.3,
     adapters: Mapping[str, PeCA] | str | os.PathLike | None = None,
     ratio: float = 0.1,
-    max_references: int | None = None,
+    max_references: int | None = DEFAULT_MAX_REFERENCES,
     k: int = 10,
     seed: int = 42,
     cache: EmbeddingCache | None = None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from drum_core.coreset import CORESET_MODES, coreset_sample, sample_count
+from drum_core.coreset import CORESET_MODES, DEFAULT_MAX_REFERENCES, coreset_sample, sample_count
 from drum_core.history import recency_weights
 
 from .caches import first_clip_encoder, pooled_history_features
@@ -52,7 +52,13 @@ class DrUMCoresetSampler(io.ComfyNode):
                     step=0.001,
                     tooltip="Fraction of the history to keep: n = max(1, round(ratio * N)).",
                 ),
-                io.Int.Input("max_count", default=0, min=0, max=100000, tooltip="Upper bound on the number of picks; 0 = no bound."),
+                io.Int.Input(
+                    "max_count",
+                    default=DEFAULT_MAX_REFERENCES,
+                    min=0,
+                    max=100000,
+                    tooltip="Upper bound on the number of picks (each costs GPU memory: about 20 MB on SDXL); 0 = no bound, the paper's rule.",
+                ),
                 io.Int.Input("k", default=10, min=1, max=10000, tooltip="Size of the random anchor set A that seeds the scores."),
                 io.Int.Input("seed", default=42, min=0, max=2**31 - 1, control_after_generate=False, tooltip="Seed of the anchor set A."),
                 io.Combo.Input(

@@ -114,6 +114,22 @@ def test_coreset_count_zero_means_no_limit():
         sample_count(100, n=0)
 
 
+def test_one_default_bound_on_references_for_the_cli_and_the_python_api():
+    """A 20,000-prompt history keeps DEFAULT_MAX_REFERENCES references by default; 0 restores the paper's 10 %."""
+    import inspect
+
+    from drum_core.cli import build_parser
+    from drum_core.coreset import DEFAULT_MAX_REFERENCES
+    from drum_core.diffusers_pipelines import PipelinePersonalizer, profile_history
+
+    assert DEFAULT_MAX_REFERENCES == 64
+    assert sample_count(20_000, 0.1, max_count=DEFAULT_MAX_REFERENCES) == 64 and sample_count(20_000, 0.1, max_count=0) == 2_000
+    for command in ("personalize", "profile", "check"):
+        assert build_parser().parse_args([command]).max_references == DEFAULT_MAX_REFERENCES
+    for function in (profile_history, PipelinePersonalizer.set_history):
+        assert inspect.signature(function).parameters["max_references"].default == DEFAULT_MAX_REFERENCES
+
+
 def test_precision_spellings_one_parser():
     expected = {
         torch.float32: ("float32", "fp32", "FP32"),

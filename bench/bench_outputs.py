@@ -1,0 +1,151 @@
+"""A history from a large outputs folder: scan time, the first run's encode cost, the references' memory.
+
+    python bench/bench_outputs.py [--images 2000] [--history 20000] [--distinct 1000]
+
+1. Scan: writes `--images` PNGs as ComfyUI's SaveImage does (the API graph in `prompt`, a ~20 KB
+   `workflow` chunk beside it) and times scan_images with an empty ScanCache (first scan), then again
+   with the cache saved to its JSON file and read back (a re-scan of the unchanged folder). Target:
+   re-scan <= 5 % of the first scan.
+2. Encode: a `--history`-record history drawn from `--distinct` prompts (many repeats, as an outputs
+   folder is), pooled features through the EmbeddingCache on a tiny random CLIP-L: the encoder runs once
+   per DISTINCT prompt (EmbeddingCache.computed), so the cost is that of the distinct prompts alone.
+3. Memory (from shapes, float32): the keys/values the adapters cache per reference, 2 x 10 blocks x 77
+   tokens x width x 4 bytes per context layer read (SD1: CLIP-L; SDXL: CLIP-L -2, bigG -2 and -1), for
+   the default bound on references (DEFAULT_MAX_REFERENCES) and for the paper's unbounded 10 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+from timing import print_table
+
+from drum_core import tiny
+from drum_core.cache import EmbeddingCache
+from drum_core.coreset import DEFAULT_MAX_REFERENCES, sample_count
+from drum_core.encoders import HFClipBackend
+from drum_core.image_history import ScanCache, scan_images
+
+SUBJECTS = ("a lighthouse", "a red fox", "a harbour", "a castle", "a forest path", "a neon street", "a portrait", "a cat")
+STYLES = ("watercolor", "oil painting", "photo, 35mm", "ink sketch", "low poly", "ukiyo-e")
+BLOCKS, CLIP_TOKENS = 10, 77
+WIDTHS = {"L": 768, "bigG": 1280}
+FAMILY_LAYERS = {"SD1": ("L",), "SDXL": ("L", "bigG", "bigG")}  # context layers whose keys/values are cached
+
+
+def prompt(i: int) -> str:
+    return f"{SUBJECTS[i % len(SUBJECTS)]}, {STYLES[(i // len(SUBJECTS)) % len(STYLES)]}, variation {i}"
+
+
+def graph(text: str) -> dict:
+    """ComfyUI's default SD1.5 API graph with `text` as the positive prompt."""
+    return {
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {"seed": 1, "steps": 20, "cfg": 8, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}
+            | {"model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]},
+        },
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "v1-5-pruned-emaonly.safetensors"}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry, watermark", "clip": ["4", 1]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]}},
+    }
+
+
+def write_outputs(folder: Path, count: int) -> None:
+    pixels = Image.new("RGB", (64, 64), (120, 80, 40))
+    workflow = json.dumps({"nodes": [{"id": i, "type": "Node", "widgets_values": ["x" * 200]} for i in range(80)]})  # ~20 KB
+    for i in range(count):
+        info = PngInfo()
+        info.add_text("prompt", json.dumps(graph(prompt(i % 500))))
+        info.add_text("workflow", workflow)
+        sub = folder / f"batch{i % 10}"
+        sub.mkdir(exist_ok=True)
+        pixels.save(sub / f"ComfyUI_{i:05}_.png", pnginfo=info, compress_level=4)
+
+
+def scan_rows(images: int) -> list[tuple[str, str, str]]:
+    with tempfile.TemporaryDirectory() as temporary:
+        folder, cache_file = Path(temporary) / "output", Path(temporary) / "scan-cache.json"
+        folder.mkdir()
+        write_outputs(folder, images)
+        start = time.perf_counter()
+        cache = ScanCache(cache_file)
+        first = scan_images([folder], cache=cache)
+        cache.save()
+        first_s = time.perf_counter() - start
+        start = time.perf_counter()
+        again = scan_images([folder], cache=ScanCache(cache_file))
+        again_s = time.perf_counter() - start
+        assert again == first and len(first.history) == images and not first.skipped
+        size = sum(f.stat().st_size for f in folder.rglob("*.png")) / images
+    return [
+        (f"first scan, {images:,} ComfyUI PNGs ({size / 1024:.0f} KiB each)", f"{first_s * 1e3 / images:.3f} ms / image", ""),
+        ("re-scan of the unchanged folder (cache file read back)", f"{again_s * 1e3 / images:.3f} ms / image", ""),
+        ("re-scan / first scan", f"**{100 * again_s / first_s:.1f} %**", "<= 5 %"),
+    ]
+
+
+def encode_rows(history: int, distinct: int) -> list[tuple[str, str, str]]:
+    tokenizer = tiny.clip_tokenizer()
+    backend = HFClipBackend(tiny.clip_text_model(tokenizer, tiny.L_WIDTH), tokenizer)
+    unique = [prompt(i) for i in range(distinct)]
+    rng = random.Random(0)
+    records = unique + [rng.choice(unique) for _ in range(history - distinct)]
+    rng.shuffle(records)
+    timed = {}
+    for name, prompts in (("distinct", unique), ("history", records)):
+        cache = EmbeddingCache()
+        start = time.perf_counter()
+        features = cache.pooled_features(backend, prompts)
+        timed[name] = (time.perf_counter() - start, cache.computed, features)
+    assert timed["history"][1] == distinct and len(timed["history"][2]) == history
+    return [
+        (f"encode {distinct:,} distinct prompts (tiny CLIP-L)", f"{timed['distinct'][0]:.2f} s", ""),
+        (
+            f"encode a {history:,}-record history of those prompts: encoder passes",
+            f"{timed['history'][1]:,} ({timed['history'][0]:.2f} s)",
+            f"= {distinct:,} distinct",
+        ),
+    ]
+
+
+def memory_rows(history: int) -> list[tuple[str, str, str]]:
+    def gib(value: float) -> str:
+        return f"{value / 2**30:.2f} GiB" if value >= 2**30 else f"{value / 2**20:.0f} MiB"
+
+    rows = []
+    for family, layers in FAMILY_LAYERS.items():
+        per_reference = sum(2 * BLOCKS * CLIP_TOKENS * WIDTHS[name] * 4 for name in layers)
+        bounded = sample_count(history, 0.1, max_count=DEFAULT_MAX_REFERENCES)
+        unbounded = sample_count(history, 0.1, max_count=0)
+        rows.append((f"{family} keys/values per reference ({' + '.join(layers)})", gib(per_reference), "from shapes"))
+        rows.append((f"... {history:,} prompts, default bound: {bounded} references", gib(bounded * per_reference), "from shapes"))
+        rows.append((f"... {history:,} prompts, paper's 10 % (max_count 0): {unbounded:,} references", gib(unbounded * per_reference), ""))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--history", type=int, default=20_000)
+    parser.add_argument("--distinct", type=int, default=1000)
+    args = parser.parse_args(argv)
+    rows = scan_rows(args.images) + encode_rows(args.history, args.distinct) + memory_rows(args.history)
+    print(f"python bench/bench_outputs.py on {os.cpu_count()} cores, {sys.platform}\n")
+    print_table(("measure", "result", "target"), rows)
+
+
+if __name__ == "__main__":
+    main()
