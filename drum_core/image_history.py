@@ -31,7 +31,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from .atomic import atomic_path
 from .history import History, HistoryError, load_history
@@ -204,7 +204,10 @@ def prompts_of_graph(graph: Any) -> list[str]:
         raise GraphError("not a ComfyUI API graph: expected an object of nodes")
     if not any(isinstance(node, Mapping) and "class_type" in node for node in graph.values()):
         raise GraphError("not a ComfyUI API graph: no node has a class_type")
-    return _Graph(graph).positive_prompts()[:MAX_PROMPTS_PER_IMAGE]
+    try:
+        return _Graph(graph).positive_prompts()[:MAX_PROMPTS_PER_IMAGE]
+    except RecursionError:  # a chain of string nodes deeper than Python's stack
+        raise GraphError("not a ComfyUI API graph: string links nested too deeply") from None
 
 
 def a1111_prompt(parameters: str) -> str:
@@ -214,7 +217,7 @@ def a1111_prompt(parameters: str) -> str:
     if text.startswith("{"):
         try:
             document = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             document = None
         if isinstance(document, Mapping):
             prompt = document.get("prompt")
@@ -235,9 +238,8 @@ class _Skip(Exception):
     """An image gives no prompt; args[0] is the reason (one of SKIP_REASONS)."""
 
 
-@dataclass(frozen=True)
-class ImagePrompts:
-    """What one image's metadata says: its positive prompts and time, or why it gives none."""
+class ImagePrompts(NamedTuple):
+    """What one image's metadata says: its positive prompts and time, or why it gives none (immutable)."""
 
     prompts: tuple[str, ...] = ()
     time: float | None = None  # seconds since the epoch from the metadata; None: use the file's time
@@ -297,8 +299,8 @@ def _png_metadata(f) -> tuple[dict[str, str], float | None]:
                 return texts, time  # a truncated tail after the metadata
             raise _Skip(TRUNCATED)
         length, kind = struct.unpack(">I4s", header)
-        if kind == b"IEND":
-            return texts, time
+        if kind == b"IEND" or (kind == b"IDAT" and texts):
+            return texts, time  # savers write their text chunks before the image data (SaveAnimatedPNG's after it)
         if kind in (b"tEXt", b"zTXt", b"iTXt", b"comf"):
             start = f.tell()
             keyword = f.read(min(length, 80)).partition(b"\0")[0].decode("latin-1")
@@ -453,13 +455,11 @@ def _prompts_of(texts: dict[str, str]) -> tuple[str, ...]:
     if "prompt" in texts:
         try:
             graph = json.loads(texts["prompt"])
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack
             raise _Skip(NOT_JSON) from None
         try:
             prompts = prompts_of_graph(graph)
         except GraphError:
-            raise _Skip(NOT_A_GRAPH) from None
-        except RecursionError:
             raise _Skip(NOT_A_GRAPH) from None
     elif "parameters" in texts:
         prompt = a1111_prompt(texts["parameters"])
@@ -505,7 +505,7 @@ CACHE_FORMAT = "drum-scan-cache/1"
 
 class ScanCache:
     """What read_image_prompts found per (absolute path, size, mtime_ns): a re-scan of an unchanged folder reads no
-    image again. An LRU bounded to `max_entries`; `save()` writes it to `path` (JSON, atomically) and a new
+    image again. Bounded to `max_entries` (the entries stored longest ago go first); `save()` writes it to `path` (JSON, atomically) and a new
     ScanCache(path) reads it back. A changed file (size or mtime) misses; an unreadable or foreign cache file is
     ignored (the scan reads the images again)."""
 
@@ -523,10 +523,7 @@ class ScanCache:
         return len(self._entries)
 
     def get(self, key: tuple[str, int, int]) -> ImagePrompts | None:
-        found = self._entries.get(key)
-        if found is not None:
-            self._entries.move_to_end(key)
-        return found
+        return self._entries.get(key)
 
     def put(self, key: tuple[str, int, int], value: ImagePrompts) -> None:
         self._entries[key] = value
@@ -591,14 +588,14 @@ class ImageScan:
         return [self.history.prompts[i] for i in self.history.most_recent(n)]
 
 
-def _walk(folder: str, found: list[str], skipped: Counter) -> None:
+def _walk(folder: str, found: list[os.DirEntry | str], skipped: Counter) -> None:
     """Image files under `folder`, recursively; linked folders and files are not followed (counted as "linked")."""
     stack = [folder]
     while stack:
         current = stack.pop()
         try:
             with os.scandir(current) as entries:
-                listing = sorted(entries, key=lambda e: e.name)
+                listing = list(entries)  # any order: the records are sorted by time, then key
         except OSError:
             skipped[UNREADABLE] += 1
             continue
@@ -611,17 +608,18 @@ def _walk(folder: str, found: list[str], skipped: Counter) -> None:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(entry.path)
                 elif entry.name.lower().endswith(IMAGE_EXTENSIONS):
-                    found.append(entry.path)
+                    found.append(entry)
             except OSError:
                 skipped[UNREADABLE] += 1
 
 
 def _key(path: str, root: str | None) -> str:
+    """`path` (absolute, normalized) relative to `root` with "/" separators; the whole path when outside root."""
     if root is not None:
-        relative = os.path.relpath(path, root)
-        if not relative.startswith(".." + os.sep) and relative != ".." and not os.path.isabs(relative):
-            return relative.replace(os.sep, "/")
-    return path.replace(os.sep, "/")
+        prefix = root if root.endswith(os.sep) else root + os.sep
+        if path.startswith(prefix):
+            path = path[len(prefix) :]
+    return path.replace(os.sep, "/") if os.sep != "/" else path
 
 
 def scan_images(
@@ -646,7 +644,7 @@ def scan_images(
     """
     sources = [os.path.abspath(os.fspath(s)) for s in sources]
     skipped: Counter = Counter()
-    files: list[str] = []
+    files: list[os.DirEntry | str] = []
     for source in sources:
         if os.path.isdir(source):
             _walk(source, files, skipped)
@@ -659,14 +657,21 @@ def scan_images(
     root = None if root is None else os.path.abspath(os.fspath(root))
     records: list[tuple[float, str, int, str]] = []  # (time, key, position in image, prompt)
     read = 0
-    for done, path in enumerate(dict.fromkeys(files), 1):
+    seen: set[str] = set()
+    cached = cache.get if cache is not None else lambda key: None
+    for done, file in enumerate(files, 1):
+        given = isinstance(file, str)
+        path = file if given else file.path
+        if path in seen:  # a folder or an image given twice
+            continue
+        seen.add(path)
         try:
-            info = os.stat(path)
+            info = os.stat(path) if given else file.stat(follow_symlinks=False)
         except OSError:
             skipped[UNREADABLE] += 1
             continue
         cache_key = (path, info.st_size, info.st_mtime_ns)
-        found = cache.get(cache_key) if cache is not None else None
+        found = cached(cache_key)
         if found is None:
             found = read_image_prompts(path)
             if cache is not None:
@@ -681,7 +686,10 @@ def scan_images(
             continue
         time = found.time if found.time is not None else info.st_mtime
         key = _key(path, root)
-        records.extend((time, key, position, prompt) for position, prompt in enumerate(found.prompts))
+        if len(found.prompts) == 1:
+            records.append((time, key, 0, found.prompts[0]))
+        else:
+            records.extend((time, key, position, prompt) for position, prompt in enumerate(found.prompts))
     records.sort()
     return _scan_result(records, read, skipped, dedupe, ratings, sources)
 

@@ -126,6 +126,12 @@ def test_cycles_dangling_links_and_odd_nodes_never_raise():
     for bad in ([1, 2], "text", {}, {"1": {"inputs": {}}}, None):
         with pytest.raises(GraphError):
             prompts_of_graph(bad)
+    deep = sd1_graph()
+    for i in range(100, 5100):  # a chain of string concatenations deeper than Python's stack
+        deep[str(i)] = {"class_type": "StringConcatenate", "inputs": {"string_a": [str(i + 1), 0], "string_b": "x", "delimiter": ""}}
+    deep["6"]["inputs"]["text"] = ["100", 0]
+    with pytest.raises(GraphError, match="too deeply"):
+        prompts_of_graph(deep)
 
 
 def test_a1111_forge_and_fooocus_parameters():
@@ -192,6 +198,7 @@ def bad_folder(tmp_path):
     save_png(folder / "plain.png")
     png_with_chunk(folder / "notjson.png", b"prompt", b"{not json")
     png_with_chunk(folder / "notgraph.png", b"prompt", b'["a", "list"]')
+    png_with_chunk(folder / "nested.png", b"prompt", b"[" * 100_000 + b"]" * 100_000)  # deeper than json's recursion
     graph = sd1_graph()
     graph["3"]["inputs"]["positive"] = ["99", 0]  # dangling
     save_png(folder / "dangling.png", graph)
@@ -217,14 +224,14 @@ def test_bad_files_are_counted_by_reason(tmp_path):
         "not an image": 2,
         "truncated": 2,
         "no metadata": 1,
-        "not JSON": 1,
+        "not JSON": 2,
         "not a graph": 1,
         "no positive prompt": 2,
         "too large": 1,
         "unreadable": 1,
         "linked": 2,
     }
-    assert scan.read == 12 and scan.keys == ("dir.png/good.png",)
+    assert scan.read == 13 and scan.keys == ("dir.png/good.png",)
 
 
 def test_a_missing_source_and_an_empty_result_are_named_errors(tmp_path):
