@@ -7,7 +7,7 @@ import os
 import folder_paths
 from comfy_api.latest import ComfyExtension, io
 
-from . import adapters, conditioner, coreset, degree, history, history_tools, migrations, preview, profiles, ratings_route, taste
+from . import adapters, conditioner, coreset, degree, history, history_check, history_tools, migrations, preview, profiles, ratings_route, taste
 
 
 class DrUMExtension(ComfyExtension):
@@ -54,4 +54,5 @@ def extension() -> DrUMExtension:
     register_model_folder(profiles.FOLDER)
     register_migrations()
     ratings_route.register_routes()
+    history_check.register_routes()
     return DrUMExtension()

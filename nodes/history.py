@@ -40,10 +40,20 @@ def resolve_history_file(name: str) -> str:
     if os.path.commonpath([path, root]) != root:
         raise HistoryError(f"history file '{name}' leads outside ComfyUI's input folder")
     if not os.path.isfile(path):
-        raise HistoryError(f"history file '{name}' not found in ComfyUI's input folder ({root})")
+        raise HistoryError(f"history file '{name}' not found in ComfyUI's input folder")
     if not name.lower().endswith(HISTORY_EXTENSIONS):
         raise HistoryError(f"history file '{name}': unsupported extension (use {', '.join(HISTORY_EXTENSIONS)})")
     return path
+
+
+def load_input_history(name: str) -> History:
+    """The history in input-folder file `name`; a HistoryError names the file as the user named it, not by its server path
+    (the message reaches the page)."""
+    path = resolve_history_file(name)
+    try:
+        return load_history(path)
+    except HistoryError as error:
+        raise HistoryError(str(error).replace(path, name)) from None
 
 
 def read_history(file: str, text: str) -> History:
@@ -52,7 +62,7 @@ def read_history(file: str, text: str) -> History:
         return parse_history_text(text, source="pasted history")
     if file == NONE:
         return History([], source="no history")
-    return load_history(resolve_history_file(file))
+    return load_input_history(file)
 
 
 class DrUMHistoryLoader(io.ComfyNode):

@@ -172,7 +172,9 @@ def test_dropped_history_files_are_uploaded_and_selected(page, workflows, input_
     assert (input_dir / on_node).read_text(encoding="utf-8") == DROPPED_HISTORY
     options = page.evaluate("(id) => window.app.graph.getNodeById(id).widgets.find((w) => w.name === 'file').options.values", node)
     assert {on_panel, on_node, "example_history.txt"} <= set(options)
-    assert panel_rows(page, node, "drum_history_preview")["summary"] == f"Uploaded {on_node} to the input folder"
+    shown = panel_rows(page, node, "drum_history_preview")
+    assert shown["summary"] == f"Uploaded {on_node}: {len(DROPPED_PROMPTS)} prompts. Run the graph to use it."
+    assert not shown["failed"] and shown["prompts"] == []  # the notice replaces what the panel showed
 
 
 def test_run_shows_history_and_picks_as_text(page, workflows, dialogs, artifacts, page_errors, renderer):
@@ -219,28 +221,33 @@ def test_run_shows_history_and_picks_as_text(page, workflows, dialogs, artifacts
     assert page_errors == []
 
 
-def test_a_failed_run_empties_the_panels(page, workflows, renderer, page_errors):
+def test_a_failed_run_says_why_in_one_place(page, workflows, input_dir, renderer, page_errors):
     finished = run_tiny(page, workflows["drum_sd15"])
     assert finished["type"] == "execution_success", finished
     history, sampler, conditioner = (only(page, kind) for kind in ("DrUMHistoryLoader", "DrUMCoresetSampler", "DrUMConditioner"))
     wait_for_prompts(page, sampler, "drum_picks")
 
-    broken = f"broken_{renderer}_{RUN}.json"  # passes validation (the file exists), fails when the loader reads it
-    select_history(page, history, broken, '["an unfinished list",\n')
+    broken = f"broken_{renderer}_{RUN}.json"  # passes the upload check, then breaks on disk: fails when the loader reads it
+    select_history(page, history, broken, '["a fine prompt"]\n')
+    (input_dir / broken).write_text('["an unfinished list",\n', encoding="utf-8")
     finished = run_graph(page)
     assert finished["type"] == "execution_error" and finished["detail"]["node_type"] == "DrUMHistoryLoader", finished
-    for node, widget in ((history, "drum_history_preview"), (sampler, "drum_picks"), (conditioner, "drum_picks")):
-        shown = panel_rows(page, node, widget)
-        assert shown["failed"] and shown["prompts"] == [], f"{widget} of node {node} kept a stale result: {shown}"
-        assert shown["summary"].startswith(f"The last run failed at DrUMHistoryLoader (node {history}): ")
-        assert "broken JSON" in shown["summary"]
+    failed = panel_rows(page, history, "drum_history_preview")
+    assert failed["failed"] and failed["prompts"] == []
+    assert failed["summary"].startswith(f"The last run failed here: {broken} line 2: broken JSON"), failed
+    assert str(input_dir) not in failed["summary"] and "DrUMHistoryLoader" not in failed["summary"]
+    for node in (sampler, conditioner):  # one error in one place: the others say where the run stopped, not in red
+        shown = panel_rows(page, node, "drum_picks")
+        assert not shown["failed"] and shown["prompts"] == [], f"node {node} kept a stale result: {shown}"
+        assert shown["summary"] == "Not run: the last run stopped at DrUM History Loader."
 
     reload(page)  # the failure is what /history says of the last run too
     page.wait_for_function(
-        "(id) => window.app.graph.getNodeById(id)?.widgets.find((w) => w.name === 'drum_picks').element.classList.contains('drum-failed')",
-        arg=sampler,
+        "(id) => window.app.graph.getNodeById(id)?.widgets.find((w) => w.name === 'drum_history_preview').element"
+        ".classList.contains('drum-failed')",
+        arg=history,
     )
-    assert panel_rows(page, conditioner, "drum_picks")["failed"]
+    assert panel_rows(page, conditioner, "drum_picks")["summary"] == "Not run: the last run stopped at DrUM History Loader."
     assert page_errors == []
 
 

@@ -3,6 +3,10 @@ inside and never push a node over its neighbours, on every template, after a run
 
 from __future__ import annotations
 
+import base64
+import json
+import secrets
+
 import pytest
 from comfy_page import load_workflow, next_frames, run_graph, set_widgets, vue_nodes
 
@@ -193,3 +197,145 @@ def test_a_real_run_on_a_long_history_keeps_the_layout(page, workflows, artifact
     assert panels_reach_every_row(page) == []
     assert text_box_height(page, ids["DrUMHistoryLoader"]) == pytest.approx(before, abs=1)
     page.screenshot(path=str(artifacts / f"long-history-{renderer}.png"))
+
+
+RUN_TAG = secrets.token_hex(4)
+PNG_BYTES = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00\x90wS\xde"
+REFUSED = {  # name -> (content, words the panel must say)
+    "photo_{tag}.txt": (PNG_BYTES, "is an image (PNG), not a prompt history"),
+    "blob_{tag}.txt": (b"abc\x00\x01\x02def\n", "is a binary file, not text"),
+    "empty_{tag}.txt": (b"\n \n", "is empty"),
+    "broken_{tag}.json": (b'["a prompt",\n  "another"\n', "line 3: broken JSON"),
+    "latin_{tag}.txt": ("caf\u00e9 au lait\n".encode("latin-1"), "line 1: byte 0xe9 at column 4 is not UTF-8"),
+}
+
+
+def drop_bytes(page, node: int, name: str, content: bytes) -> None:
+    """Drops a file of raw bytes on node `node`'s history panel, as from the desktop."""
+    page.evaluate(
+        """([id, name, data]) => {
+            const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name));
+            const target = window.app.graph.getNodeById(id).widgets.find((w) => w.name === "drum_history_preview").element;
+            for (const type of ["dragover", "drop"]) target.dispatchEvent(new DragEvent(type, { dataTransfer: transfer, bubbles: true, cancelable: true }));
+        }""",
+        [node, name, base64.b64encode(content).decode()],
+    )
+
+
+def history_panel(page, node: int) -> dict:
+    return page.evaluate(
+        """(id) => {
+            const root = window.app.graph.getNodeById(id).widgets.find((w) => w.name === "drum_history_preview").element;
+            return { text: root.textContent, failed: root.classList.contains("drum-failed"), color: getComputedStyle(root.querySelector(".drum-summary")).color };
+        }""",
+        node,
+    )
+
+
+def test_bad_files_are_refused_at_upload_in_words_that_fit(page, workflows, input_dir, renderer):
+    load_workflow(page, workflows["drum_sd15"])
+    loader = page.evaluate("() => window.app.graph.nodes.find((n) => n.comfyClass === 'DrUMHistoryLoader').id")
+    file_value = (
+        "() => window.app.graph.nodes.find((n) => n.comfyClass === 'DrUMHistoryLoader').widgets.find((w) => w.name === 'file').value"
+    )
+    for template, (content, words) in REFUSED.items():
+        name = template.format(tag=f"{renderer}_{RUN_TAG}")
+        drop_bytes(page, loader, name, content)
+        page.wait_for_function(
+            "([id, name]) => window.app.graph.getNodeById(id).widgets.find((w) => w.name === 'drum_history_preview').element"
+            ".textContent.includes(`Not selected: ${name}`)",
+            arg=[loader, name],
+        )
+        shown = history_panel(page, loader)
+        assert shown["failed"] and words in shown["text"], (name, shown)
+        assert str(input_dir) not in shown["text"] and "/" not in shown["text"] and "DrUM" not in shown["text"], shown
+        assert "UTF-8" not in shown["text"] or name.startswith("latin"), f"advice that does not fit: {shown}"
+        assert page.evaluate(file_value) == "none", "a refused file was selected"
+        assert page.locator(".drum-panel.drum-failed").count() == 1, "the error is shown in more than one place"
+    red = history_panel(page, loader)["color"]
+    good = f"good_{renderer}_{RUN_TAG}.txt"
+    drop_bytes(page, loader, good, b"a red fox in snow\t4\na blue lake\n")
+    page.wait_for_function(f"() => ({file_value})() === '{good}'")
+    shown = history_panel(page, loader)
+    assert not shown["failed"] and shown["text"] == f"Uploaded {good}: 2 prompts. Run the graph to use it.", shown
+    assert shown["color"] != red, "the next upload's notice is still red"
+
+
+def test_the_check_route_reads_only_history_files_in_the_input_folder(page, input_dir):
+    (input_dir.parent / "outside.txt").write_text("a prompt outside the input folder\n", encoding="utf-8")
+    answers = page.evaluate(
+        """async (names) => {
+            const answers = [];
+            for (const name of names) {
+                const response = await fetch("/drum/history/check", { method: "POST", body: JSON.stringify({ name }) });
+                answers.push([response.status, await response.json()]);
+            }
+            return answers;
+        }""",
+        ["../outside.txt", str(input_dir.parent / "outside.txt"), "missing.txt", "example_history.txt", None],
+    )
+    assert [status for status, _ in answers] == [400, 400, 400, 200, 400], answers
+    assert answers[3][1]["ok"] is True and answers[3][1]["count"] > 0
+    echoed = answers[1]  # the absolute name the client sent comes back in its own error, nothing else of the server's
+    assert all(str(input_dir.parent) not in json.dumps(answer) for _, answer in answers if answer is not echoed[1]), answers
+
+
+def stale_text(page, node: int, widget: str) -> str | None:
+    """The panel's "from the previous run" reason, or None when it is not marked stale."""
+    return page.evaluate(
+        """([id, name]) => {
+            const root = window.app.graph.getNodeById(id).widgets.find((w) => w.name === name).element;
+            return root.classList.contains("drum-stale-output") ? root.querySelector(".drum-stale").textContent : null;
+        }""",
+        [node, widget],
+    )
+
+
+def test_panels_say_when_an_input_changed_since_their_run(page, workflows, renderer):
+    workflow = workflows["drum_sd15"]
+    load_workflow(page, workflow)
+    ids = {node["type"]: node["id"] for node in workflow["nodes"]}
+    set_widgets(page, ids["CheckpointLoaderSimple"], {"ckpt_name": "tiny_sd15.safetensors"})
+    set_widgets(page, ids["EmptyLatentImage"], {"width": 64, "height": 64})
+    set_widgets(page, ids["KSampler"], {"steps": 2})
+    finished = run_graph(page)
+    assert finished["type"] == "execution_success", finished
+    loader, sampler, conditioner = ids["DrUMHistoryLoader"], ids["DrUMCoresetSampler"], ids["DrUMConditioner"]
+    for node, widget in ((loader, "drum_history_preview"), (sampler, "drum_picks"), (conditioner, "drum_picks")):
+        page.wait_for_function(
+            "([id, name]) => window.app.graph.getNodeById(id).widgets.find((w) => w.name === name).element.querySelectorAll('.drum-prompt').length > 0",
+            arg=[node, widget],
+        )
+    page.wait_for_timeout(400)
+    assert [stale_text(page, node, widget) for node, widget in ((loader, "drum_history_preview"), (sampler, "drum_picks"))] == [None, None]
+
+    # α moved on the conditioner: only its panel is from the previous run
+    page.locator(".drum-degree:not(.drum-inactive) .drum-degree-slider").fill("0.75")
+    page.wait_for_function(
+        "(id) => window.app.graph.getNodeById(id).widgets.find((w) => w.name === 'drum_picks').element.classList.contains('drum-stale-output')",
+        arg=conditioner,
+    )
+    assert stale_text(page, conditioner, "drum_picks") == "From the previous run: DrUM Conditioner changed since."
+    assert stale_text(page, sampler, "drum_picks") is None
+
+    # another history pasted: every panel downstream of the loader is from the previous run
+    set_widgets(page, loader, {"text": "a new prompt\t5\n"})
+    page.evaluate("() => window.comfyAPI.api.api.dispatchCustomEvent('graphChanged', {})")  # what the change tracker sends
+    page.wait_for_function(
+        "(id) => window.app.graph.getNodeById(id).widgets.find((w) => w.name === 'drum_picks').element.classList.contains('drum-stale-output')",
+        arg=sampler,
+    )
+    for node, widget in ((loader, "drum_history_preview"), (sampler, "drum_picks"), (conditioner, "drum_picks")):
+        assert stale_text(page, node, widget) in (
+            "From the previous run: DrUM History Loader changed since.",
+            "From the previous run: DrUM Conditioner changed since.",
+        )
+    assert stale_text(page, sampler, "drum_picks") == "From the previous run: DrUM History Loader changed since."
+    opacity = page.evaluate(
+        "(id) => getComputedStyle(window.app.graph.getNodeById(id).widgets.find((w) => w.name === 'drum_picks').element"
+        ".querySelector('.drum-list')).opacity",
+        sampler,
+    )
+    assert float(opacity) < 1, "a stale panel is not dimmed"

@@ -62,10 +62,12 @@ function watchValue(widget, onChange) {
 class PromptPanel {
   constructor(emptyText) {
     this.root = element("div", "drum-panel");
+    this.stale = element("div", "drum-stale");
     this.summary = element("div", "drum-summary", emptyText);
     this.list = element("ol", "drum-list");
-    this.root.append(this.summary, this.list);
+    this.root.append(this.stale, this.summary, this.list);
     this.version = 0; // bumped by every change: a late answer from /history must not replace a newer one
+    this.basis = null; // Map execution id -> inputs (JSON) of the run shown, upstream of the node: what makes it stale
   }
 
   addTo(node, name) {
@@ -77,7 +79,9 @@ class PromptPanel {
   /** Shows `summary` over sections [{title?, rows: [{prompt, weight}], hidden?}]; `hidden` counts rows not sent by the server. */
   show(summary, sections = []) {
     this.version += 1;
-    this.root.classList.remove("drum-failed");
+    this.basis = null;
+    this.markStale(null);
+    this.root.classList.remove("drum-failed", "drum-notice");
     this.summary.textContent = summary;
     const items = sections.flatMap(({ title, rows, hidden = 0 }) => {
       const section = rows.map(({ prompt, weight }) => {
@@ -94,15 +98,22 @@ class PromptPanel {
     this.list.replaceChildren(...items);
   }
 
-  /** Empties the panel and says the run failed. */
+  /** Empties the panel and says what failed (red). */
   fail(text) {
     this.show(text);
     this.root.classList.add("drum-failed");
   }
 
-  status(text) {
-    this.version += 1;
-    this.summary.textContent = text;
+  /** Empties the panel and says something that is not a run's output (a run that stopped elsewhere, an upload). */
+  notice(text) {
+    this.show(text);
+    this.root.classList.add("drum-notice");
+  }
+
+  /** Marks the shown output as from the previous run (dimmed, with `reason`), or clears the mark (null). */
+  markStale(reason) {
+    this.root.classList.toggle("drum-stale-output", Boolean(reason));
+    this.stale.textContent = reason ?? "";
   }
 }
 
@@ -166,7 +177,7 @@ const OUTPUT_VIEWS = {
 };
 const NODE_VIEWS = {
   DrUMHistoryLoader: OUTPUT_VIEWS.history,
-  DrUMHistoryMix: OUTPUT_VIEWS.history,
+  DrUMHistoryMix: { ...OUTPUT_VIEWS.history, empty: "mix.empty" }, // no file input: nothing to drop on it
   DrUMHistorySplit: OUTPUT_VIEWS.split,
   DrUMCoresetSampler: OUTPUT_VIEWS.picks,
   DrUMProfileLoad: OUTPUT_VIEWS.picks,
@@ -177,14 +188,26 @@ const NODE_VIEWS = {
 /** node → {view, panel} for every node with an output panel. */
 const panels = new WeakMap();
 
-function showOutput(node, output) {
+/** Shows a run's ui `output` on `node`'s panel; `prompt` (API format, execution ids) is that run's graph when known. */
+function showOutput(node, output, prompt) {
   const entry = panels.get(node);
-  if (entry && output) entry.view.show(entry.panel, output);
+  if (!entry || !output || !entry.view.show(entry.panel, output)) return;
+  setBasis(node, entry.panel, prompt);
 }
 
-function showFailure(node, error) {
+function nodeTitle(node) {
+  return node?.title || node?.constructor?.title || node?.comfyClass || "?";
+}
+
+/** The run failed at `error.node_id`: that node's panel says why (red); the other panels say where the run stopped. */
+function showFailure(node, executionId, error) {
+  const entry = panels.get(node);
+  if (!entry) return;
+  const failedAt = findByExecutionId(String(error.node_id ?? ""))?.node;
+  const where = failedAt ? nodeTitle(failedAt) : (error.node_type ?? "?");
   const message = String(error.exception_message ?? "").trim();
-  panels.get(node)?.panel.fail(t("run.failed", { node: error.node_type ?? "?", id: error.node_id ?? "?", message }));
+  if (String(error.node_id) === executionId) entry.panel.fail(t("run.failed_here", { message }));
+  else entry.panel.notice(t("run.stopped", { node: where }));
 }
 
 function setUpOutputPanel(node, view) {
@@ -194,9 +217,94 @@ function setUpOutputPanel(node, view) {
   return panel;
 }
 
-/** The nodes of the open graph (its root level) that have an output panel. */
-function panelNodes() {
-  return ((app.rootGraph ?? app.graph)?.nodes ?? []).filter((node) => panels.has(node));
+/** [{node, executionId}] of every node with an output panel in the open workflow, subgraphs included (their
+ * execution ids are the ids of the subgraph nodes on the way down and the node's own, joined by ":"). */
+function panelEntries() {
+  const found = [];
+  const visit = (graph, prefix, depth) => {
+    for (const node of graph?.nodes ?? []) {
+      const executionId = `${prefix}${node.id}`;
+      if (panels.has(node)) found.push({ node, executionId });
+      if (node.subgraph && depth < 16) visit(node.subgraph, `${executionId}:`, depth + 1);
+    }
+  };
+  visit(app.rootGraph ?? app.graph, "", 0);
+  return found;
+}
+
+function findByExecutionId(executionId) {
+  return panelEntries().find((entry) => entry.executionId === executionId);
+}
+
+/** Execution id -> inputs (JSON) of node `id` and every node upstream of it in the API-format `prompt`. */
+function upstream(prompt, id) {
+  const nodes = new Map();
+  const visit = (nodeId) => {
+    if (nodes.has(nodeId) || !prompt[nodeId]) return;
+    nodes.set(nodeId, JSON.stringify([prompt[nodeId].class_type, prompt[nodeId].inputs ?? {}]));
+    for (const value of Object.values(prompt[nodeId].inputs ?? {})) if (Array.isArray(value) && typeof value[0] === "string") visit(value[0]);
+  };
+  visit(String(id));
+  return nodes;
+}
+
+/** The API-format graph of the open workflow (what Run would queue), or null. */
+async function currentPrompt() {
+  try {
+    return (await app.graphToPrompt()).output;
+  } catch (error) {
+    console.warn("DrUM: could not read the graph", error);
+    return null;
+  }
+}
+
+/** Remembers what the shown output was computed from: the run's graph when known, else the graph as it is now. */
+async function setBasis(node, panel, prompt) {
+  const version = panel.version;
+  const executionId = panelEntries().find((entry) => entry.node === node)?.executionId ?? String(node.id);
+  const graph = prompt ?? (await currentPrompt());
+  if (!graph || panel.version !== version) return;
+  panel.basis = upstream(graph, executionId);
+  panel.basisId = executionId;
+}
+
+/** Why `panel`'s output is from the previous run (a node upstream changed, was added or removed), or null. */
+function staleReason(panel, prompt) {
+  const now = upstream(prompt, panel.basisId);
+  for (const [id, inputs] of now) {
+    if (panel.basis.get(id) === inputs) continue;
+    const changed = findNodeForExecutionId(id);
+    return t("panel.stale", { node: changed ? nodeTitle(changed) : id });
+  }
+  for (const id of panel.basis.keys()) if (!now.has(id)) return t("panel.stale_removed");
+  return null;
+}
+
+/** The graph node of execution id "a:b:c" (subgraph nodes a, b; node c), any type. */
+function findNodeForExecutionId(executionId) {
+  let graph = app.rootGraph ?? app.graph;
+  let node = null;
+  for (const id of executionId.split(":")) {
+    node = graph?.getNodeById?.(id) ?? graph?.nodes?.find((candidate) => String(candidate.id) === id);
+    graph = node?.subgraph;
+  }
+  return node;
+}
+
+let staleCheck = null;
+/** After any change to the graph: panels whose inputs changed since their run say so (debounced). */
+function checkStaleSoon() {
+  clearTimeout(staleCheck);
+  staleCheck = setTimeout(async () => {
+    const entries = panelEntries().filter(({ node }) => panels.get(node).panel.basis);
+    if (entries.length === 0) return;
+    const prompt = await currentPrompt();
+    if (!prompt) return;
+    for (const { node } of entries) {
+      const { panel } = panels.get(node);
+      if (panel.basis) panel.markStale(staleReason(panel, prompt));
+    }
+  }, 150);
 }
 
 /**
@@ -206,72 +314,68 @@ function panelNodes() {
  */
 async function refillFromHistory() {
   const graph = app.rootGraph ?? app.graph;
-  const nodes = panelNodes();
-  if (!graph?.id || nodes.length === 0) return;
-  const versions = new Map(nodes.map((node) => [node, panels.get(node).panel.version]));
+  const entries = panelEntries();
+  if (!graph?.id || entries.length === 0) return;
+  const versions = new Map(entries.map(({ node }) => [node, panels.get(node).panel.version]));
   const response = await api.fetchApi(`/history?max_items=${HISTORY_ITEMS}`);
   if (!response.ok) return;
-  const entries = Object.values(await response.json()).reverse();
-  const last = entries.find((entry) => entry.prompt?.[3]?.extra_pnginfo?.workflow?.id === graph.id);
+  const runs = Object.values(await response.json()).reverse();
+  const last = runs.find((run) => run.prompt?.[3]?.extra_pnginfo?.workflow?.id === graph.id);
   if (!last) return;
   const error = last.status?.messages?.find(([type]) => type === "execution_error")?.[1];
-  for (const node of nodes) {
-    if (panels.get(node).panel.version !== versions.get(node) || last.prompt[2]?.[node.id]?.class_type !== node.comfyClass) continue;
-    const output = last.outputs?.[node.id];
-    if (output) showOutput(node, output);
-    else if (error) showFailure(node, error);
+  for (const { node, executionId } of entries) {
+    if (panels.get(node).panel.version !== versions.get(node) || last.prompt[2]?.[executionId]?.class_type !== node.comfyClass) continue;
+    const output = last.outputs?.[executionId];
+    if (output) showOutput(node, output, last.prompt[2]);
+    else if (error) showFailure(node, executionId, error);
   }
+  checkStaleSoon();
 }
 
 /** The API-format node `id` with every node upstream of it, as one string: equal strings, equal cached result. */
 function upstreamSignature(prompt, id) {
-  const nodes = new Map();
-  const visit = (nodeId) => {
-    if (nodes.has(nodeId) || !prompt[nodeId]) return;
-    nodes.set(nodeId, prompt[nodeId]);
-    for (const value of Object.values(prompt[nodeId].inputs ?? {})) if (Array.isArray(value) && typeof value[0] === "string") visit(value[0]);
-  };
-  visit(String(id));
-  return JSON.stringify([...nodes].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  return JSON.stringify([...upstream(prompt, id)].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
 /**
- * ComfyUI sends nothing for a node it takes from its cache: after run `promptId`, panels that got nothing
+ * ComfyUI 0.3.75 sends nothing for a node it takes from its cache (newer ones send `executed` with the cached
+ * output: those panels are filled by it and never come here): after run `promptId`, panels that got nothing
  * show the output of the newest earlier run in /history in which that node and everything upstream were the same.
  */
 async function fillCachedPanels(promptId, shown) {
-  const waiting = panelNodes().filter((node) => !shown.has(String(node.id)));
+  const waiting = panelEntries().filter(({ executionId }) => !shown.has(executionId));
   if (waiting.length === 0) return;
-  const versions = new Map(waiting.map((node) => [node, panels.get(node).panel.version]));
-  let entries = [];
+  const versions = new Map(waiting.map(({ node }) => [node, panels.get(node).panel.version]));
+  let runs = [];
   let current;
   // The server files the run in its history just after it announces the end: ask again for a moment.
   for (let attempt = 0; attempt < HISTORY_ATTEMPTS && !current; attempt += 1) {
     if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, 250));
     const response = await api.fetchApi(`/history?max_items=${HISTORY_ITEMS}`);
     if (!response.ok) return;
-    entries = Object.values(await response.json()).reverse();
-    current = entries.find((entry) => entry.prompt?.[1] === promptId)?.prompt[2];
+    runs = Object.values(await response.json()).reverse();
+    current = runs.find((run) => run.prompt?.[1] === promptId)?.prompt[2];
   }
   if (!current) return;
-  for (const node of waiting) {
-    if (panels.get(node).panel.version !== versions.get(node) || current[node.id]?.class_type !== node.comfyClass) continue;
-    const signature = upstreamSignature(current, node.id);
-    const earlier = entries.find(
-      (entry) => entry.prompt?.[1] !== promptId && entry.outputs?.[node.id] && upstreamSignature(entry.prompt?.[2] ?? {}, node.id) === signature
+  for (const { node, executionId } of waiting) {
+    if (panels.get(node).panel.version !== versions.get(node) || current[executionId]?.class_type !== node.comfyClass) continue;
+    const signature = upstreamSignature(current, executionId);
+    const earlier = runs.find(
+      (run) => run.prompt?.[1] !== promptId && run.outputs?.[executionId] && upstreamSignature(run.prompt?.[2] ?? {}, executionId) === signature
     );
-    if (earlier) showOutput(node, earlier.outputs[node.id]);
+    if (earlier) showOutput(node, earlier.outputs[executionId], current);
   }
 }
 
-/** Follows the running prompt: on success, panels of cached nodes are filled; on execution_error, panels that got nothing are cleared. */
+/** Follows the running prompt: on success, panels of cached nodes are filled; on execution_error, panels that got nothing
+ * say where the run stopped (the failing node's panel says why). */
 function followRuns() {
   let running = null;
   api.addEventListener("execution_start", ({ detail }) => {
     running = { promptId: detail.prompt_id, shown: new Set() };
   });
   api.addEventListener("executed", ({ detail }) => {
-    if (running?.promptId === detail.prompt_id) running.shown.add(String(detail.display_node ?? detail.node));
+    if (running?.promptId === detail.prompt_id) running.shown.add(String(detail.node ?? detail.display_node));
   });
   api.addEventListener("execution_success", ({ detail }) => {
     if (running?.promptId !== detail.prompt_id) return;
@@ -279,8 +383,9 @@ function followRuns() {
   });
   api.addEventListener("execution_error", ({ detail }) => {
     if (running?.promptId !== detail.prompt_id) return;
-    for (const node of panelNodes()) if (!running.shown.has(String(node.id))) showFailure(node, detail);
+    for (const { node, executionId } of panelEntries()) if (!running.shown.has(executionId)) showFailure(node, executionId, detail);
   });
+  api.addEventListener("graphChanged", checkStaleSoon);
 }
 
 function isHistoryFile(file) {
@@ -299,26 +404,43 @@ async function uploadToInput(file) {
   return subfolder ? `${subfolder}/${name}` : name;
 }
 
-/** Uploads history files and selects the last one in the node's file combo. */
+/** The pack's check of an uploaded file: {ok: true, count} or {ok: false, problem} (plain words, no server paths). */
+async function checkHistory(name) {
+  const response = await api.fetchApi("/drum/history/check", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ name }),
+  });
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) return { ok: false, problem: answer.error ?? `${response.status} ${response.statusText}` };
+  return answer;
+}
+
+/** Uploads history files; each is checked by the pack, and one it can read is selected in the node's file combo.
+ * The panel says what happened, in place of what it showed: one message, red only for a refused file. */
 async function uploadHistory(node, panel, files) {
   const combo = node.widgets.find((widget) => widget.name === "file");
   for (const file of files) {
     if (!isHistoryFile(file)) {
-      toast("warn", t("history.unsupported", { name: file.name, extensions: HISTORY_EXTENSIONS.join(", ") }));
+      panel.fail(t("history.unsupported", { name: file.name, extensions: HISTORY_EXTENSIONS.join(", ") }));
       continue;
     }
-    panel.status(t("history.uploading", { name: file.name }));
+    panel.notice(t("history.uploading", { name: file.name }));
     try {
       const name = await uploadToInput(file);
+      const checked = await checkHistory(name);
+      if (!checked.ok) {
+        panel.fail(t("history.refused", { problem: checked.problem }));
+        continue;
+      }
       const values = combo.options.values;
       if (Array.isArray(values) && !values.includes(name)) values.push(name);
       combo.value = name;
       combo.callback?.(name);
-      panel.status(t("history.uploaded", { name }));
-      toast("success", t("history.uploaded", { name }));
+      panel.notice(t("history.uploaded", { name, count: checked.count }));
+      toast("success", t("history.uploaded", { name, count: checked.count }));
     } catch (error) {
-      panel.status(t("history.upload_failed", { name: file.name, reason: error.message }));
-      toast("error", t("history.upload_failed", { name: file.name, reason: error.message }));
+      panel.fail(t("history.upload_failed", { name: file.name, reason: error.message }));
     }
   }
   node.setDirtyCanvas(true, true);
@@ -395,6 +517,7 @@ function setUpDegree(node) {
     degree.value = clamped;
     degree.callback?.(clamped);
     node.setDirtyCanvas(true, true);
+    checkStaleSoon();
   };
   slider.addEventListener("input", () => set(slider.value));
   number.addEventListener("change", () => set(number.value));
@@ -454,9 +577,9 @@ app.registerExtension({
   },
   // Newer frontends: outputs put back on the graph (e.g. a finished job opened from the queue).
   onNodeOutputsUpdated(nodeOutputs) {
-    const graph = app.rootGraph ?? app.graph;
+    const entries = new Map(panelEntries().map((entry) => [entry.executionId, entry.node]));
     for (const [id, output] of Object.entries(nodeOutputs ?? {})) {
-      const node = graph?.getNodeById(id);
+      const node = entries.get(id);
       if (node) showOutput(node, output);
     }
   },
