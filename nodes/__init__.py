@@ -7,7 +7,20 @@ import os
 import folder_paths
 from comfy_api.latest import ComfyExtension, io
 
-from . import adapters, conditioner, coreset, degree, history, history_check, history_tools, migrations, preview, profiles, ratings_route, taste
+from . import (
+    adapters,
+    conditioner,
+    coreset,
+    degree,
+    history,
+    history_check,
+    history_tools,
+    migrations,
+    preview,
+    profiles,
+    ratings_route,
+    taste,
+)
 
 
 class DrUMExtension(ComfyExtension):
