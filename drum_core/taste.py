@@ -146,6 +146,7 @@ class TasteReport:
             "family": self.family,
             "settings": self.settings,
             "rows": [asdict(r) for r in self.rows],
+            "best": None if self.best is None else asdict(self.best),  # the recommended row when it beats the control
         }
 
 

@@ -57,6 +57,7 @@ def test_the_node_gives_the_cores_report_and_degree(pack, sd1, adapters):
     assert [r["degree"] for r in shown["rows"]] == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert degree > 0 and expected.best.edge > 0  # the watercolor profile moves towards the watercolor held-out prompts
     assert "| degree |" in shown["table"] and shown["held_out"] == WATERCOLOR[::-1][:4]
+    assert shown["best"]["degree"] == degree and shown["best"]["edge"] == expected.best.edge  # what the panel's summary shows
 
 
 def test_without_a_control_the_shuffled_history_is_the_control(pack, sd1, adapters):

@@ -36,7 +36,15 @@ def long_outputs(picks: int = 18) -> dict[str, dict]:
         "DrUMCoresetSampler": {"drum_picks": picked},
         "DrUMProfileLoad": {"drum_picks": picked},
         "DrUMConditioner": {"drum_conditioning": [{"family": "sd1", "degrees": [0.3], "references": picked}]},
+        "DrUMTasteCheck": {"drum_taste": [taste_report(65)]},
     }
+
+
+def taste_report(degrees: int) -> dict:
+    """A DrUM Taste Check ui output (drum_core.taste.TasteReport.as_dict) with `degrees` rows, the largest sweep."""
+    keys = ("target", "history", "control_target", "control_history", "target_loss", "gain", "control_gain", "edge")
+    table = [{"degree": i / (degrees - 1), **dict.fromkeys(keys, 12.5), "allowed": True} for i in range(degrees)]
+    return {"rows": table, "best": table[3], "recommended": table[3]["degree"], "held_out": LONG_PROMPTS[:20], "control": "long.txt"}
 
 
 def fit_view_screenshot(page, path) -> None:
@@ -157,7 +165,9 @@ def text_box_height(page, node: int) -> float:
     )
 
 
-@pytest.mark.parametrize("name", ["drum_sd15", "drum_sdxl", "drum_sd3", "drum_flux", "drum_alpha_sweep", "drum_dislikes", "drum_style_mix"])
+@pytest.mark.parametrize(
+    "name", ["drum_sd15", "drum_sdxl", "drum_sd3", "drum_flux", "drum_alpha_sweep", "drum_dislikes", "drum_style_mix", "drum_taste_check"]
+)
 def test_long_outputs_never_push_nodes_over_each_other(page, workflows, artifacts, renderer, name):
     load_workflow(page, workflows[name])
     fit_view_screenshot(page, artifacts / f"template-{name}-{renderer}.png")

@@ -174,6 +174,30 @@ const OUTPUT_VIEWS = {
       return true;
     },
   },
+  taste: {
+    widget: "drum_taste",
+    empty: "taste.empty",
+    show(panel, output) {
+      const report = output.drum_taste?.[0];
+      if (!report) return false;
+      const best = report.best;
+      const summary = best
+        ? t("taste.recommended", { degree: formatNumber(best.degree), edge: formatNumber(best.edge), loss: formatNumber(best.target_loss, 1) })
+        : t("taste.none", { control: report.control });
+      const rows = report.rows.map((row) => ({
+        weight: row.degree,
+        prompt: t("taste.row", {
+          target: formatNumber(row.target),
+          history: formatNumber(row.history),
+          control: formatNumber(row.control_history),
+          loss: formatNumber(row.target_loss, 1),
+          edge: (row.edge >= 0 ? "+" : "") + formatNumber(row.edge),
+        }),
+      }));
+      panel.show(summary, [{ title: t("taste.heading", { count: report.held_out.length, control: report.control }), rows }]);
+      return true;
+    },
+  },
 };
 const NODE_VIEWS = {
   DrUMHistoryLoader: OUTPUT_VIEWS.history,
@@ -183,6 +207,7 @@ const NODE_VIEWS = {
   DrUMProfileLoad: OUTPUT_VIEWS.picks,
   DrUMConditioner: OUTPUT_VIEWS.picks,
   DrUMProfileSave: OUTPUT_VIEWS.profile,
+  DrUMTasteCheck: OUTPUT_VIEWS.taste,
 };
 
 /** node → {view, panel} for every node with an output panel. */
