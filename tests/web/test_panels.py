@@ -6,9 +6,10 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+from pathlib import Path
 
 import pytest
-from comfy_page import load_workflow, next_frames, run_graph, set_widgets, vue_nodes
+from comfy_page import load_workflow, next_frames, reload, run_graph, set_widgets, vue_nodes
 
 pytestmark = pytest.mark.web
 
@@ -17,6 +18,7 @@ LONG_PROMPTS = [
     f"prompt {i:02d}: " + ("a watercolor fox in a misty forest, soft morning light, " * (1 + i % 3)).strip() for i in range(LONG)
 ]
 LONG_HISTORY = "".join(f"{prompt}\t{1 + i % 5}\n" for i, prompt in enumerate(LONG_PROMPTS))
+TEMPLATES = sorted(path.stem for path in (Path(__file__).resolve().parents[2] / "example_workflows").glob("*.json"))
 PANEL_MAX_HEIGHT = 240  # graph units (px at zoom 1): no panel is taller
 
 
@@ -165,9 +167,7 @@ def text_box_height(page, node: int) -> float:
     )
 
 
-@pytest.mark.parametrize(
-    "name", ["drum_sd15", "drum_sdxl", "drum_sd3", "drum_flux", "drum_alpha_sweep", "drum_dislikes", "drum_style_mix", "drum_taste_check"]
-)
+@pytest.mark.parametrize("name", TEMPLATES)
 def test_long_outputs_never_push_nodes_over_each_other(page, workflows, artifacts, renderer, name):
     load_workflow(page, workflows[name])
     fit_view_screenshot(page, artifacts / f"template-{name}-{renderer}.png")
@@ -349,3 +349,54 @@ def test_panels_say_when_an_input_changed_since_their_run(page, workflows, rende
         sampler,
     )
     assert float(opacity) < 1, "a stale panel is not dimmed"
+
+
+def inner_panel(page, subgraph_node: int, node_type: str, widget: str) -> dict:
+    """{summary, prompts} of the panel of the `node_type` node inside subgraph node `subgraph_node`."""
+    return page.evaluate(
+        """([outer, type, name]) => {
+            const node = window.app.rootGraph.getNodeById(outer).subgraph.nodes.find((n) => n.comfyClass === type);
+            const root = node.widgets.find((w) => w.name === name).element;
+            return { summary: root.querySelector(".drum-summary").textContent, prompts: [...root.querySelectorAll(".drum-prompt")].map((e) => e.textContent) };
+        }""",
+        [subgraph_node, node_type, widget],
+    )
+
+
+def test_panels_inside_a_subgraph_are_filled_and_refilled(page, workflows, renderer):
+    workflow = workflows["drum_sd15"]
+    load_workflow(page, workflow)
+    ids = {node["type"]: node["id"] for node in workflow["nodes"]}
+    set_widgets(page, ids["CheckpointLoaderSimple"], {"ckpt_name": "tiny_sd15.safetensors"})
+    set_widgets(page, ids["EmptyLatentImage"], {"width": 64, "height": 64})
+    set_widgets(page, ids["KSampler"], {"steps": 2})
+    set_widgets(
+        page, ids["DrUMHistoryLoader"], {"text": f"a prompt only the subgraph run has, {renderer} {RUN_TAG}\t3\n" + LONG_HISTORY[:2000]}
+    )
+    outer = page.evaluate(
+        """(id) => {
+            const { app } = window;
+            const node = app.rootGraph.getNodeById(id);
+            const { node: subgraphNode } = app.rootGraph.convertToSubgraph(new Set([node]));
+            app.rootGraph.setDirtyCanvas(true, true);
+            return subgraphNode.id;
+        }""",
+        ids["DrUMCoresetSampler"],
+    )
+    finished = run_graph(page)
+    assert finished["type"] == "execution_success", finished
+    page.wait_for_function(
+        """(outer) => window.app.rootGraph.getNodeById(outer).subgraph.nodes.find((n) => n.comfyClass === "DrUMCoresetSampler")
+            .widgets.find((w) => w.name === "drum_picks").element.querySelectorAll(".drum-prompt").length > 0""",
+        arg=outer,
+    )
+    shown = inner_panel(page, outer, "DrUMCoresetSampler", "drum_picks")
+    assert shown["summary"] == f"{len(shown['prompts'])} prompts picked"
+
+    reload(page)  # outputs live in the page only: the panel inside the subgraph is refilled from /history too
+    page.wait_for_function(
+        """(outer) => window.app.rootGraph?.getNodeById(outer)?.subgraph?.nodes.find((n) => n.comfyClass === "DrUMCoresetSampler")
+            ?.widgets.find((w) => w.name === "drum_picks").element.querySelectorAll(".drum-prompt").length > 0""",
+        arg=outer,
+    )
+    assert inner_panel(page, outer, "DrUMCoresetSampler", "drum_picks") == shown
