@@ -9,7 +9,7 @@ import secrets
 from pathlib import Path
 
 import pytest
-from comfy_page import load_workflow, next_frames, reload, run_graph, set_widgets, vue_nodes
+from comfy_page import load_workflow, next_frames, nodes_of_type, panel_rows, reload, run_graph, set_widgets, vue_nodes
 
 pytestmark = pytest.mark.web
 
@@ -180,6 +180,10 @@ def test_long_outputs_never_push_nodes_over_each_other(page, workflows, artifact
     assert show_outputs(page, long_outputs()) >= 2
     assert overlaps(node_boxes(page)) == [], f"{name} ({renderer}) after a run on {LONG} prompts"
     assert panels_reach_every_row(page) == []
+    for node in nodes_of_type(page, "DrUMTasteCheck"):  # the per-degree table, one row per degree, the verdict on top
+        shown = panel_rows(page, node["id"], "drum_taste")
+        assert shown["summary"] == "Recommended degree 0.05: edge 12.50 over the control at a target loss of 12.5 %"
+        assert len(shown["prompts"]) == 65 and shown["weights"][:2] == ["0.00", "0.02"]
     after = [text_box_height(page, node) for node in loader_ids]
     assert after == pytest.approx(before, abs=1) and all(height >= 60 for height in after), "the text box changed size"
     fit_view_screenshot(page, artifacts / f"template-{name}-{renderer}-after-run.png")
