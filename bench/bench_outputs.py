@@ -1,12 +1,13 @@
 """A history from a large outputs folder: scan time, the first run's encode cost, the references' memory.
 
-    python bench/bench_outputs.py [--images 2000] [--history 20000] [--distinct 500]
+    python bench/bench_outputs.py [--images 1000] [--history 20000] [--distinct 500]
 
 1. Scan: writes `--images` PNGs as ComfyUI's SaveImage does (the API graph in `prompt`, a ~20 KB
    `workflow` chunk beside it) and times scan_images with an empty ScanCache (first scan: the images
    are in the page cache, as right after they were made), then again with the cache saved to its JSON
    file and read back (a re-scan of the unchanged folder: one stat per image); best of 3 each.
-   Target: re-scan <= 5 % of the first scan.
+   The first scan is also timed with the images dropped from the page cache (posix_fadvise on the
+   bench's own files): a folder of older outputs is read from disk. Target: re-scan <= 5 % of the first scan.
 2. Encode: a `--history`-record history drawn from `--distinct` prompts (many repeats, as an outputs
    folder is), pooled features through the EmbeddingCache on a tiny random CLIP-L: the encoder runs once
    per DISTINCT prompt (EmbeddingCache.computed), so the cost is that of the distinct prompts alone.
@@ -18,16 +19,19 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import math
 import os
 import random
+import struct
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 from timing import best_of, print_table
 
 from drum_core import tiny
@@ -64,16 +68,47 @@ def graph(text: str) -> dict:
     }
 
 
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def write_outputs(folder: Path, count: int) -> None:
-    pixels = Image.new("RGB", (64, 64), (120, 80, 40))
+    """PNGs laid out as SaveImage writes them: signature, IHDR, tEXt `prompt`, tEXt `workflow`, the image data, IEND.
+
+    The pixels (SD1.5's default 512 x 512, noise: compresses like a picture, not like a flat colour) are compressed
+    once and reused; only the text chunks differ."""
+    buffer = io.BytesIO()
+    Image.effect_noise((512, 512), 40).convert("RGB").save(buffer, format="PNG", compress_level=4)
+    plain = buffer.getvalue()
+    at = plain.index(b"IDAT") - 4
     workflow = json.dumps({"nodes": [{"id": i, "type": "Node", "widgets_values": ["x" * 200]} for i in range(80)]})  # ~20 KB
     for i in range(count):
-        info = PngInfo()
-        info.add_text("prompt", json.dumps(graph(prompt(i % 500))))
-        info.add_text("workflow", workflow)
+        texts = png_chunk(b"tEXt", b"prompt\0" + json.dumps(graph(prompt(i % 500))).encode("latin-1"))
+        texts += png_chunk(b"tEXt", b"workflow\0" + workflow.encode("latin-1"))
         sub = folder / f"batch{i % 10}"
         sub.mkdir(exist_ok=True)
-        pixels.save(sub / f"ComfyUI_{i:05}_.png", pnginfo=info, compress_level=4)
+        (sub / f"ComfyUI_{i:05}_.png").write_bytes(plain[:at] + texts + plain[at:])
+
+
+def evict(folder: Path) -> None:
+    """Drop the bench's own images from the page cache (posix_fadvise DONTNEED), so the next scan reads the disk."""
+    for path in folder.rglob("*.png"):
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(descriptor)
+
+
+def cpu_time(fn, repeats: int = 3) -> float:
+    """Least CPU time (user + system, this process) of `repeats` calls of `fn`."""
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        fn()
+        times.append(time.process_time() - start)
+    return min(times)
 
 
 def scan_rows(images: int) -> list[tuple[str, str, str]]:
@@ -93,13 +128,27 @@ def scan_rows(images: int) -> list[tuple[str, str, str]]:
             scans.append(scan_images([folder], cache=ScanCache(cache_file)))
 
         first_s, again_s = best_of(first_scan, 3, warmup=False), best_of(rescan, 3, warmup=False)
+        first_cpu, again_cpu = cpu_time(first_scan), cpu_time(rescan)
+        cold_s = math.inf
+        for _ in range(3 if hasattr(os, "posix_fadvise") else 0):
+            evict(folder)
+            start = time.perf_counter()
+            first_scan()
+            cold_s = min(cold_s, time.perf_counter() - start)
         first = scans[0]
         assert all(scan == first for scan in scans) and len(first.history) == images and not first.skipped
         size = sum(f.stat().st_size for f in folder.rglob("*.png")) / images
     return [
         (f"first scan, {images:,} ComfyUI PNGs ({size / 1024:.0f} KiB each)", f"{first_s * 1e3 / images:.3f} ms / image", ""),
         ("re-scan of the unchanged folder (cache file read back)", f"{again_s * 1e3 / images:.3f} ms / image", ""),
-        ("re-scan / first scan", f"**{100 * again_s / first_s:.1f} %**", "<= 5 %"),
+        (
+            "first scan, the images out of the page cache (read from disk, as a folder of older outputs)",
+            f"{cold_s * 1e3 / images:.3f} ms / image",
+            "",
+        ),
+        ("re-scan / first scan from disk, wall time", f"**{100 * again_s / cold_s:.1f} %**", "<= 5 %"),
+        ("re-scan / first scan in the page cache, wall time", f"{100 * again_s / first_s:.1f} %", "<= 5 %"),
+        ("re-scan / first scan, CPU time of the process (less sensitive to other jobs)", f"{100 * again_cpu / first_cpu:.1f} %", "<= 5 %"),
     ]
 
 
@@ -144,7 +193,7 @@ def memory_rows(history: int) -> list[tuple[str, str, str]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--history", type=int, default=20_000)
     parser.add_argument("--distinct", type=int, default=500)
     args = parser.parse_args(argv)

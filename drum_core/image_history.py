@@ -505,7 +505,7 @@ CACHE_FORMAT = "drum-scan-cache/1"
 
 class ScanCache:
     """What read_image_prompts found per (absolute path, size, mtime_ns): a re-scan of an unchanged folder reads no
-    image again. Bounded to `max_entries` (the entries stored longest ago go first); `save()` writes it to `path` (JSON, atomically) and a new
+    image again. An LRU bounded to `max_entries`; `save()` writes it to `path` (JSON, atomically) and a new
     ScanCache(path) reads it back. A changed file (size or mtime) misses; an unreadable or foreign cache file is
     ignored (the scan reads the images again)."""
 
@@ -523,7 +523,10 @@ class ScanCache:
         return len(self._entries)
 
     def get(self, key: tuple[str, int, int]) -> ImagePrompts | None:
-        return self._entries.get(key)
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)  # least recently used first out
+        return found
 
     def put(self, key: tuple[str, int, int], value: ImagePrompts) -> None:
         self._entries[key] = value

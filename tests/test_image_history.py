@@ -310,6 +310,10 @@ def test_scan_cache_is_bounded_and_ignores_a_foreign_file(tmp_path):
     small = ScanCache(max_entries=2)
     scan_images([folder], cache=small)
     assert len(small) == 2
+    oldest, newest = list(small._entries)
+    small.get(oldest)  # used: now the most recent
+    small.put(("/elsewhere.png", 1, 1), small._entries[newest])  # the least recently used goes
+    assert list(small._entries) == [oldest, ("/elsewhere.png", 1, 1)]
     (tmp_path / "junk.json").write_text("[1, 2")
     junk = ScanCache(tmp_path / "junk.json")
     assert len(junk) == 0 and scan_images([folder], cache=junk).read == 5
