@@ -40,6 +40,7 @@ bench:
 	$(PY) bench/bench_history.py
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_coreset.py
+	$(PY) bench/bench_outputs.py
 
 # On a machine with a CUDA GPU (~10 min): PeCA on CUDA, the server tier in ComfyUI's default / --lowvram /
 # --highvram modes, a timing table. Sets itself up in .venv-gpu around the machine's CUDA torch (see the script).
