@@ -6,11 +6,29 @@ import numpy as np
 import torch
 from comfy_api.latest import io
 
-from drum_core.profile_picture import render_profile
+from drum_core.profile_picture import project_2d, render_profile
 
 from . import clip_bridge
 from .io_types import DrumHistory, DrumHistoryType
 from .profiles import profile_of
+
+MAP_POINTS = 400  # prompts the page's map draws at most (every pick, then the first others)
+
+
+def map_output(features, picks, prompts, weights) -> dict:
+    """The page's map of the profile: points [x, y] in 0..1 (the picture's 2-D projection), with each one's prompt,
+    intensity and pick rank (0 = not picked); `hidden` counts prompts left off (beyond MAP_POINTS)."""
+    coords = project_2d(features)
+    low, high = coords.min(0).values, coords.max(0).values
+    span = torch.where(high - low > 0, high - low, torch.ones_like(high))
+    unit = ((coords - low) / span).tolist()
+    rank = {index: position for position, index in enumerate(picks, 1)}
+    shown = list(dict.fromkeys([*picks, *range(len(prompts))]))[:MAP_POINTS]
+    points = [
+        {"x": round(unit[i][0], 4), "y": round(unit[i][1], 4), "prompt": prompts[i], "weight": float(weights[i]), "pick": rank.get(i, 0)}
+        for i in shown
+    ]
+    return {"points": points, "count": len(prompts), "picks": len(picks), "hidden": len(prompts) - len(shown)}
 
 
 class DrUMProfilePreview(io.ComfyNode):
@@ -39,7 +57,8 @@ class DrUMProfilePreview(io.ComfyNode):
         full = profile.history
         picture = render_profile(profile.features, profile.picks, full.prompts, full.weights, (width, height))
         image = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255.0)[None]  # [1, H, W, 3]
-        return io.NodeOutput(image.to(clip_bridge.output_device()))
+        ui = {"drum_map": [map_output(profile.features, profile.picks, full.prompts, full.weights)]}
+        return io.NodeOutput(image.to(clip_bridge.output_device()), ui=ui)
 
 
 NODES = [DrUMProfilePreview]

@@ -38,6 +38,7 @@ PAGE_WIDGETS = {  # height of what the web extension adds, by node type
     "DrUMConditioner": 64 + 175,  # degree slider, references panel
     "DrUMDegreeSlider": 64,
     "DrUMTasteCheck": 175,  # the per-degree table
+    "DrUMProfilePreview": 295,  # the profile map
 }
 IMAGE_NODES = ("SaveImage", "PreviewImage")
 # Where the page's missing-models dialog (frontend: properties.models of a node whose widget holds that file name, and

@@ -19,7 +19,7 @@ LONG_PROMPTS = [
 ]
 LONG_HISTORY = "".join(f"{prompt}\t{1 + i % 5}\n" for i, prompt in enumerate(LONG_PROMPTS))
 TEMPLATES = sorted(path.stem for path in (Path(__file__).resolve().parents[2] / "example_workflows").glob("*.json"))
-PANEL_MAX_HEIGHT = 240  # graph units (px at zoom 1): no panel is taller
+PANEL_MAX_HEIGHT = 300  # graph units (px at zoom 1): no panel is taller (the profile map is the tallest)
 
 
 def rows(prompts: list[str]) -> list[dict]:
@@ -404,3 +404,53 @@ def test_panels_inside_a_subgraph_are_filled_and_refilled(page, workflows, rende
         arg=outer,
     )
     assert inner_panel(page, outer, "DrUMCoresetSampler", "drum_picks") == shown
+
+
+def test_the_profile_map_is_drawn_in_the_page_and_reads_on_hover(page, workflows, artifacts, renderer):
+    workflow = workflows["drum_sd15"]
+    load_workflow(page, workflow)
+    ids = {node["type"]: node["id"] for node in workflow["nodes"]}
+    set_widgets(page, ids["CheckpointLoaderSimple"], {"ckpt_name": "tiny_sd15.safetensors"})
+    set_widgets(page, ids["EmptyLatentImage"], {"width": 64, "height": 64})
+    set_widgets(page, ids["KSampler"], {"steps": 2})
+    prompts = [f"map prompt {i} of the {renderer} run {RUN_TAG}" for i in range(12)]
+    set_widgets(page, ids["DrUMHistoryLoader"], {"text": "".join(f"{p}\t{1 + i % 5}\n" for i, p in enumerate(prompts))})
+    finished = run_graph(page)
+    assert finished["type"] == "execution_success", finished
+    preview = ids["DrUMProfilePreview"]
+    map_root = "window.app.graph.getNodeById(id).widgets.find((w) => w.name === 'drum_map').element"
+    page.wait_for_function(f"(id) => {map_root}.querySelectorAll('circle').length === 12", arg=preview)
+    shown = page.evaluate(
+        f"""(id) => {{
+            const root = {map_root};
+            return {{
+                summary: root.querySelector(".drum-summary").textContent,
+                prompts: [...root.querySelectorAll("circle")].map((c) => c.dataset.prompt).sort(),
+                titles: [...root.querySelectorAll("circle title")].map((t) => t.textContent),
+                picks: root.querySelectorAll("circle.drum-map-pick").length,
+                ranks: [...root.querySelectorAll(".drum-map-rank")].map((t) => Number(t.textContent)),
+            }};
+        }}""",
+        preview,
+    )
+    picked = panel_picks(page, ids["DrUMCoresetSampler"])
+    assert shown["prompts"] == sorted(prompts)
+    assert shown["picks"] == len(picked) > 0 and sorted(shown["ranks"]) == list(range(1, len(picked) + 1))
+    assert shown["summary"].startswith(f"12 prompts · {len(picked)} picked")
+    assert f"pick 1: {picked[0]}" in shown["titles"]
+    assert "PCA" not in shown["summary"] and "p=" not in shown["summary"]
+
+    bring_on_screen(page, preview)
+    dot = page.locator(f'[data-drum-panel="drum_map"] circle[data-prompt="{prompts[5]}"]')
+    dot.hover()
+    readout = page.locator('[data-drum-panel="drum_map"] .drum-map-readout')
+    assert prompts[5] in readout.inner_text()
+    page.screenshot(path=str(artifacts / f"profile-map-{renderer}.png"))
+
+
+def panel_picks(page, node: int) -> list[str]:
+    return page.evaluate(
+        "(id) => [...window.app.graph.getNodeById(id).widgets.find((w) => w.name === 'drum_picks').element"
+        ".querySelectorAll('.drum-prompt')].map((e) => e.textContent)",
+        node,
+    )

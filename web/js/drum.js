@@ -70,9 +70,9 @@ class PromptPanel {
     this.basis = null; // Map execution id -> inputs (JSON) of the run shown, upstream of the node: what makes it stale
   }
 
-  addTo(node, name) {
+  addTo(node, name, height = PANEL_HEIGHT) {
     this.root.dataset.drumPanel = name;
-    addPageWidget(node, name, this.root, { getMinHeight: () => PANEL_HEIGHT.min, getMaxHeight: () => PANEL_HEIGHT.max });
+    addPageWidget(node, name, this.root, { getMinHeight: () => height.min, getMaxHeight: () => height.max });
     return this;
   }
 
@@ -199,7 +199,63 @@ const OUTPUT_VIEWS = {
     },
   },
 };
+const SVG = "http://www.w3.org/2000/svg";
+
+function svgElement(tag, attributes = {}) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, String(value));
+  return node;
+}
+
+/** The profile map in the panel: a dot per prompt (area by intensity), picks orange and numbered in pick order; a dot's
+ * prompt shows on hover (its <title>, and the line under the map). Prompts are set as text only. */
+function drawMap(panel, map) {
+  const box = svgElement("svg", { class: "drum-map", viewBox: "0 0 100 100", preserveAspectRatio: "xMidYMid meet" });
+  box.append(svgElement("rect", { x: 0, y: 0, width: 100, height: 100, class: "drum-map-frame" }));
+  const readout = element("div", "drum-map-readout", t("map.hover"));
+  const top = Math.max(...map.points.map((point) => point.weight), 1e-9);
+  const ordered = [...map.points].sort((a, b) => Boolean(a.pick) - Boolean(b.pick)); // picks drawn on top
+  for (const point of ordered) {
+    const x = 6 + point.x * 88;
+    const y = 94 - point.y * 88;
+    const dot = svgElement("circle", { cx: x.toFixed(2), cy: y.toFixed(2), r: (1.2 + 1.8 * (point.weight / top)) * (point.pick ? 1.4 : 1) });
+    dot.classList.add("drum-map-dot");
+    if (point.pick) dot.classList.add("drum-map-pick");
+    const label = point.pick ? t("map.pick", { rank: point.pick, prompt: point.prompt }) : point.prompt;
+    const title = svgElement("title");
+    title.textContent = label;
+    dot.append(title);
+    dot.dataset.prompt = point.prompt;
+    dot.addEventListener("mouseenter", () => (readout.textContent = label));
+    box.append(dot);
+    if (point.pick) {
+      const number = svgElement("text", { x: (x + 2.8).toFixed(2), y: (y - 2).toFixed(2), class: "drum-map-rank" });
+      number.textContent = String(point.pick);
+      box.append(number);
+    }
+  }
+  box.addEventListener("mouseleave", () => (readout.textContent = t("map.hover")));
+  const item = element("li", "drum-map-item");
+  item.append(box, readout);
+  panel.list.replaceChildren(item);
+}
+
+const MAP_VIEW = {
+  widget: "drum_map",
+  empty: "map.empty",
+  height: { min: 240, max: 300 }, // web/css/drum.css: the same height in the Vue renderer
+  show(panel, output) {
+    const map = output.drum_map?.[0];
+    if (!map) return false;
+    panel.show(t("map.summary", { count: map.count, picks: map.picks }));
+    drawMap(panel, map);
+    if (map.hidden > 0) panel.list.append(element("li", "drum-more", t("history.more", { count: map.hidden })));
+    return true;
+  },
+};
+
 const NODE_VIEWS = {
+  DrUMProfilePreview: MAP_VIEW,
   DrUMHistoryLoader: OUTPUT_VIEWS.history,
   DrUMHistoryMix: { ...OUTPUT_VIEWS.history, empty: "mix.empty" }, // no file input: nothing to drop on it
   DrUMHistorySplit: OUTPUT_VIEWS.split,
@@ -236,7 +292,7 @@ function showFailure(node, executionId, error) {
 }
 
 function setUpOutputPanel(node, view) {
-  const panel = new PromptPanel(t(view.empty)).addTo(node, view.widget);
+  const panel = new PromptPanel(t(view.empty)).addTo(node, view.widget, view.height);
   panels.set(node, { view, panel });
   node.onExecuted = chain(node.onExecuted, (output) => showOutput(node, output));
   return panel;
