@@ -3,7 +3,9 @@
     render_profile(embeddings [N, D], picks, prompts, weights, size) -> PIL.Image (RGB)
 
 Left: every history prompt as a grey dot (area grows with its intensity p_i), the picks as
-numbered orange dots in pick order. Right: the picked prompts, in pick order, with their p_i.
+numbered orange dots in pick order (a number is left off where it would cover another one). Right:
+the picked prompts, in pick order, with their weight p_i, as many as fit and "+N more" for the rest.
+The words are a reader's, not a researcher's: what is near, what is big, what is picked.
 """
 
 from __future__ import annotations
@@ -53,6 +55,41 @@ def _fit(text: str, font, width: int, draw: ImageDraw.ImageDraw) -> str:
     return text + "..."
 
 
+def legend(n: int, picks: Sequence[int], prompts: Sequence[str], weights: Sequence[float], rows: int) -> list[str]:
+    """The text beside the map: two heading lines, then the picks in pick order, at most `rows` lines in all; when
+    picks are left off, the last line says "+N more"."""
+    lines = [
+        f"{n} prompts (grey), {len(picks)} picked (orange, numbered in pick order)",
+        "Close dots: similar prompts. Bigger dots: more weight.",
+    ]
+    room = max(0, rows - len(lines))
+    listed = list(picks)[: min(MAX_LISTED, room)]
+    if len(listed) < len(picks) and listed:
+        listed = listed[: max(0, min(len(listed), room - 1))]  # one row for "+N more"
+    lines += [f"{rank:>2}. weight {weights[i]:g}: {prompts[i]}" for rank, i in enumerate(listed, 1)]
+    if len(listed) < len(picks):
+        lines.append(f"+{len(picks) - len(listed)} more")
+    return lines
+
+
+def place_labels(anchors: Sequence[tuple[float, float]], size: tuple[float, float]) -> list[tuple[float, float] | None]:
+    """Top-left corners for labels of `size` beside each anchor (right above, right below, left above, left below), the
+    first that overlaps no label placed before; None where every side is taken."""
+    width, height = size
+    placed: list[tuple[float, float]] = []
+    corners: list[tuple[float, float] | None] = []
+    for x, y in anchors:
+        corner = None
+        for dx, dy in ((6, -height - 2), (6, 2), (-width - 6, -height - 2), (-width - 6, 2)):
+            left, top = x + dx, y + dy
+            if all(left >= a + width or a >= left + width or top >= b + height or b >= top + height for a, b in placed):
+                corner = (left, top)
+                placed.append(corner)
+                break
+        corners.append(corner)
+    return corners
+
+
 def render_profile(
     embeddings: torch.Tensor,
     picks: Sequence[int],
@@ -93,19 +130,16 @@ def render_profile(
     for i in range(n):
         if i not in picked:
             dot(i, HISTORY_DOT, 1.0)
-    for rank, i in enumerate(picks, 1):
+    for i in picks:
         dot(i, PICK_DOT, 1.6)
-        draw.text((xy[i][0] + 8, height - xy[i][1] - 8), str(rank), fill=TEXT, font=font, stroke_width=2, stroke_fill=BACKGROUND)
+    label_size = (draw.textlength(str(max(len(picks), 1)), font=font) + 4, getattr(font, "size", 12) + 4)
+    anchors = [(xy[i][0], height - xy[i][1]) for i in picks]
+    for rank, corner in enumerate(place_labels(anchors, label_size), 1):
+        if corner is not None:
+            draw.text(corner, str(rank), fill=TEXT, font=font, stroke_width=2, stroke_fill=BACKGROUND)
     left = 2 * margin + map_size
     line = round(font.size * 1.5) if hasattr(font, "size") else 18
-    draw.text((left, margin), f"{n} history prompts (grey), {len(picks)} picked (orange)", fill=TEXT, font=font)
-    draw.text((left, margin + line), "map: PCA of pooled text features; dot size: intensity p", fill=MUTED, font=font)
-    for rank, i in enumerate(list(picks)[:MAX_LISTED], 1):
-        y = margin + line * (rank + 2)
-        if y > height - margin - line:
-            break
-        label = f"{rank:>2}. p={weights[i]:.2f}  {prompts[i]}"
-        draw.text((left, y), _fit(label, font, width - left - margin, draw), fill=TEXT, font=font)
-    if len(picks) > MAX_LISTED:
-        draw.text((left, height - margin - line), f"... and {len(picks) - MAX_LISTED} more", fill=MUTED, font=font)
+    for row, text in enumerate(legend(n, picks, prompts, weights, rows=(height - 2 * margin) // line - 1)):
+        colour = MUTED if row == 1 or text.startswith("+") else TEXT
+        draw.text((left, margin + line * (row + (row >= 2))), _fit(text, font, width - left - margin, draw), fill=colour, font=font)
     return image

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from drum_core.profile_picture import PICK_DOT, project_2d, render_profile
+from drum_core.profile_picture import PICK_DOT, legend, place_labels, project_2d, render_profile
 
 
 def test_project_2d_keeps_the_main_directions():
@@ -35,3 +35,26 @@ def test_render_profile_names_bad_inputs():
         render_profile(embeddings, [5], ["a", "b", "c"])
     with pytest.raises(ValueError, match="non-empty"):
         render_profile(torch.zeros(0, 4), [], [])
+
+
+def test_legend_lists_what_fits_and_says_how_many_more():
+    prompts = [f"prompt {i}" for i in range(30)]
+    weights = [1.0 + i % 5 for i in range(30)]
+    picks = list(range(18))
+    lines = legend(30, picks, prompts, weights, rows=16)
+    assert len(lines) == 16 and lines[-1] == f"+{18 - 13} more"
+    assert lines[2] == " 1. weight 1: prompt 0" and lines[14] == "13. weight 3: prompt 12"
+    assert legend(30, picks[:3], prompts, weights, rows=16)[-1] == " 3. weight 3: prompt 2"  # all fit: no "+N more"
+    words = " ".join(lines)
+    assert "PCA" not in words and "p=" not in words and "intensity" not in words
+
+
+def test_rank_labels_never_overlap():
+    anchors = [(100.0 + (i % 3), 100.0 + (i % 2)) for i in range(12)]  # picks piled on one spot
+    corners = place_labels(anchors, (10.0, 14.0))
+    boxes = [c for c in corners if c is not None]
+    assert len(boxes) == 4 and corners[:4] == boxes  # the four sides of the first dots; the rest stay unnumbered
+    for k, (x, y) in enumerate(boxes):
+        for u, v in boxes[k + 1 :]:
+            assert x >= u + 10 or u >= x + 10 or y >= v + 14 or v >= y + 14
+    assert place_labels([(0.0, 0.0), (100.0, 100.0)], (10.0, 14.0)) == [(6, -16.0), (106.0, 84.0)]
