@@ -30,6 +30,8 @@ Variants (rows of the table, as in the paper's Tables 2/3):
 
 Results are appended per user to <out>/results.jsonl, so an interrupted run resumes (users
 already there are skipped); the table goes to stdout, <out>/summary.csv, summary.json, table.md.
+Under torchrun (results.run_evaluation) the users are dealt out across ranks, rank r appends to
+<out>/results.rank<r>.jsonl, and every rank gathers all files; rank 0 writes the table.
 
     scores.py       equation 3 (target and history scores)
     variants.py     the table's rows; NoGuidance, the adapter with guidance off

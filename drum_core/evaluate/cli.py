@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--adapters", help="folder with L/H/bigG/T5.safetensors (default: the usual search, then the hub)")
     parser.add_argument("--clip-model", default="openai/clip-vit-large-patch14", help="CLIP for the CLIP score (transformers id/folder)")
-    parser.add_argument("--out", required=True, help="folder: results.jsonl (resumable), summary.csv/json, table.md")
+    parser.add_argument(
+        "--out", required=True, help="folder: results.jsonl (results.rank<r>.jsonl under torchrun; resumable), summary.csv/json, table.md"
+    )
     parser.add_argument("--users", type=int, help="evaluate only the first N users (sorted ids)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--alpha", type=float, help="personalization degree (default 0.3 on PIP, 0.1 on MovieLens, as the paper)")
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         check_flags(args, given)
         return _evaluate(args)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; results so far are in {args.out}/results.jsonl: run the same command to go on", file=sys.stderr)
+        print(f"\ninterrupted; results so far are in {args.out}/results*.jsonl: run the same command to go on", file=sys.stderr)
         return INTERRUPTED
     except (ValueError, OSError) as error:  # bad input: one line, no traceback
         print(f"drum eval: {one_line(error)}", file=sys.stderr)
