@@ -5,6 +5,7 @@
 //     and in the Vue "Nodes 2.0" one alike.
 //   - Any other output image drawn as an <img> from /view (the assets and job history side panels, the image
 //     viewer, Vue node previews) shows the same pair while the pointer is over it.
+// After a reload the nodes get their last run's images back from /history (the page keeps no outputs).
 // The buttons show the stored state (read from GET /drum/ratings when the page opens and after every click);
 // clicking the pressed button again clears the rating. File names are user data: set as textContent only.
 
@@ -17,9 +18,12 @@ const RATED_NODES = new Set(["SaveImage", "PreviewImage", "SaveAnimatedWEBP", "S
 const WIDGET = "drum_ratings";
 const KINDS = new Set(["output", "temp"]);
 const BUTTONS = [
-  ["like", "👍", () => t("ratings.like")],
-  ["dislike", "👎", () => t("ratings.dislike")],
+  ["like", () => t("ratings.like")],
+  ["dislike", () => t("ratings.dislike")],
 ];
+// A thumb (Lucide's "thumbs-up" outline); the dislike button shows it upside down. Drawn, so no emoji font is needed.
+const THUMB = ["M7 10v12", "M15 5.88 14 10h5.83a2 2 0 0 1 1.92 2.56l-2.33 8A2 2 0 0 1 17.5 22H4a2 2 0 0 1-2-2v-8a2 2 0 0 1 2-2h2.76a2 2 0 0 0 1.79-1.11L12 2a3.13 3.13 0 0 1 3 3.88Z"];
+const HISTORY_ITEMS = 32; // how far back /history is searched for this workflow's last run after a reload
 const SAVED = { like: () => t("ratings.saved_like"), dislike: () => t("ratings.saved_dislike") };
 
 function element(tag, className, text) {
@@ -108,11 +112,25 @@ function toast(severity, detail) {
   app.extensionManager?.toast?.add({ severity, summary: "DrUM", detail, life: severity === "error" ? 8000 : 2500 });
 }
 
+function thumbIcon() {
+  const namespace = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(namespace, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("aria-hidden", "true");
+  for (const d of THUMB) {
+    const path = document.createElementNS(namespace, "path");
+    path.setAttribute("d", d);
+    svg.append(path);
+  }
+  return svg;
+}
+
 /** A 👍 / 👎 pair for `image` (a function, so a hover bar can change its image); clicking the pressed one clears. */
 function ratingButtons(getImage) {
   const pair = element("span", "drum-rate-pair");
-  const buttons = BUTTONS.map(([word, symbol, title]) => {
-    const button = element("button", `drum-rate-button drum-rate-${word}`, symbol);
+  const buttons = BUTTONS.map(([word, title]) => {
+    const button = element("button", `drum-rate-button drum-rate-${word}`);
+    button.append(thumbIcon());
     button.type = "button";
     button.dataset.rating = word;
     button.title = title();
@@ -165,6 +183,7 @@ function addRatingRow(node) {
       return { pair, update };
     });
     root.replaceChildren(...(pairs.length ? pairs.map(({ pair }) => pair) : [element("span", "drum-rate-empty", t("ratings.empty"))]));
+    node.drumRatedImages = images;
   };
   const widget = node.addDOMWidget(WIDGET, WIDGET, root, { serialize: false, hideOnZoom: false, getMinHeight: () => 34, getMaxHeight: () => 64 });
   widget.serialize = false;
@@ -219,6 +238,25 @@ function followImages() {
   window.addEventListener("resize", hide);
 }
 
+/**
+ * Node outputs live in the page only, so after a reload the image nodes get their images back from the newest
+ * /history entry of this workflow (by its id), for nodes of the same type that show nothing yet.
+ */
+async function refillFromHistory() {
+  const graph = app.rootGraph ?? app.graph;
+  const nodes = (graph?.nodes ?? []).filter((node) => node.drumShowRatings && !node.drumRatedImages?.length);
+  if (!graph?.id || nodes.length === 0) return;
+  const response = await api.fetchApi(`/history?max_items=${HISTORY_ITEMS}`);
+  if (!response.ok) return;
+  const entries = Object.values(await response.json()).reverse();
+  const last = entries.find((entry) => entry.prompt?.[3]?.extra_pnginfo?.workflow?.id === graph.id);
+  if (!last) return;
+  for (const node of nodes) {
+    const images = last.outputs?.[node.id]?.images;
+    if (images && last.prompt[2]?.[node.id]?.class_type === node.comfyClass && !node.drumRatedImages?.length) node.drumShowRatings(images);
+  }
+}
+
 app.registerExtension({
   name: "DrUM.Ratings",
   init() {
@@ -234,6 +272,13 @@ app.registerExtension({
   },
   nodeCreated(node) {
     if (RATED_NODES.has(node.comfyClass)) addRatingRow(node);
+  },
+  async afterConfigureGraph() {
+    try {
+      await refillFromHistory();
+    } catch (error) {
+      console.warn("DrUM: could not read /history for the rated images", error);
+    }
   },
   onNodeOutputsUpdated(nodeOutputs) {
     const graph = app.rootGraph ?? app.graph;
