@@ -16,6 +16,7 @@ from . import (
     history_check,
     history_tools,
     migrations,
+    outputs_history,
     preview,
     profiles,
     ratings_route,
@@ -27,6 +28,7 @@ class DrUMExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [
             *history.NODES,
+            *outputs_history.NODES,
             *history_tools.NODES,
             *coreset.NODES,
             *adapters.NODES,

@@ -1,7 +1,8 @@
 """UI-format (litegraph) workflows <-> API-format graphs, using a server's /object_info; tiny test runs of them.
 
     python tests/support/workflows.py --object-info info.json   # writes example_workflows/<name>.json
-                                                                 # from example_workflows/api/<name>.json
+                                                                 # from example_workflows/api/<name>.json,
+                                                                 # and the pack's subgraphs/<name>.json (BLUEPRINTS)
 
 The committed UI files (the templates ComfyUI lists) are made from the API copies; the server
 tier converts them back and asserts equality, so the two formats never drift apart. Widget
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "example_workflows"
@@ -352,6 +355,186 @@ def tiny_template_graph(name: str) -> dict:
     return tiny_dit_graph(graph, family) if family in ("sd3", "flux") else tiny_checkpoint_graph(graph, family)
 
 
+# ------------------------------------------------------------------ subgraph blueprints
+SUBGRAPHS = WORKFLOWS.parent / "subgraphs"  # ComfyUI lists custom_nodes/<pack>/subgraphs/*.json in the node library
+SUBGRAPH_INPUT, SUBGRAPH_OUTPUT = -10, -20  # the ids litegraph gives a subgraph's input and output nodes
+
+
+@dataclass(frozen=True)
+class Blueprint:
+    """A subgraph blueprint: an API graph inside, its inputs (name, type, [(node, input)] they feed) and outputs
+    (name, type, (node, output slot))."""
+
+    name: str
+    description: str
+    graph: dict
+    inputs: list[tuple[str, str, list[tuple[str, str]]]]
+    outputs: list[tuple[str, str, tuple[str, int]]]
+
+
+PERSONALIZE = Blueprint(
+    name="DrUM Personalize",
+    description=(
+        "A prompt personalized with your own taste, in one node: the prompts of the images in ComfyUI's output folder "
+        "(DrUM History from Outputs) -> DrUM Coreset Sampler -> DrUM PeCA Loader (auto) -> DrUM Conditioner. Put it where "
+        "the positive CLIP Text Encode was. Needs the PeCA adapter files in models/drum."
+    ),
+    graph={
+        "1": {"class_type": "DrUMOutputsHistory", "inputs": {}},
+        "2": {"class_type": "DrUMCoresetSampler", "inputs": {"history": ["1", 0]}},
+        "3": {"class_type": "DrUMPeCALoader", "inputs": {}},
+        "4": {"class_type": "DrUMConditioner", "inputs": {"adapters": ["3", 0], "history": ["2", 0]}},
+    },
+    inputs=[("clip", "CLIP", [("2", "clip"), ("4", "clip")]), ("text", "STRING", [("4", "text")]), ("degree", "FLOAT", [("4", "degree")])],
+    outputs=[("CONDITIONING", "CONDITIONING", ("4", 0))],
+)
+BLUEPRINTS = [PERSONALIZE]
+
+
+def _uuid(*parts: object) -> str:
+    """A stable UUID for a blueprint's ids (the file is rewritten identically)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "ComfyUI-DrUM/" + "/".join(map(str, parts))))
+
+
+def api_to_blueprint(blueprint: Blueprint, object_info: dict) -> dict:
+    """The blueprint file ComfyUI's frontend loads: one node of the subgraph's type, the subgraph in definitions.
+    Inner nodes list every input of their definition (sockets and widgets) in /object_info order; widget values are
+    the API graph's or the defaults."""
+    subgraph_id = _uuid(blueprint.name)
+    links: list[dict] = []
+    fed = {(node, name): index for index, (_n, _k, targets) in enumerate(blueprint.inputs) for node, name in targets}
+    nodes, input_links, slots = [], {index: [] for index in range(len(blueprint.inputs))}, {}
+    for column, (key, node) in enumerate(blueprint.graph.items()):
+        spec = object_info[node["class_type"]]
+        inputs, widgets = [], []
+        for name, kind, options in ordered_inputs(spec):
+            value = node["inputs"].get(name, options.get("default", "" if kind == "STRING" else None))
+            if is_widget(kind, options):
+                widgets.append(value)
+                if options.get("control_after_generate"):
+                    widgets.append("fixed")
+            entry = {"name": name, "type": kind, "link": None}
+            if is_widget(kind, options):
+                entry["widget"] = {"name": name}
+            elif name not in spec["input"].get("required", {}) and (key, name) not in fed and not isinstance(value, list):
+                continue  # an optional socket left free
+            slots[(key, name)] = len(inputs)
+            inputs.append(entry)
+        nodes.append(
+            {
+                "id": int(key),
+                "type": node["class_type"],
+                "pos": [40 + COLUMN_WIDTH * column, 40],
+                "size": [380, NODE_HEIGHT],
+                "flags": {},
+                "order": column,
+                "mode": 0,
+                "inputs": inputs,
+                "outputs": [],
+                "properties": {"Node name for S&R": node["class_type"]},
+                "widgets_values": widgets,
+            }
+        )
+    by_id = {str(node["id"]): node for node in nodes}
+
+    def link(origin: int, origin_slot: int, target: int, target_slot: int, kind: str) -> int:
+        links.append(
+            {
+                "id": len(links) + 1,
+                "origin_id": origin,
+                "origin_slot": origin_slot,
+                "target_id": target,
+                "target_slot": target_slot,
+                "type": kind,
+            }
+        )
+        return len(links)
+
+    for key, node in blueprint.graph.items():
+        for name, value in node["inputs"].items():
+            if isinstance(value, list):
+                kind = object_info[blueprint.graph[value[0]]["class_type"]]["output"][value[1]]
+                by_id[key]["inputs"][slots[(key, name)]]["link"] = link(int(value[0]), value[1], int(key), slots[(key, name)], kind)
+    for index, (_name, kind, targets) in enumerate(blueprint.inputs):
+        for key, input_name in targets:
+            link_id = link(SUBGRAPH_INPUT, index, int(key), slots[(key, input_name)], kind)
+            by_id[key]["inputs"][slots[(key, input_name)]]["link"] = link_id
+            input_links[index].append(link_id)
+    output_links = [
+        link(int(key), slot, SUBGRAPH_OUTPUT, index, kind) for index, (_name, kind, (key, slot)) in enumerate(blueprint.outputs)
+    ]
+    for entry in links:
+        if entry["origin_id"] > 0:
+            origin = by_id[str(entry["origin_id"])]
+            spec = object_info[origin["type"]]
+            while len(origin["outputs"]) <= entry["origin_slot"]:
+                slot = len(origin["outputs"])
+                names = spec.get("output_name", spec["output"])
+                origin["outputs"].append({"name": names[slot], "type": spec["output"][slot], "links": []})
+            origin["outputs"][entry["origin_slot"]]["links"].append(entry["id"])
+    width = COLUMN_WIDTH * len(nodes)
+    widget_defaults = []  # the instance's widgets: the default of the first input each feeds
+    for _name, kind, ((key, input_name), *_rest) in blueprint.inputs:
+        if kind in WIDGET_TYPES:
+            spec = object_info[blueprint.graph[key]["class_type"]]
+            widget_defaults.append(next(options.get("default", "") for name, _k, options in ordered_inputs(spec) if name == input_name))
+    instance = {
+        "id": len(nodes) + 1,
+        "type": subgraph_id,
+        "pos": [40, 40],
+        "size": [380, 200],
+        "flags": {},
+        "order": 0,
+        "mode": 0,
+        "inputs": [
+            {"name": name, "type": kind, "link": None, **({"widget": {"name": name}} if kind in WIDGET_TYPES else {})}
+            for name, kind, _targets in blueprint.inputs
+        ],
+        "outputs": [{"name": name, "type": kind, "links": []} for name, kind, _origin in blueprint.outputs],
+        "properties": {},
+        "widgets_values": widget_defaults,
+        "title": blueprint.name,
+    }
+    return {
+        "revision": 0,
+        "last_node_id": instance["id"],
+        "last_link_id": 0,
+        "nodes": [instance],
+        "links": [],
+        "version": 0.4,
+        "definitions": {
+            "subgraphs": [
+                {
+                    "id": subgraph_id,
+                    "version": 1,
+                    "state": {"lastGroupId": 0, "lastNodeId": len(nodes), "lastLinkId": len(links), "lastRerouteId": 0},
+                    "revision": 0,
+                    "config": {},
+                    "name": blueprint.name,
+                    "description": blueprint.description,
+                    "category": "DrUM",
+                    "inputNode": {"id": SUBGRAPH_INPUT, "bounding": [-260, 40, 160, 40 + 20 * len(blueprint.inputs)]},
+                    "outputNode": {"id": SUBGRAPH_OUTPUT, "bounding": [40 + width, 40, 160, 60]},
+                    "inputs": [
+                        {"id": _uuid(blueprint.name, "input", name), "name": name, "type": kind, "linkIds": input_links[index]}
+                        for index, (name, kind, _targets) in enumerate(blueprint.inputs)
+                    ],
+                    "outputs": [
+                        {"id": _uuid(blueprint.name, "output", name), "name": name, "type": kind, "linkIds": [output_links[index]]}
+                        for index, (name, kind, _origin) in enumerate(blueprint.outputs)
+                    ],
+                    "widgets": [],
+                    "nodes": nodes,
+                    "groups": [],
+                    "links": links,
+                    "extra": {},
+                }
+            ]
+        },
+        "extra": {},
+    }
+
+
 THUMBNAIL_SUFFIXES = (".jpg", ".png", ".webp")  # what ComfyUI's template browser shows beside <name>.json
 THUMBNAIL_SIZE = 512
 TITLES = {
@@ -421,6 +604,10 @@ def main() -> None:
         note = template_note(json.loads(ui_path.read_text(encoding="utf-8"))) if ui_path.is_file() else None
         ui = api_to_ui(graph, object_info, note, title=f"Read me · {template_title(api.stem)}")
         ui_path.write_text(json.dumps(ui, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    SUBGRAPHS.mkdir(exist_ok=True)
+    for blueprint in BLUEPRINTS:
+        path = SUBGRAPHS / f"{blueprint.name}.json"
+        path.write_text(json.dumps(api_to_blueprint(blueprint, object_info), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -164,6 +164,21 @@ const OUTPUT_VIEWS = {
       return true;
     },
   },
+  outputs: {
+    widget: "drum_outputs",
+    empty: "outputs.empty",
+    show(panel, output) {
+      const read = output.drum_outputs?.[0];
+      if (!read) return false;
+      const skipped = Object.entries(read.skipped);
+      const reasons = skipped.map(([reason, count]) => `${reason} ${count}`).join(", ");
+      const counts = { count: read.count, read: read.read, queue: read.queue, folder: read.folder };
+      const summary = [t("outputs.summary", counts)];
+      summary.push(skipped.length ? t("outputs.skipped", { count: skipped.reduce((sum, [, n]) => sum + n, 0), reasons }) : t("outputs.none_skipped"));
+      panel.show(summary.join(" · "), [{ title: t("outputs.newest"), rows: read.newest, hidden: read.count - read.newest.length }]);
+      return true;
+    },
+  },
   profile: {
     widget: "drum_profile",
     empty: "profile.empty",
@@ -257,6 +272,7 @@ const MAP_VIEW = {
 const NODE_VIEWS = {
   DrUMProfilePreview: MAP_VIEW,
   DrUMHistoryLoader: OUTPUT_VIEWS.history,
+  DrUMOutputsHistory: OUTPUT_VIEWS.outputs,
   DrUMHistoryMix: { ...OUTPUT_VIEWS.history, empty: "mix.empty" }, // no file input: nothing to drop on it
   DrUMHistorySplit: OUTPUT_VIEWS.split,
   DrUMCoresetSampler: OUTPUT_VIEWS.picks,

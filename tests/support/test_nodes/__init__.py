@@ -11,6 +11,8 @@ fp16) whatever the checkpoint holds. So:
 - DrUMTestConditioningProbe passes a CONDITIONING through unchanged and reports what it holds
   (token and pooled shapes, the FLUX guidance, the extras' keys) in the prompt's history, so a
   test sees exactly what the sampler receives.
+- DrUMTestHistoryProbe, an output node, reports every record of a DRUM_HISTORY (prompt, intensity,
+  timestamp, rating) in the prompt's history, so a history node can run without a sampler.
 """
 
 from __future__ import annotations
@@ -86,9 +88,35 @@ class ConditioningProbe(io.ComfyNode):
         return io.NodeOutput(conditioning, ui={"drum_probe": report})
 
 
+class HistoryProbe(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DrUMTestHistoryProbe",
+            display_name="DrUM TEST History Probe",
+            category="testing/DrUM",
+            description="TEST ONLY: reports every record of a DRUM_HISTORY in the prompt's history.",
+            inputs=[io.Custom("DRUM_HISTORY").Input("history")],
+            outputs=[],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, history) -> io.NodeOutput:
+        records = history.history
+        report = {
+            "prompts": list(records.prompts),
+            "weights": list(records.weights),
+            "timestamps": None if records.timestamps is None else list(records.timestamps),
+            "ratings": None if getattr(records, "ratings", None) is None else list(records.ratings),
+            "source": records.source,
+        }
+        return io.NodeOutput(ui={"drum_history_probe": [report]})
+
+
 class DrUMTestExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [TinyCLIP, ConditioningProbe]
+        return [TinyCLIP, ConditioningProbe, HistoryProbe]
 
 
 async def comfy_entrypoint() -> DrUMTestExtension:
