@@ -7,8 +7,8 @@ sub-folders, the root first), adds the prompts of the server's queue history tha
 skipped in its panel.
 
 State with an owner and a bound: `OUTPUTS` (one `OutputsReader`) holds the folder list (rebuilt only
-when a listed folder changed) and the scan cache (persisted under ComfyUI's user folder, bounded by
-the core's ScanCache).
+when a listed folder changed, at most FOLDERS_LISTED) and the scan cache (drum_core ScanCache, an LRU
+of at most SCAN_CACHE_ENTRIES images, persisted in the pack's System User folder beside the ratings).
 """
 
 from __future__ import annotations
@@ -24,16 +24,18 @@ from comfy_api.latest import io
 
 from drum_core.history import SECONDS_PER_DAY, History, HistoryError
 from drum_core.image_history import ImageScan, ScanCache, prompts_of_graph, scan_images
+from drum_core.ratings import load_ratings, ratings_stamp
 
 from .clip_bridge import progress_reporter
 from .io_types import DrumHistory, DrumHistoryType
+from .ratings_route import pack_user_folder, ratings_file
 
 ROOT_FOLDER = "(all outputs)"  # the combo's first entry: the whole output folder, sub-folders included
 FOLDER_DEPTH = 3  # sub-folder levels of the output folder offered in the combo
 FOLDERS_LISTED = 500  # at most this many sub-folders in the combo (the root still scans everything)
 NEWEST_SHOWN = 20  # newest prompts in the node's panel
-SCAN_CACHE_FILE = "drum-outputs-scan.json"  # in <user folder>/drum-cache/
-QUEUE_SOURCE = "queue history"
+SCAN_CACHE_FILE = "outputs-scan.json"  # in the pack's System User folder (ratings_route.pack_user_folder)
+SCAN_CACHE_ENTRIES = 200_000  # images remembered (least recently seen dropped first): ~40 MB of JSON at 200 bytes each
 
 
 class OutputsError(HistoryError):
@@ -72,7 +74,6 @@ class OutputsReader:
         self._lock = threading.Lock()
         self._folders: tuple[str, list[str], dict[str, int | None]] | None = None  # (root, names, listed folder -> mtime)
         self._cache: ScanCache | None = None
-        self._cache_path: str | None = None
 
     # ------------------------------------------------------------------ folders
     @staticmethod
@@ -121,22 +122,22 @@ class OutputsReader:
     # ------------------------------------------------------------------ scan cache
     @staticmethod
     def cache_path() -> str:
-        return os.path.join(folder_paths.get_user_directory(), "drum-cache", SCAN_CACHE_FILE)
+        return os.path.join(pack_user_folder(), SCAN_CACHE_FILE)
 
     def scan_cache(self) -> ScanCache:
-        """The scan cache, loaded from its file once (again if ComfyUI's user folder moved)."""
+        """The scan cache, read from its file once (again if ComfyUI's user folder moved)."""
         path = self.cache_path()
         with self._lock:
-            if self._cache is None or self._cache_path != path:
-                self._cache = ScanCache.load(path)
-                self._cache_path = path
+            if self._cache is None or self._cache.path != path:
+                self._cache = ScanCache(path, max_entries=SCAN_CACHE_ENTRIES)
             return self._cache
 
     def save_cache(self) -> None:
+        """Writes the cache's file when a scan added to it (atomically)."""
         with self._lock:
-            if self._cache is not None and self._cache_path is not None:
-                os.makedirs(os.path.dirname(self._cache_path), exist_ok=True)
-                self._cache.save(self._cache_path)
+            if self._cache is not None and self._cache.path is not None:
+                os.makedirs(os.path.dirname(self._cache.path), exist_ok=True)
+                self._cache.save()
 
     # ------------------------------------------------------------------ fingerprint
     def fingerprint(self, folder: str) -> str:
@@ -210,7 +211,7 @@ def queue_prompts(history: Mapping | None, since: float | None) -> list[tuple[fl
         if not isinstance(graph, Mapping):
             continue
         started = _started_at(entry)
-        if since is not None and (started is None or started < since):
+        if since is not None and (started is None or started <= since):
             continue
         found.extend((started, text) for text in prompts_of_graph(graph))
     order = sorted(range(len(found)), key=lambda i: (found[i][0] is not None, found[i][0] or 0.0, i))
@@ -218,21 +219,34 @@ def queue_prompts(history: Mapping | None, since: float | None) -> list[tuple[fl
 
 
 # ------------------------------------------------------------------ the history
-def with_queue(scan: History, queued: list[tuple[float | None, str]]) -> History:
-    """The scan's records and the queue's, in time order (records without a time first)."""
+def with_queue(scan: History, queued: list[tuple[float | None, str]], dedupe: bool) -> History:
+    """The scan's records and the queue's (intensity 1, unrated) in time order (records without a time first). With
+    dedupe, a queued prompt the history already holds adds 1 to that record's intensity and moves it to the newer
+    time, as the scan's own dedupe does."""
     if not queued:
         return scan
-    times = list(scan.timestamps) if scan.timestamps is not None else [None] * len(scan)
-    ratings = list(scan.ratings) if scan.ratings is not None else [None] * len(scan)
-    records = [(times[i], scan.prompts[i], scan.weights[i], ratings[i]) for i in range(len(scan))]
-    records += [(stamp, text, 1.0, None) for stamp, text in queued]
-    records.sort(key=lambda r: (r[0] is not None, r[0] or 0.0))  # stable: the scan's own order stays
+    times = scan.timestamps if scan.timestamps is not None else (None,) * len(scan)
+    ratings = scan.ratings if scan.ratings is not None else (None,) * len(scan)
+    records = [[times[i], scan.prompts[i], scan.weights[i], ratings[i]] for i in range(len(scan))]
+    merged = {record[1]: record for record in records} if dedupe else {}
+    for stamp, text in queued:
+        if text in merged:
+            record = merged[text]
+            record[2] += 1.0
+            if stamp is not None and (record[0] is None or stamp > record[0]):
+                record[0] = stamp
+            continue
+        records.append([stamp, text, 1.0, None])
+        if dedupe:
+            merged[text] = records[-1]
+    records.sort(key=lambda r: (r[0] is not None, r[0] or 0.0))  # stable: records of one time keep their order
+    rated = [r[3] for r in records]
     return History(
         [r[1] for r in records],
         [r[2] for r in records],
         [r[0] for r in records],
         source=scan.source,
-        ratings=[r[3] for r in records],
+        ratings=rated if any(r is not None for r in rated) else None,
     )
 
 
@@ -241,17 +255,23 @@ def since_time(since_days: float, now: float | None = None) -> float | None:
 
 
 def read_outputs(folder: str, since_days: float, dedupe: bool, include_queue: bool) -> tuple[History, ImageScan, int]:
-    """(history, the scan, number of queue prompts added)."""
+    """(history, the scan, number of queue prompts added). The ratings clicked on the page (ratings_route) rate the
+    images they name; a ratings file that cannot be read stops the run with its error (never read as empty)."""
     path = OUTPUTS.resolve(folder)
     since = since_time(since_days)
-    scan = scan_images([path], since=since, dedupe=dedupe, cache=OUTPUTS.scan_cache(), root=OUTPUTS.root(), progress=progress_reporter())
-    OUTPUTS.save_cache()
+    ratings = load_ratings(ratings_file())
+    cache = OUTPUTS.scan_cache()
+    try:
+        scan = scan_images(
+            [path], since=since, dedupe=dedupe, cache=cache, ratings=ratings, root=OUTPUTS.root(), progress=progress_reporter()
+        )
+    finally:
+        OUTPUTS.save_cache()  # what was read before an interruption is kept
     queued = []
     if include_queue:
         queue = prompt_queue()
         queued = queue_prompts(queue.get_history() if queue is not None else None, since)
-    history = with_queue(scan.history, queued)
-    return history, scan, len(queued)
+    return with_queue(scan.history, queued, dedupe), scan, len(queued)
 
 
 class DrUMOutputsHistory(io.ComfyNode):
@@ -307,6 +327,7 @@ class DrUMOutputsHistory(io.ComfyNode):
     @classmethod
     def fingerprint_inputs(cls, folder: str, since_days: float = 0.0, dedupe: bool = False, include_queue: bool = True) -> str:
         digest = hashlib.sha256(OUTPUTS.fingerprint(folder).encode())
+        digest.update(repr(ratings_stamp(ratings_file())).encode())  # a click on 👍 / 👎 changes it
         if since_days > 0:
             digest.update(f"{time.time() // 3600}".encode())  # the window moves: at least hourly
         if include_queue:

@@ -44,11 +44,16 @@ class BadRequest(Exception):
         self.status = status
 
 
-def ratings_file() -> str:
-    """<user folder>/__drum/ratings.json: ComfyUI's System User folder for the pack (not served over HTTP)."""
+def pack_user_folder() -> str:
+    """<user folder>/__drum: ComfyUI's System User folder for the pack (not served over HTTP); the pack's files that
+    belong to the ComfyUI install, not to a page user (ratings, the outputs scan cache)."""
     system_folder = getattr(folder_paths, "get_system_user_directory", None)
-    folder = system_folder(SYSTEM_USER) if system_folder else os.path.join(folder_paths.get_user_directory(), f"__{SYSTEM_USER}")
-    return os.path.join(folder, FILE_NAME)
+    return system_folder(SYSTEM_USER) if system_folder else os.path.join(folder_paths.get_user_directory(), f"__{SYSTEM_USER}")
+
+
+def ratings_file() -> str:
+    """<user folder>/__drum/ratings.json (pack_user_folder)."""
+    return os.path.join(pack_user_folder(), FILE_NAME)
 
 
 def rating_word(rating: float | None) -> str | float | None:

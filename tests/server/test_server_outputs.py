@@ -19,8 +19,8 @@ import sys
 import time
 
 import pytest
-from conftest import ARTIFACTS, TEST_PACK
-from support.comfy_env import ROOT
+from conftest import TEST_PACK
+from support.comfy_env import ARTIFACTS, ROOT
 from support.server import ComfyServer, PromptRejected
 from support.test_models import CHECKPOINTS, checkpoint, diffusion_model
 from support.tiny_models import tiny_adapter
@@ -35,7 +35,7 @@ SIZE, STEPS = 64, 1
 
 @pytest.fixture(scope="module")
 def outputs_server():
-    base = ARTIFACTS / "outputs" / "base"
+    base = ARTIFACTS / "server-outputs" / "base"  # beside the session server's folder, which it empties at its start
     shutil.rmtree(base.parent, ignore_errors=True)
     (base / "models" / "checkpoints").mkdir(parents=True)
     for arch, name in CHECKPOINTS.items():
@@ -235,6 +235,24 @@ def test_the_root_and_dedupe(generated):
     (server.base / "output" / FOLDER / "not_an_image.png").unlink()
 
 
+def test_ratings_clicked_on_the_page_rate_the_images(generated):
+    """A like on one image and a dislike on another (POST /drum/ratings, what the page's buttons send) reach the
+    history's ratings, and the node runs again because the ratings file changed."""
+    server = generated
+    images = sorted((server.base / "output" / FOLDER).glob("*.png"), key=lambda path: path.stat().st_mtime)
+    liked, disliked = images[0], images[-1]
+    for image, rating in ((liked, "like"), (disliked, "dislike")):
+        server.post("/drum/ratings", {"image": {"filename": image.name, "subfolder": FOLDER, "type": "output"}, "rating": rating})
+    report, _ = read_history(server, folder=FOLDER, include_queue=False)
+    assert report["prompts"] == SAVED
+    assert report["ratings"] == [5.0, None, None, None, 1.0]
+    assert report["weights"] == [5.0, 1.0, 1.0, 1.0, 1.0]  # a rated record's intensity is its rating
+    for image in (liked, disliked):
+        server.post("/drum/ratings", {"image": {"filename": image.name, "subfolder": FOLDER, "type": "output"}, "rating": "clear"})
+    report, _ = read_history(server, folder=FOLDER, include_queue=False)
+    assert report["ratings"] is None
+
+
 def test_a_missing_folder_is_a_named_node_error(generated):
     with pytest.raises(PromptRejected) as rejected:
         generated.run(outputs_graph(folder="no_such_folder", include_queue=False))
@@ -250,4 +268,6 @@ def test_the_cli_recovers_the_same_prompts_in_time_order(generated, tmp_path):
     with out.open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert [row["prompt"] for row in rows] == SAVED
-    assert str(len(SAVED)) in done.stdout
+    times = [float(row["timestamp"]) for row in rows]
+    assert times == sorted(times)
+    assert f"{len(SAVED)} prompts from {len(SAVED)} images read (none skipped)" in done.stdout, done.stdout

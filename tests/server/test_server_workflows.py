@@ -24,6 +24,7 @@ NODE_IDS = [
     "DrUMDegreeSlider",
     "DrUMProfilePreview",
     "DrUMTasteCheck",
+    "DrUMOutputsHistory",
 ]
 TEMPLATES = sorted(path.stem for path in WORKFLOWS.glob("*.json"))
 IMAGES = {"drum_sd15": 2, "drum_alpha_sweep": 4, "drum_style_mix": 3, "drum_taste_check": 2}  # saved images of a run, where not 1
@@ -58,7 +59,8 @@ def test_every_template_validates_and_runs_without_copying_a_file(dit_models, na
     server = dit_models
     graph = tiny_template_graph(name)
     loaders = [node["inputs"] for node in graph.values() if node["class_type"] == "DrUMHistoryLoader"]
-    assert loaders and all(inputs["file"] == "none" and inputs["text"].strip() for inputs in loaders), (
+    from_outputs = any(node["class_type"] == "DrUMOutputsHistory" for node in graph.values())  # the user's own images
+    assert (loaders or from_outputs) and all(inputs["file"] == "none" and inputs["text"].strip() for inputs in loaders), (
         f"{name}: history not in the text box"
     )
     assert not list((server.base / "input").glob("example_history*")), "the server's input folder must not hold the example history"

@@ -33,6 +33,7 @@ COLUMN_GAP, ROW_GAP = 70, 70
 NODE_WIDTH, WIDE_NODE_WIDTH = 300, 380
 PAGE_WIDGETS = {  # height of what the web extension adds, by node type
     "DrUMHistoryLoader": 30 + 175,  # upload button, history panel
+    "DrUMOutputsHistory": 175,
     "DrUMHistoryMix": 175,
     "DrUMHistorySplit": 175,
     "DrUMCoresetSampler": 175,
@@ -404,6 +405,7 @@ def api_to_blueprint(blueprint: Blueprint, object_info: dict) -> dict:
     links: list[dict] = []
     fed = {(node, name): index for index, (_n, _k, targets) in enumerate(blueprint.inputs) for node, name in targets}
     nodes, input_links, slots = [], {index: [] for index in range(len(blueprint.inputs))}, {}
+    left = 40
     for column, (key, node) in enumerate(blueprint.graph.items()):
         spec = object_info[node["class_type"]]
         inputs, widgets = [], []
@@ -424,8 +426,8 @@ def api_to_blueprint(blueprint: Blueprint, object_info: dict) -> dict:
             {
                 "id": int(key),
                 "type": node["class_type"],
-                "pos": [40 + COLUMN_WIDTH * column, 40],
-                "size": [380, NODE_HEIGHT],
+                "pos": [left, 40],
+                "size": node_size(node["class_type"], spec, sum(1 for (k, _n) in fed if k == key)),
                 "flags": {},
                 "order": column,
                 "mode": 0,
@@ -435,6 +437,7 @@ def api_to_blueprint(blueprint: Blueprint, object_info: dict) -> dict:
                 "widgets_values": widgets,
             }
         )
+        left += nodes[-1]["size"][0] + COLUMN_GAP
     by_id = {str(node["id"]): node for node in nodes}
 
     def link(origin: int, origin_slot: int, target: int, target_slot: int, kind: str) -> int:
@@ -472,7 +475,7 @@ def api_to_blueprint(blueprint: Blueprint, object_info: dict) -> dict:
                 names = spec.get("output_name", spec["output"])
                 origin["outputs"].append({"name": names[slot], "type": spec["output"][slot], "links": []})
             origin["outputs"][entry["origin_slot"]]["links"].append(entry["id"])
-    width = COLUMN_WIDTH * len(nodes)
+    width = left
     widget_defaults = []  # the instance's widgets: the default of the first input each feeds
     for _name, kind, ((key, input_name), *_rest) in blueprint.inputs:
         if kind in WIDGET_TYPES:
@@ -514,7 +517,7 @@ def api_to_blueprint(blueprint: Blueprint, object_info: dict) -> dict:
                     "description": blueprint.description,
                     "category": "DrUM",
                     "inputNode": {"id": SUBGRAPH_INPUT, "bounding": [-260, 40, 160, 40 + 20 * len(blueprint.inputs)]},
-                    "outputNode": {"id": SUBGRAPH_OUTPUT, "bounding": [40 + width, 40, 160, 60]},
+                    "outputNode": {"id": SUBGRAPH_OUTPUT, "bounding": [width, 40, 160, 60]},
                     "inputs": [
                         {"id": _uuid(blueprint.name, "input", name), "name": name, "type": kind, "linkIds": input_links[index]}
                         for index, (name, kind, _targets) in enumerate(blueprint.inputs)
@@ -545,6 +548,7 @@ TITLES = {
     "drum_flux": "FLUX",
     "drum_dislikes": "likes and dislikes",
     "drum_style_mix": "mix two tastes",
+    "drum_my_outputs": "your outputs are your history",
 }
 
 

@@ -42,6 +42,7 @@ DROPPED_HISTORY = (
 DROPPED_PROMPTS = [line.split("\t")[0] for line in DROPPED_HISTORY.splitlines()]
 PAGE_WIDGETS = {
     "DrUMHistoryLoader": ["drum_upload", "drum_history_preview"],
+    "DrUMOutputsHistory": ["drum_outputs"],
     "DrUMCoresetSampler": ["drum_picks"],
     "DrUMConditioner": ["drum_degree", "drum_picks"],
     "DrUMDegreeSlider": ["drum_degree"],
