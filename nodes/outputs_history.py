@@ -23,7 +23,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from drum_core.history import SECONDS_PER_DAY, History, HistoryError
-from drum_core.image_history import ImageScan, ScanCache, prompts_of_graph, scan_images
+from drum_core.image_history import GraphError, ImageScan, ScanCache, prompts_of_graph, scan_images
 from drum_core.ratings import load_ratings, ratings_stamp
 
 from .clip_bridge import progress_reporter
@@ -149,7 +149,8 @@ class OutputsReader:
         except OutputsError as error:
             digest.update(str(error).encode())
             return digest.hexdigest()
-        for path, _dirs, files in os.walk(top):
+        for path, dirs, files in os.walk(top):  # linked folders are listed, not entered
+            dirs.sort()
             for name in sorted(files):
                 try:
                     stat = os.stat(os.path.join(path, name), follow_symlinks=False)
@@ -213,7 +214,11 @@ def queue_prompts(history: Mapping | None, since: float | None) -> list[tuple[fl
         started = _started_at(entry)
         if since is not None and (started is None or started <= since):
             continue
-        found.extend((started, text) for text in prompts_of_graph(graph))
+        try:
+            texts = prompts_of_graph(graph)
+        except GraphError:
+            continue  # not a graph the scanner reads: it gives no prompt, as such an image would
+        found.extend((started, text) for text in texts)
     order = sorted(range(len(found)), key=lambda i: (found[i][0] is not None, found[i][0] or 0.0, i))
     return [found[i] for i in order]
 

@@ -51,6 +51,7 @@ def test_queue_prompts_are_the_successful_runs_that_saved_no_image(outputs):
         "d": queue_entry("previewed first", 2_000_000, saved="temp"),  # a preview writes to temp: not saved
         "e": {"prompt": "not a queue item", "outputs": {}, "status": {"status_str": "success"}},
         "f": "junk",
+        "g": {**queue_entry("x", 2_500_000), "prompt": (0, "g", {"1": {"no": "class_type"}}, {}, [])},  # GraphError: skipped
     }
     assert outputs.queue_prompts(history, None) == [(2000.0, "previewed first"), (3000.0, "previewed later")]
     assert outputs.queue_prompts(history, since=2000.0) == [(3000.0, "previewed later")]  # at `since` is out, as in scan_images
@@ -124,7 +125,7 @@ def test_the_node_reads_a_folder_with_ratings_and_keeps_its_scan_cache(outputs, 
 
     Ratings(ratings.ratings_file()).rate("output", "set/1.png", LIKE_RATING)
     node = node_module("outputs_history").DrUMOutputsHistory
-    assert node.validate_inputs(folder="nothing_here") != True  # noqa: E712 - the message is the error
+    assert "nothing_here" in node.validate_inputs(folder="nothing_here")  # the error names the folder
     result = node.execute(folder="set", since_days=0.0, dedupe=False, include_queue=False)
     history = result.args[0].history
     assert history.prompts == ("first prompt", "second prompt") and history.ratings == (None, LIKE_RATING)
