@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import folder_paths
@@ -64,10 +65,24 @@ def register_migrations() -> None:
         server.add_on_prompt_handler(upgrade_queued_prompt)
 
 
+def watch_uploads() -> None:
+    """Add the History Loader's upload watch to the running server's middlewares (before it starts), once."""
+    from server import PromptServer
+
+    app = getattr(getattr(PromptServer, "instance", None), "app", None)
+    if app is None or history.forget_history_files_on_upload in app.middlewares:
+        return
+    try:
+        app.middlewares.append(history.forget_history_files_on_upload)
+    except RuntimeError:  # already started (frozen): the folders' mtimes still refresh the list
+        logging.getLogger(__name__).info("DrUM: server already started, history file list refreshed by folder mtimes only")
+
+
 def extension() -> DrUMExtension:
     register_model_folder(adapters.FOLDER)
     register_model_folder(profiles.FOLDER)
     register_migrations()
     ratings_route.register_routes()
     history_check.register_routes()
+    watch_uploads()
     return DrUMExtension()

@@ -28,6 +28,7 @@ from drum_core.peca import PeCA, PeCAConfig, PeCAFormatError
 from drum_core.personalizer import AdapterMismatchError
 from drum_core.weights import adapter_files
 
+from .checked import CheckedNode
 from .io_types import AUTO, NONE, AdapterChoice, DrumPeCAType
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,9 @@ def _slot_input(slot: str) -> io.Combo.Input:
     )
 
 
-class DrUMPeCALoader(io.ComfyNode):
+class DrUMPeCALoader(CheckedNode):
+    LISTED_ELSEWHERE = ADAPTER_NAMES  # files of the drum folders, checked by their headers
+
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -164,18 +167,20 @@ class DrUMPeCALoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, L: str, H: str, bigG: str, T5: str) -> bool | str:
-        for slot, value in zip(ADAPTER_NAMES, (L, H, bigG, T5)):
-            if value in (AUTO, NONE):
+    def input_error(cls, values: dict) -> str | None:
+        for slot in ADAPTER_NAMES:
+            value = values.get(slot)
+            if value is None or value in (AUTO, NONE):  # None: linked, checked at execution
                 continue
             try:  # the header only: on ComfyUI's server thread a tensor operation starts a second OpenMP team (docs/comfyui.md)
                 check_slot(value, PeCA.check_file(adapter_path(value)), slot)
             except (OSError, PeCAFormatError, AdapterMismatchError) as error:
                 return f"{slot} slot: {error}"
-        return True
+        return None
 
     @classmethod
     def execute(cls, L: str, H: str, bigG: str, T5: str) -> io.NodeOutput:
+        cls.check_inputs(L=L, H=H, bigG=bigG, T5=T5)
         slots, files = {}, {}
         for slot, value in zip(ADAPTER_NAMES, (L, H, bigG, T5)):
             slots[slot] = value if value in (AUTO, NONE) else load_adapter(value, slot)

@@ -12,6 +12,7 @@ from drum_core.personalizer import Personalizer, check_adapter, first_clip, most
 from . import clip_bridge
 from .adapters import load_to_device, resolve
 from .caches import EMBEDDINGS, first_clip_encoder, personalizer
+from .checked import CheckedNode
 from .degree import degree_input
 from .io_types import AdapterChoice, Degrees, DrumDegreesType, DrumHistory, DrumHistoryType, DrumPeCAType
 
@@ -103,7 +104,7 @@ def range_error(start_percent: float, end_percent: float) -> str | None:
     return None
 
 
-class DrUMConditioner(io.ComfyNode):
+class DrUMConditioner(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -167,8 +168,9 @@ class DrUMConditioner(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, start_percent: float = 0.0, end_percent: float = 1.0) -> bool | str:
-        return range_error(start_percent, end_percent) or True
+    def input_error(cls, values: dict) -> str | None:
+        start, end = values.get("start_percent", 0.0), values.get("end_percent", 1.0)
+        return None if start is None or end is None else range_error(start, end)  # None: linked, checked at execution
 
     @classmethod
     def execute(
@@ -184,9 +186,7 @@ class DrUMConditioner(io.ComfyNode):
         start_percent: float = 0.0,
         end_percent: float = 1.0,
     ) -> io.NodeOutput:
-        error = range_error(start_percent, end_percent)
-        if error:
-            raise ValueError(f"DrUM Conditioner: {error}")
+        cls.check_inputs(text=text, degree=degree, relevant=relevant, start_percent=start_percent, end_percent=end_percent)
         alphas = list(degrees.values) if degrees is not None else [degree]
         tokens, pooled, family = personalized_tokens(clip, adapters, history, text, alphas, relevant)
         log.debug("DrUM: %s conditioning %s for degrees %s", family, list(tokens.shape), alphas)

@@ -8,6 +8,7 @@ from drum_core.coreset import CORESET_MODES, DEFAULT_MAX_REFERENCES, coreset_sam
 from drum_core.history import recency_weights
 
 from .caches import first_clip_encoder, pooled_history_features
+from .checked import CheckedNode
 from .io_types import DrumHistory, DrumHistoryType, Profile
 
 
@@ -28,7 +29,7 @@ def sample(
     return DrumHistory(full.subset(picks), Profile(full, embeddings, picks, first_clip_encoder(clip).fingerprint, settings))
 
 
-class DrUMCoresetSampler(io.ComfyNode):
+class DrUMCoresetSampler(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -105,6 +106,7 @@ class DrUMCoresetSampler(io.ComfyNode):
         mode: str = "published",
         half_life_days: float = 0.0,
     ) -> io.NodeOutput:
+        cls.check_inputs(ratio=ratio, max_count=max_count, k=k, seed=seed, mode=mode, half_life_days=half_life_days)
         picked = sample(history, clip, ratio, max_count, k, seed, mode, half_life_days)
         return io.NodeOutput(picked, ui={"drum_picks": picked.preview(limit=len(picked.history))})
 

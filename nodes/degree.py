@@ -6,6 +6,7 @@ from comfy_api.latest import io
 
 from drum_core.taste import degree_sweep
 
+from .checked import CheckedNode
 from .io_types import Degrees, DrumDegreesType
 
 
@@ -19,7 +20,7 @@ def degree_values(degree: float, sweep: bool, start: float, end: float, count: i
     return degree_sweep(start, end, count) if sweep else (degree,)
 
 
-class DrUMDegreeSlider(io.ComfyNode):
+class DrUMDegreeSlider(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -46,6 +47,7 @@ class DrUMDegreeSlider(io.ComfyNode):
 
     @classmethod
     def execute(cls, degree: float, sweep: bool, start: float, end: float, count: int) -> io.NodeOutput:
+        cls.check_inputs(degree=degree, sweep=sweep, start=start, end=end, count=count)
         values = degree_values(degree, sweep, start, end, count)
         return io.NodeOutput(Degrees(values), len(values))
 

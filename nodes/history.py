@@ -2,33 +2,85 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import threading
 
 import folder_paths
+from aiohttp import web
 from comfy_api.latest import io
 
 from drum_core.history import History, HistoryError, load_history, parse_history_text
 
+from .checked import CheckedNode
 from .io_types import NONE, DrumHistory, DrumHistoryType
 
 HISTORY_EXTENSIONS = (".txt", ".csv", ".tsv", ".json", ".jsonl")
-HISTORY_FOLDER_DEPTH = 3  # sub-folder levels of the input folder searched; the list is rebuilt at every schema build
+HISTORY_FOLDER_DEPTH = 3  # sub-folder levels of the input folder searched
 
 
-def history_files() -> list[str]:
-    """History files in ComfyUI's input folder and its sub-folders down to HISTORY_FOLDER_DEPTH levels, "/"-separated,
-    sorted. Symlinked folders are not entered (a link loop would never end; resolve_history_file refuses what lies outside)."""
-    root = folder_paths.get_input_directory()
-    found = []
+def walk_history_files(root: str) -> tuple[list[str], dict[str, int]]:
+    """(history files under `root` down to HISTORY_FOLDER_DEPTH levels, "/"-separated, sorted; {folder walked: its mtime_ns}).
+    Symlinked folders are not entered (a link loop would never end; resolve_history_file refuses what lies outside)."""
+    found, stamps = [], {}
     for folder, dirs, files in os.walk(root):
+        with contextlib.suppress(OSError):
+            stamps[folder] = os.stat(folder).st_mtime_ns
         relative = os.path.relpath(folder, root)
         if relative != "." and relative.count(os.sep) + 1 >= HISTORY_FOLDER_DEPTH:
             dirs.clear()  # deep enough: list this folder, do not go further down
         for name in files:
             if name.lower().endswith(HISTORY_EXTENSIONS):
                 found.append(os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/"))
-    return sorted(found)
+    return sorted(found), stamps
+
+
+class HistoryFileListing:
+    """The History Loader's file list, kept between schema builds (the validate_prompt of ComfyUI 0.38.1 builds every queued node's
+    schema on every queue). Walked again when the input folder moves, when any folder walked changed its mtime (a file
+    added, removed or renamed there, an upload included), or after `invalidate()` (the upload route calls it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._root: str | None = None
+        self._stamps: dict[str, int] = {}  # one entry per folder walked: bounded by the walk
+        self._files: list[str] = []
+
+    def _unchanged(self, root: str) -> bool:
+        try:
+            return root == self._root and all(os.stat(folder).st_mtime_ns == stamp for folder, stamp in self._stamps.items())
+        except OSError:
+            return False
+
+    def files(self) -> list[str]:
+        root = folder_paths.get_input_directory()
+        with self._lock:
+            if not self._unchanged(root):
+                self._files, self._stamps = walk_history_files(root)
+                self._root = root
+            return list(self._files)
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._root = None
+
+
+HISTORY_FILES = HistoryFileListing()
+
+
+@web.middleware
+async def forget_history_files_on_upload(request: web.Request, handler):
+    """aiohttp middleware: ComfyUI's upload route (/upload/image, also under /api) wrote into the input folder."""
+    response = await handler(request)
+    if request.method == "POST" and request.path.endswith("/upload/image"):
+        HISTORY_FILES.invalidate()
+    return response
+
+
+def history_files() -> list[str]:
+    """History files in ComfyUI's input folder and its sub-folders (walk_history_files), from HISTORY_FILES."""
+    return HISTORY_FILES.files()
 
 
 def resolve_history_file(name: str) -> str:
@@ -65,7 +117,9 @@ def read_history(file: str, text: str) -> History:
     return load_input_history(file)
 
 
-class DrUMHistoryLoader(io.ComfyNode):
+class DrUMHistoryLoader(CheckedNode):
+    LISTED_ELSEWHERE = ("file",)  # any history file inside the input folder, listed or not
+
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -96,18 +150,20 @@ class DrUMHistoryLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, file: str, text: str = "") -> bool | str:
-        if file != NONE and not text.strip():
-            try:
-                resolve_history_file(file)
-            except HistoryError as error:
-                return str(error)
-        return True
+    def input_error(cls, values: dict) -> str | None:
+        file, text = values.get("file"), values.get("text")
+        if file is None or text is None or file == NONE or text.strip():  # linked (unknown yet), or the file is not read
+            return None
+        try:
+            resolve_history_file(file)
+        except HistoryError as error:
+            return str(error)
+        return None
 
     @classmethod
     def fingerprint_inputs(cls, file: str, text: str = "") -> str:
-        digest = hashlib.sha256(text.encode())
-        if file != NONE:
+        digest = hashlib.sha256((text or "").encode())  # None: linked and not computed yet
+        if file is not None and file != NONE:
             try:
                 with open(resolve_history_file(file), "rb") as f:
                     digest.update(f.read())
@@ -117,6 +173,7 @@ class DrUMHistoryLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, file: str, text: str = "") -> io.NodeOutput:
+        cls.check_inputs(file=file, text=text)
         loaded = DrumHistory(read_history(file, text))
         source = "pasted text" if text.strip() else file
         ui = {"drum_history": [{"count": len(loaded.history), "source": source, "preview": loaded.preview()}]}

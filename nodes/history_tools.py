@@ -6,6 +6,7 @@ from comfy_api.latest import io
 
 from drum_core.history import mix_histories, split_history
 
+from .checked import CheckedNode
 from .io_types import DrumHistory, DrumHistoryType
 
 
@@ -13,7 +14,7 @@ def _summary(history: DrumHistory) -> dict:
     return {"count": len(history.history), "source": history.history.source, "preview": history.preview()}
 
 
-class DrUMHistorySplit(io.ComfyNode):
+class DrUMHistorySplit(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -47,11 +48,12 @@ class DrUMHistorySplit(io.ComfyNode):
 
     @classmethod
     def execute(cls, history: DrumHistory, threshold: float) -> io.NodeOutput:
+        cls.check_inputs(threshold=threshold)
         likes, dislikes = (DrumHistory(side) for side in split_history(history.history, threshold))
         return io.NodeOutput(likes, dislikes, ui={"drum_split": [{"likes": _summary(likes), "dislikes": _summary(dislikes)}]})
 
 
-class DrUMHistoryMix(io.ComfyNode):
+class DrUMHistoryMix(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -81,6 +83,7 @@ class DrUMHistoryMix(io.ComfyNode):
 
     @classmethod
     def execute(cls, history_a: DrumHistory, history_b: DrumHistory, mix: float) -> io.NodeOutput:
+        cls.check_inputs(mix=mix)
         mixed = DrumHistory(mix_histories(history_a.history, history_b.history, mix))
         return io.NodeOutput(mixed, ui={"drum_history": [_summary(mixed)]})
 

@@ -9,6 +9,7 @@ from comfy_api.latest import io
 from drum_core.profile_picture import project_2d, render_profile
 
 from . import clip_bridge
+from .checked import CheckedNode
 from .io_types import DrumHistory, DrumHistoryType
 from .profiles import profile_of
 
@@ -31,7 +32,7 @@ def map_output(features, picks, prompts, weights) -> dict:
     return {"points": points, "count": len(prompts), "picks": len(picks), "hidden": len(prompts) - len(shown)}
 
 
-class DrUMProfilePreview(io.ComfyNode):
+class DrUMProfilePreview(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -53,6 +54,7 @@ class DrUMProfilePreview(io.ComfyNode):
 
     @classmethod
     def execute(cls, history: DrumHistory, width: int, height: int, clip=None) -> io.NodeOutput:
+        cls.check_inputs(width=width, height=height)
         profile = profile_of(history, clip, "DrUM Profile Preview")
         full = profile.history
         picture = render_profile(profile.features, profile.picks, full.prompts, full.weights, (width, height))

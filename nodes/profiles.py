@@ -17,6 +17,7 @@ from drum_core.profiles import Profile, ProfileFormatError
 
 from . import clip_bridge
 from .caches import EMBEDDINGS, first_clip_encoder, pooled_history_features
+from .checked import CheckedNode
 from .io_types import DrumHistory, DrumHistoryType
 
 FOLDER = "drum_profiles"
@@ -39,15 +40,15 @@ def save_path(name: str) -> tuple[str, str]:
     """(path, name with extension) inside the first drum_profiles folder for `name`; ValueError for names leading outside."""
     name = name.strip().replace("\\", "/")
     if not name:
-        raise ValueError("DrUM Profile Save: give the profile a name")
+        raise ValueError("give the profile a name")
     if not name.lower().endswith(EXTENSION):
         name += EXTENSION
     if os.path.isabs(name) or ".." in name.split("/"):
-        raise ValueError(f"DrUM Profile Save: '{name}' must be a name inside the {FOLDER} folder (no absolute paths or '..')")
+        raise ValueError(f"'{name}' must be a name inside the {FOLDER} folder (no absolute paths or '..')")
     root = os.path.realpath(folder_paths.get_folder_paths(FOLDER)[0])
     path = os.path.realpath(os.path.join(root, name))
     if os.path.commonpath([path, root]) != root:
-        raise ValueError(f"DrUM Profile Save: '{name}' leads outside the {FOLDER} folder ({root})")
+        raise ValueError(f"'{name}' leads outside the {FOLDER} folder ({root})")
     return path, name
 
 
@@ -59,7 +60,7 @@ def profile_file(name: str) -> str:
     return path
 
 
-class DrUMProfileSave(io.ComfyNode):
+class DrUMProfileSave(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -88,15 +89,18 @@ class DrUMProfileSave(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, name: str = "my_profile") -> bool | str:
+    def input_error(cls, values: dict) -> str | None:
+        if values.get("name") is None:  # linked: checked at execution
+            return None
         try:
-            save_path(name)
+            save_path(values["name"])
         except ValueError as error:
             return str(error)
-        return True
+        return None
 
     @classmethod
     def execute(cls, history: DrumHistory, name: str, clip=None) -> io.NodeOutput:
+        cls.check_inputs(name=name)
         profile = profile_of(history, clip, "DrUM Profile Save")
         path, name = save_path(name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -104,7 +108,9 @@ class DrUMProfileSave(io.ComfyNode):
         return io.NodeOutput(ui={"drum_profile": [{"file": name, "count": profile.total, "picks": len(profile.picks)}]})
 
 
-class DrUMProfileLoad(io.ComfyNode):
+class DrUMProfileLoad(CheckedNode):
+    LISTED_ELSEWHERE = ("file",)  # checked by reading the profile
+
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -132,16 +138,20 @@ class DrUMProfileLoad(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, file: str) -> bool | str:
+    def input_error(cls, values: dict) -> str | None:
+        if values.get("file") is None:  # linked: checked at execution
+            return None
         try:
-            Profile.load(profile_file(file))
+            Profile.load(profile_file(values["file"]))
         except (OSError, ProfileFormatError) as error:
             return str(error)
-        return True
+        return None
 
     @classmethod
     def fingerprint_inputs(cls, file: str, clip) -> str:
         """Changes when the file is re-saved, so a new profile is read again."""
+        if file is None:  # linked, not computed yet
+            return ""
         try:
             stat = os.stat(profile_file(file))
         except OSError:
@@ -150,6 +160,7 @@ class DrUMProfileLoad(io.ComfyNode):
 
     @classmethod
     def execute(cls, file: str, clip) -> io.NodeOutput:
+        cls.check_inputs(file=file)
         saved = Profile.load(profile_file(file))
         profile = saved.for_encoder(first_clip_encoder(clip), EMBEDDINGS, clip_bridge.progress_reporter())
         coreset = DrumHistory(profile.references, profile)

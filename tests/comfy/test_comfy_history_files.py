@@ -25,3 +25,32 @@ def test_a_symlink_loop_ends_and_the_walk_is_bounded(pack, tmp_path, monkeypatch
     expected = ["alias.txt", "top.txt", "users/ann/2024/ann_2024.csv"]  # archive/ is a 4th level: not searched
     assert history.history_files() == expected
     assert pack["DrUMHistoryLoader"].GET_SCHEMA().inputs[0].options == ["none", *expected]
+
+
+def test_the_list_is_kept_between_schema_builds_and_refreshed_on_change(pack, tmp_path, monkeypatch):
+    """validate_prompt (ComfyUI 0.38.1) builds every queued node's schema: the folder is walked again only when it changed."""
+    import folder_paths
+
+    monkeypatch.setattr(folder_paths, "input_directory", str(tmp_path))
+    history = sys.modules["comfyui_drum.nodes.history"]
+    walks = []
+    walk = history.walk_history_files
+    monkeypatch.setattr(history, "walk_history_files", lambda root: walks.append(root) or walk(root))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.txt").write_text("prompt\n", encoding="utf-8")
+    loader = pack["DrUMHistoryLoader"]
+    for _ in range(3):
+        assert loader.GET_SCHEMA().inputs[0].options == ["none", "a.txt"]
+    assert walks == [str(tmp_path)]  # one walk for three schema builds
+    (tmp_path / "sub" / "b.csv").write_text("prompt\n", encoding="utf-8")  # a sub-folder's mtime changes, not the root's
+    assert history.history_files() == ["a.txt", "sub/b.csv"] and len(walks) == 2
+    stamp = os.stat(tmp_path).st_mtime_ns
+    (tmp_path / "c.txt").write_text("prompt\n", encoding="utf-8")
+    os.utime(tmp_path, ns=(stamp, stamp))  # a file system too coarse to see the change
+    assert history.history_files() == ["a.txt", "sub/b.csv"] and len(walks) == 2
+    history.HISTORY_FILES.invalidate()  # what the upload route's middleware does
+    assert history.history_files() == ["a.txt", "c.txt", "sub/b.csv"] and len(walks) == 3
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.setattr(folder_paths, "input_directory", str(other))  # --input-directory elsewhere
+    assert history.history_files() == [] and len(walks) == 4

@@ -83,11 +83,11 @@ def test_history_loader_rejects_paths_outside_the_input_folder(pack, input_folde
     outside.write_text("secret prompt\n")
     loader = pack["DrUMHistoryLoader"]
     for name in (str(outside), "../secret.txt", "sub/../../secret.txt"):
-        message = loader.validate_inputs(name, "")
+        message = loader.validate_inputs(file=name, text="")
         assert isinstance(message, str) and "input folder" in message, name
     (input_folder / "link.txt").symlink_to(outside)
-    assert "outside" in loader.validate_inputs("link.txt", "")
-    assert "not found" in loader.validate_inputs("missing.txt", "")
+    assert "outside" in loader.validate_inputs(file="link.txt", text="")
+    assert "not found" in loader.validate_inputs(file="missing.txt", text="")
 
 
 def test_malformed_history_file_raises_a_history_error(pack, input_folder):
@@ -129,9 +129,9 @@ def test_adapter_validation_reads_headers_and_runs_no_tensor_operation(pack, dru
     save_file(tensors, str(partial))
     try:
         with TensorWork() as work:
-            valid = loader.validate_inputs("tiny_L.safetensors", "none", "tiny_bigG.safetensors", "tiny_T5.safetensors")
-            wrong_slot = loader.validate_inputs("looks_like_L.safetensors", "auto", "auto", "auto")
-            incomplete = loader.validate_inputs("partial.safetensors", "auto", "auto", "auto")
+            valid = loader.validate_inputs(L="tiny_L.safetensors", H="none", bigG="tiny_bigG.safetensors", T5="tiny_T5.safetensors")
+            wrong_slot = loader.validate_inputs(L="looks_like_L.safetensors", H="auto", bigG="auto", T5="auto")
+            incomplete = loader.validate_inputs(L="partial.safetensors", H="auto", bigG="auto", T5="auto")
     finally:
         partial.unlink()
     assert valid is True
@@ -143,10 +143,10 @@ def test_adapter_validation_reads_headers_and_runs_no_tensor_operation(pack, dru
 def test_missing_or_wrong_adapters_are_named_errors(pack, sd1, sdxl, drum_folder, tmp_path):
     AdapterMismatchError = drum_core.personalizer.AdapterMismatchError
     loader = pack["DrUMPeCALoader"]
-    message = loader.validate_inputs("looks_like_L.safetensors", "auto", "auto", "auto")
+    message = loader.validate_inputs(L="looks_like_L.safetensors", H="auto", bigG="auto", T5="auto")
     assert "L slot" in message and "T5" in message
-    assert "not found" in loader.validate_inputs("gone.safetensors", "auto", "auto", "auto")
-    assert loader.validate_inputs("tiny_L.safetensors", "none", "tiny_bigG.safetensors", "auto") is True
+    assert "not found" in loader.validate_inputs(L="gone.safetensors", H="auto", bigG="auto", T5="auto")
+    assert loader.validate_inputs(L="tiny_L.safetensors", H="none", bigG="tiny_bigG.safetensors", T5="auto") is True
     with pytest.raises(AdapterMismatchError, match="bigG slot is 'none'"):
         condition(pack, sdxl, load_adapters(pack, bigG="none"), pasted(pack))
     AdapterChoice = node_module("io_types").AdapterChoice

@@ -134,9 +134,9 @@ def test_a_range_is_what_comfyuis_timestep_range_and_combine_nodes_build(pack, s
 
 def test_an_empty_range_is_a_named_error(pack, sd1, adapters):
     node = pack["DrUMConditioner"]
-    assert node.validate_inputs(0.2, 0.7) is True
-    assert "start_percent (0.6) must be below end_percent (0.4)" in node.validate_inputs(0.6, 0.4)
-    assert "must lie in [0, 1]" in node.validate_inputs(-0.1, 0.4)
+    assert node.validate_inputs(start_percent=0.2, end_percent=0.7) is True
+    assert "start_percent (0.6) must be below end_percent (0.4)" in node.validate_inputs(start_percent=0.6, end_percent=0.4)
+    assert "must lie in [0, 1]" in node.validate_inputs(start_percent=-0.1, end_percent=0.4)
     with pytest.raises(ValueError, match=r"DrUM Conditioner: start_percent \(0.5\) must be below end_percent \(0.5\)"):
         condition(pack, sd1, adapters, pasted(pack), start_percent=0.5, end_percent=0.5)
 
@@ -149,7 +149,7 @@ def test_saved_profile_loads_to_the_same_history_features_and_conditioning(pack,
     assert (profiles_folder / "alice" / "taste.safetensors").is_file()
     load = pack["DrUMProfileLoad"]
     assert "alice/taste.safetensors" in load.GET_SCHEMA().inputs[0].options
-    assert load.validate_inputs("alice/taste.safetensors") is True
+    assert load.validate_inputs(file="alice/taste.safetensors") is True
     loaded, full = load.execute("alice/taste.safetensors", sd1).args
     assert loaded.history.prompts == picked.history.prompts and loaded.history.weights == picked.history.weights
     assert full.history.prompts == tuple(PROMPTS) and loaded.profile.picks == picked.profile.picks
@@ -184,19 +184,21 @@ def test_a_history_without_coreset_is_saved_whole(pack, sd1, profiles_folder):
 def test_save_stays_in_its_folder_and_bad_files_are_named(pack, sd1, profiles_folder, tmp_path):
     save, load = pack["DrUMProfileSave"], pack["DrUMProfileLoad"]
     for name in ("../outside", "/tmp/abs", "a/../../b", "  "):
-        assert save.validate_inputs(name) is not True, name
+        assert save.validate_inputs(name=name) is not True, name
         with pytest.raises(ValueError, match="DrUM Profile Save"):
             save.execute(pasted(pack), name, sd1)
     assert not list(tmp_path.glob("*.safetensors"))
     (profiles_folder / "junk.safetensors").write_bytes(b"not a safetensors file at all")
-    message = load.validate_inputs("junk.safetensors")
+    message = load.validate_inputs(file="junk.safetensors")
     assert "junk.safetensors" in message and "not a readable safetensors file" in message
     pack["DrUMProfileSave"].execute(coreset(pack, sd1, pasted(pack), 0.5), "edited", None)
     path = profiles_folder / "edited.safetensors"
     data = bytearray(path.read_bytes())
     data[-3] ^= 0x10
     path.write_bytes(bytes(data))
-    assert "content does not match" in load.validate_inputs("edited.safetensors")
-    with pytest.raises(node_module("profiles").ProfileFormatError, match="edited.safetensors"):
+    message = load.validate_inputs(file="edited.safetensors")
+    assert "content does not match" in message
+    with pytest.raises(node_module("checked").DrUMInputError) as raised:  # a linked file name meets the same rule
         load.execute("edited.safetensors", sd1)
-    assert "not found" in load.validate_inputs("../secret.safetensors")
+    assert str(raised.value) == message
+    assert "not found" in load.validate_inputs(file="../secret.safetensors")

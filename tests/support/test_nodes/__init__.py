@@ -114,9 +114,57 @@ class HistoryProbe(io.ComfyNode):
         return io.NodeOutput(ui={"drum_history_probe": [report]})
 
 
+class ComboValue(io.ComfyNode):
+    """A COMBO output: what a combo widget with a socket (newest frontend) can be linked from; no core node gives one."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DrUMTestComboValue",
+            display_name="DrUM TEST Combo Value",
+            category="testing/DrUM",
+            description="TEST ONLY: its text as a COMBO value, to link into a combo widget.",
+            inputs=[io.String.Input("value")],
+            outputs=[io.Custom("COMBO").Output()],  # io.Combo.Output declares its options list ([]) as the type
+        )
+
+    @classmethod
+    def execute(cls, value: str) -> io.NodeOutput:
+        return io.NodeOutput(value)
+
+
+class Sink(io.ComfyNode):
+    """An output node that makes its inputs run and reports what reached it."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DrUMTestSink",
+            display_name="DrUM TEST Sink",
+            category="testing/DrUM",
+            description="TEST ONLY: runs whatever is linked into it; reports conditioning batch sizes and history lengths.",
+            inputs=[
+                io.Conditioning.Input("conditioning", optional=True),
+                io.Custom("DRUM_HISTORY").Input("history", optional=True),
+                io.Int.Input("count", optional=True, default=0),
+            ],
+            outputs=[],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, conditioning: list | None = None, history=None, count: int = 0) -> io.NodeOutput:
+        report = {
+            "batch": None if conditioning is None else [list(tokens.shape) for tokens, _ in conditioning],
+            "history": None if history is None else len(history.history),
+            "count": count,
+        }
+        return io.NodeOutput(ui={"drum_sink": [report]})
+
+
 class DrUMTestExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [TinyCLIP, ConditioningProbe, HistoryProbe]
+        return [TinyCLIP, ConditioningProbe, HistoryProbe, ComboValue, Sink]
 
 
 async def comfy_entrypoint() -> DrUMTestExtension:
