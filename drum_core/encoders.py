@@ -31,19 +31,22 @@ import torch
 from torch import nn
 
 from .backend import CLIP_TOKENS, T5_TOKENS, Encoding
+from .fingerprint import module_fingerprint, weights_fingerprint
 
 LEGACY_EOS_ID = 2  # configs made before transformers PR #24773: pool at argmax(input ids)
 
 
-def _weights_digest(tensors: Sequence[torch.Tensor], samples: int = 4096) -> str:
-    """sha256 of an evenly strided sample of each tensor (cheap, weight-sensitive)."""
-    digest = hashlib.sha256()
-    for tensor in tensors:
-        flat = tensor.detach().reshape(-1)
-        step = max(1, flat.numel() // samples)
-        digest.update(flat[::step].float().cpu().numpy().tobytes())
-        digest.update(str(tuple(tensor.shape)).encode())
-    return digest.hexdigest()[:24]
+def text_tower_tensors(tower: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """(name, tensor) of every parameter and buffer an open_clip text tower reads (token and positional embeddings,
+    every block, final norm, projection, attention mask), not those of an image tower held by the same model."""
+    named = []
+    for part in ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection", "attn_mask"):
+        value = getattr(tower, part, None)
+        if isinstance(value, nn.Module):
+            named += [(f"{part}.{key}", tensor) for key, tensor in value.state_dict(keep_vars=True).items()]
+        elif isinstance(value, torch.Tensor):
+            named.append((part, value))
+    return named
 
 
 def _config_digest(model: nn.Module) -> str:
@@ -121,11 +124,8 @@ class HFClipBackend(_ClipStates):
         self.eos_token_id = model.config.eos_token_id
         if tokenizer.pad_token_id is None:
             raise ValueError(f"CLIP tokenizer {type(tokenizer).__name__} has no pad token; it cannot pad prompts to 77 tokens")
-        weights = [text_model.final_layer_norm.weight, model.get_input_embeddings().weight]
-        if self.projection is not None:
-            weights.append(self.projection.weight)
-        self.fingerprint = (
-            f"hf-clip:{type(model).__name__}:cfg={_config_digest(model)}:w={_weights_digest(weights)}"
+        self.fingerprint = (  # every parameter and buffer counts (drum_core.fingerprint), once per backend
+            f"hf-clip:{type(model).__name__}:cfg={_config_digest(model)}:w={module_fingerprint(model)}"
             f":pad={tokenizer.pad_token_id}:vocab={len(tokenizer)}:projected={self.projection is not None}:raw-pre-ln"
         )
 
@@ -174,9 +174,8 @@ class HFT5Backend:
         self.width = int(model.config.d_model)
         if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
             raise ValueError(f"T5 tokenizer {type(tokenizer).__name__} needs a pad and an EOS token")
-        weights = [model.get_input_embeddings().weight, model.encoder.final_layer_norm.weight]
         self.fingerprint = (
-            f"hf-t5:{type(model).__name__}:cfg={_config_digest(model)}:w={_weights_digest(weights)}"
+            f"hf-t5:{type(model).__name__}:cfg={_config_digest(model)}:w={module_fingerprint(model)}"
             f":pad={tokenizer.pad_token_id}:vocab={len(tokenizer)}:last-hidden-state:{T5_TOKENS}"
         )
 
@@ -271,13 +270,9 @@ class OpenClipBackend(_ClipStates):
             raise ValueError(f"{type(model).__name__} has no text_projection, so its pooled vectors cannot be projected")
         self.projection = projection if project_pooled is not False else None
         probe = self.token_ids(["A photo of 2 cats, watercolor!"])
-        weights = [tower.token_embedding.weight, tower.positional_embedding, tower.ln_final.weight]
-        weights += list(tower.transformer.resblocks[self.layers - 1].parameters())
-        if self.projection is not None:
-            weights.append(self.projection if isinstance(self.projection, torch.Tensor) else self.projection.weight)
-        self.fingerprint = (
-            f"open-clip:{type(model).__name__}:w={_weights_digest(weights)}:blocks={self.layers}/{blocks}"
-            f":pool={self.pool_type}:eos={self.eos_token_id}:tok={type(tokenizer).__name__}/{_weights_digest([probe])}"
+        self.fingerprint = (  # the text tower's every tensor (not the image tower's, when `model` inlines both)
+            f"open-clip:{type(model).__name__}:w={weights_fingerprint(text_tower_tensors(tower))}:blocks={self.layers}/{blocks}"
+            f":pool={self.pool_type}:eos={self.eos_token_id}:tok={type(tokenizer).__name__}/{weights_fingerprint([('probe', probe)])}"
             f":projected={self.projection is not None}:raw-pre-ln"
         )
 

@@ -26,8 +26,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
-import uuid
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 
 import comfy.model_management
@@ -35,6 +33,7 @@ import comfy.utils
 import torch
 
 from drum_core.backend import CLIP_TOKENS, T5_TOKENS, Encoding
+from drum_core.fingerprint import IDENTITIES, WeightsFingerprint, update_tensor
 from drum_core.personalizer import FAMILIES, detect_family
 
 try:
@@ -246,48 +245,14 @@ class ComfySubEncoder:
                 )
 
 
-_identities: dict[int, str] = {}  # id(object) -> token, dropped when the object dies
-_kept_alive: list[object] = []  # objects that cannot be weakly referenced: alive, so their id() is never reused
 _checked: set[tuple[str, str]] = set()  # (family, fingerprint) pairs that passed check_host in this process
-
-
-def _identity(obj: object) -> str:
-    """A token for an object fingerprinted by identity: unique for its lifetime, never reused (an id() can be)."""
-    key = id(obj)
-    if key not in _identities:
-        _identities[key] = uuid.uuid4().hex
-        try:
-            weakref.finalize(obj, _identities.pop, key, None)
-        except TypeError:
-            _kept_alive.append(obj)
-    return _identities[key]
-
-
-def _digest_tensor(digest, tensor: torch.Tensor) -> None:
-    """Feed shape, dtype and the first and last rows of `tensor` (cheap, catches LoRA deltas).
-
-    A tensor without readable values (meta device, a quantized or other tensor subclass that
-    cannot be read as float) feeds a marker and its identity instead, never garbage.
-    """
-    digest.update(f"{tuple(tensor.shape)}{tensor.dtype}".encode())
-    if tensor.numel() == 0:
-        return
-    if tensor.is_meta:
-        digest.update(f"meta#{_identity(tensor)}".encode())
-        return
-    try:
-        flat = tensor.detach().reshape(tensor.shape[0], -1) if tensor.dim() > 1 else tensor.detach().reshape(1, -1)
-        rows = torch.cat([flat[:1], flat[-1:]]).float().cpu().contiguous()
-        digest.update(rows.numpy().tobytes())
-    except (RuntimeError, TypeError, NotImplementedError):
-        digest.update(f"{type(tensor).__qualname__}#{_identity(tensor)}".encode())
 
 
 def _digest_value(digest, value: object, depth: int = 0) -> None:
     """Feed a patch, wrapper or injection: tensors by content, plain values by repr, containers item by item,
     weight adapters (`.weights`) by their tensors, anything else (functions, hooks) by identity."""
     if isinstance(value, torch.Tensor):
-        _digest_tensor(digest, value)
+        update_tensor(digest, value, IDENTITIES.token)
     elif value is None or isinstance(value, (bool, int, float, str, torch.dtype, torch.device)):
         digest.update(repr(value).encode())
     elif isinstance(value, (list, tuple)):
@@ -303,16 +268,14 @@ def _digest_value(digest, value: object, depth: int = 0) -> None:
         digest.update(type(value).__qualname__.encode())
         _digest_value(digest, value.weights, depth + 1)
     else:
-        digest.update(f"{type(value).__qualname__}#{_identity(value)}".encode())
+        digest.update(f"{type(value).__qualname__}#{IDENTITIES.token(value)}".encode())
 
 
 def _fingerprint(clip, attribute: str, module: torch.nn.Module, layer_shift: int) -> str:
     """Everything that decides this encoder's outputs: layer conventions, weights (sampled rows), and the
     patcher's patches (LoRAs), weight wrappers, object patches, injections (bypass LoRAs) and forced hooks."""
     digest = hashlib.sha256(f"comfy|{attribute}|{type(module).__name__}|shift{layer_shift}|t5len{T5_TOKENS}".encode())
-    for key, tensor in sorted(module.state_dict(keep_vars=True).items()):
-        digest.update(key.encode())
-        _digest_tensor(digest, tensor)
+    digest.update(WeightsFingerprint.of(module, IDENTITIES.token).encode())  # drum_core's rule; one pass per weight version
     patcher = clip.patcher
     prefix = f"{attribute}."
     for name, patches in (("patches", patcher.patches), ("wrappers", getattr(patcher, "weight_wrapper_patches", {}))):
