@@ -28,6 +28,7 @@ from drum_core.peca import PeCA, PeCAConfig, PeCAFormatError
 from drum_core.personalizer import AdapterMismatchError
 from drum_core.weights import adapter_files
 
+from . import clip_bridge
 from .checked import CheckedNode
 from .io_types import AUTO, NONE, AdapterChoice, DrumPeCAType
 
@@ -98,6 +99,19 @@ def load_to_device(adapters: Iterable[PeCA]) -> None:
     them again whenever another model needs the memory; they come back at the next use.
     """
     comfy.model_management.load_models_gpu([model_patcher(adapter) for adapter in adapters], force_full_load=True)
+
+
+def load_with_clip(clip, adapters: Iterable[PeCA], text: str = "") -> dict:
+    """Bring the adapters in, THEN the CLIP, and return the CLIP's encoders (clip_bridge.sub_encoders).
+
+    In this order loading the CLIP may offload the adapters (they still run, on their offload device) but
+    nothing unloads the CLIP before its encodes: unloading it restores its original weights (weight-patch
+    LoRAs) and ejects its injections (bypass LoRAs). Call it right before encoding, with no other load in between
+    (docs/comfyui.md "Memory order").
+    """
+    load_to_device(adapters)
+    clip_bridge.prepare(clip, text)
+    return clip_bridge.sub_encoders(clip)
 
 
 def auto_files(slot: str) -> list[str]:

@@ -10,7 +10,7 @@ from comfy_api.latest import io
 from drum_core.personalizer import Personalizer, check_adapter, first_clip, most_similar
 
 from . import clip_bridge
-from .adapters import load_to_device, resolve
+from .adapters import load_with_clip, resolve
 from .caches import EMBEDDINGS, first_clip_encoder, personalizer
 from .checked import CheckedNode
 from .degree import degree_input
@@ -44,7 +44,7 @@ def personalized_tokens(
         check_adapter(name, encoder, adapters[name])
     if len(history.history) == 0:
         return *plain_tokens(clip, text, len(alphas)), family
-    load_to_device(adapters.values())  # under ComfyUI's model management: offloadable when the diffusion model needs the memory
+    encoders = load_with_clip(clip, adapters.values(), text)  # the CLIP last: its LoRAs stay in for every encode below
     layer = clip_bridge.token_layer(clip, family)
 
     def build() -> Personalizer:

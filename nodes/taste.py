@@ -12,8 +12,9 @@ from drum_core.personalizer import Personalizer, check_adapter
 from drum_core.taste import TasteSettings, degree_sweep, render_taste, taste_check
 
 from . import clip_bridge
-from .adapters import load_to_device, resolve
+from .adapters import load_with_clip, resolve
 from .caches import EMBEDDINGS
+from .checked import CheckedNode
 from .io_types import AdapterChoice, DrumHistory, DrumHistoryType, DrumPeCAType
 
 NODE = "DrUM Taste Check"
@@ -45,7 +46,7 @@ def range_error(start: float, end: float, count: int) -> str | None:
     return None
 
 
-class DrUMTasteCheck(io.ComfyNode):
+class DrUMTasteCheck(CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -109,11 +110,9 @@ class DrUMTasteCheck(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, start: float | None = 0.1, end: float | None = 1.0, count: int | None = 10) -> bool | str:
-        if None in (start, end, count):  # linked: checked at execution, with the same message
-            return True
-        error = range_error(start, end, count)
-        return f"{NODE}: {error}" if error else True
+    def input_error(cls, values: dict) -> str | None:
+        sweep = (values.get("start", 0.1), values.get("end", 1.0), values.get("count", 10))
+        return None if None in sweep else range_error(*sweep)  # None: linked, checked at execution with the same message
 
     @classmethod
     def execute(
@@ -130,9 +129,7 @@ class DrUMTasteCheck(io.ComfyNode):
         width: int = 1024,
         height: int = 512,
     ) -> io.NodeOutput:
-        error = range_error(start, end, count)
-        if error:
-            raise ValueError(f"{NODE}: {error}")
+        cls.check_inputs(held_out=held_out, start=start, end=end, count=count, max_target_loss=max_target_loss, width=width, height=height)
         clip_bridge.prepare(clip)
         encoders = clip_bridge.sub_encoders(clip)
         family = clip_bridge.family_of(clip, encoders)
@@ -140,7 +137,7 @@ class DrUMTasteCheck(io.ComfyNode):
         for name, encoder in encoders.items():
             check_adapter(name, encoder, chosen[name])
         settings = TasteSettings(held_out=held_out, max_target_loss=max_target_loss, **coreset_settings(history))
-        load_to_device(chosen.values())
+        encoders = load_with_clip(clip, chosen.values())  # the CLIP last: its LoRAs stay in for every encode below
         personalizer = Personalizer(family, encoders, chosen, EMBEDDINGS, clip_bridge.token_layer(clip, family))
         try:
             report = taste_check(

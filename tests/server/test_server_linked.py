@@ -62,6 +62,22 @@ BASE = {
     "11": {"class_type": "PreviewImage", "inputs": {"images": ["10", 0]}},
     "12": {"class_type": "DrUMProfileLoad", "inputs": {"file": "seed.safetensors", "clip": ["1", 1]}},
     "13": {"class_type": "DrUMTestSink", "inputs": {"conditioning": ["8", 0], "history": ["12", 0], "count": ["7", 1]}},
+    "14": {
+        "class_type": "DrUMTasteCheck",
+        "inputs": {
+            "clip": ["1", 1],
+            "adapters": ["6", 0],
+            "history": ["2", 0],
+            "held_out": 2,
+            "start": 0.5,
+            "end": 1.0,
+            "count": 2,
+            "max_target_loss": 0.1,
+            "width": 256,
+            "height": 256,
+        },
+    },
+    "15": {"class_type": "PreviewImage", "inputs": {"images": ["14", 0]}},
 }
 INVALID = {  # case: ({(node, input): value}, node that must fail, words of its message)
     "history file missing": ({("2", "file"): "missing.txt", ("2", "text"): ""}, "2", "not found in ComfyUI's input folder"),
@@ -87,6 +103,11 @@ INVALID = {  # case: ({(node, input): value}, node that must fail, words of its 
     "preview width": ({("10", "width"): 100}, "10", "width = 100 is below its minimum"),
     "preview height": ({("10", "height"): 5000}, "10", "height = 5000 is above its maximum"),
     "profile missing": ({("12", "file"): "gone.safetensors"}, "12", "DrUM profile 'gone.safetensors' not found"),
+    "taste held_out": ({("14", "held_out"): -1}, "14", "held_out = -1 is below its minimum"),
+    "taste sweep": ({("14", "start"): 1.5}, "14", "start must lie in [0, 1]"),
+    "taste count": ({("14", "count"): 0}, "14", "a degree sweep needs count >= 1, got 0"),
+    "taste target loss": ({("14", "max_target_loss"): 2.0}, "14", "max_target_loss = 2.0 is above its maximum"),
+    "taste width": ({("14", "width"): 100}, "14", "width = 100 is below its minimum"),
 }
 
 
@@ -157,6 +178,7 @@ def test_every_widget_linked_runs(server, info):
     assert entry.outputs["9"]["drum_profile"][0]["file"] == "linked/saved.safetensors"
     assert (server.base / "models" / "drum_profiles" / "linked" / "saved.safetensors").is_file()
     assert len(entry.outputs["11"]["images"]) == 1
+    assert len(entry.outputs["15"]["images"]) == 1 and entry.outputs["14"]["drum_taste"][0]["held_out"]
 
 
 @pytest.mark.parametrize("case", sorted(INVALID))
