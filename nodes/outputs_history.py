@@ -26,6 +26,7 @@ from drum_core.history import SECONDS_PER_DAY, History, HistoryError
 from drum_core.image_history import GraphError, ImageScan, ScanCache, prompts_of_graph, scan_images
 from drum_core.ratings import load_ratings, ratings_stamp
 
+from .checked import CheckedNode
 from .clip_bridge import progress_reporter
 from .io_types import DrumHistory, DrumHistoryType
 from .ratings_route import pack_user_folder, ratings_file
@@ -279,7 +280,9 @@ def read_outputs(folder: str, since_days: float, dedupe: bool, include_queue: bo
     return with_queue(scan.history, queued, dedupe), scan, len(queued)
 
 
-class DrUMOutputsHistory(io.ComfyNode):
+class DrUMOutputsHistory(CheckedNode):
+    LISTED_ELSEWHERE = ("folder",)  # checked by OUTPUTS.resolve
+
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -322,18 +325,22 @@ class DrUMOutputsHistory(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, folder: str, since_days: float = 0.0, dedupe: bool = False, include_queue: bool = True) -> bool | str:
+    def input_error(cls, values: dict) -> str | None:
+        if values.get("folder") is None:  # linked: checked at execution
+            return None
         try:
-            OUTPUTS.resolve(folder)
+            OUTPUTS.resolve(values["folder"])
         except OutputsError as error:
-            return str(error)
-        return True
+            return str(error).removeprefix("DrUM History from Outputs: ")  # error_of names the node
+        return None
 
     @classmethod
     def fingerprint_inputs(cls, folder: str, since_days: float = 0.0, dedupe: bool = False, include_queue: bool = True) -> str:
+        if folder is None:  # linked, not computed yet
+            return ""
         digest = hashlib.sha256(OUTPUTS.fingerprint(folder).encode())
         digest.update(repr(ratings_stamp(ratings_file())).encode())  # a click on 👍 / 👎 changes it
-        if since_days > 0:
+        if since_days is not None and since_days > 0:
             digest.update(f"{time.time() // 3600}".encode())  # the window moves: at least hourly
         if include_queue:
             queue = prompt_queue()
@@ -342,6 +349,7 @@ class DrUMOutputsHistory(io.ComfyNode):
 
     @classmethod
     def execute(cls, folder: str, since_days: float = 0.0, dedupe: bool = False, include_queue: bool = True) -> io.NodeOutput:
+        cls.check_inputs(folder=folder, since_days=since_days, dedupe=dedupe, include_queue=include_queue)
         history, scan, queued = read_outputs(folder, since_days, dedupe, include_queue)
         loaded = DrumHistory(history)
         newest = history.most_recent(NEWEST_SHOWN)

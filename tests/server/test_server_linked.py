@@ -78,6 +78,11 @@ BASE = {
         },
     },
     "15": {"class_type": "PreviewImage", "inputs": {"images": ["14", 0]}},
+    "16": {
+        "class_type": "DrUMOutputsHistory",
+        "inputs": {"folder": "(all outputs)", "since_days": 30.0, "dedupe": True, "include_queue": False},
+    },
+    "17": {"class_type": "DrUMTestSink", "inputs": {"history": ["16", 0]}},
 }
 INVALID = {  # case: ({(node, input): value}, node that must fail, words of its message)
     "history file missing": ({("2", "file"): "missing.txt", ("2", "text"): ""}, "2", "not found in ComfyUI's input folder"),
@@ -108,6 +113,8 @@ INVALID = {  # case: ({(node, input): value}, node that must fail, words of its 
     "taste count": ({("14", "count"): 0}, "14", "a degree sweep needs count >= 1, got 0"),
     "taste target loss": ({("14", "max_target_loss"): 2.0}, "14", "max_target_loss = 2.0 is above its maximum"),
     "taste width": ({("14", "width"): 100}, "14", "width = 100 is below its minimum"),
+    "outputs folder": ({("16", "folder"): "../elsewhere"}, "16", "folder '../elsewhere'"),
+    "outputs since": ({("16", "since_days"): -1.0}, "16", "since_days = -1.0 is below its minimum"),
 }
 
 
@@ -178,6 +185,7 @@ def test_every_widget_linked_runs(server, info):
     assert entry.outputs["9"]["drum_profile"][0]["file"] == "linked/saved.safetensors"
     assert (server.base / "models" / "drum_profiles" / "linked" / "saved.safetensors").is_file()
     assert len(entry.outputs["11"]["images"]) == 1
+    assert entry.outputs["17"]["drum_sink"][0]["history"] is not None
     assert len(entry.outputs["15"]["images"]) == 1 and entry.outputs["14"]["drum_taste"][0]["held_out"]
 
 
