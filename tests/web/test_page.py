@@ -285,13 +285,15 @@ def test_readme_screenshot_of_the_example_workflow(page, workflows, artifacts, r
     for node, widget in ((history, "drum_history_preview"), (sampler, "drum_picks"), (conditioner, "drum_picks")):
         wait_for_prompts(page, node, widget)  # from ComfyUI's cache when an earlier test ran this workflow
     assert panel_rows(page, history, "drum_history_preview")["summary"].endswith("prompts · pasted text")
-    profile = page.evaluate(
-        "() => window.app.graph.nodes.find((n) => n.comfyClass === 'SaveImage' && n.getInputNode(0)?.comfyClass === 'DrUMProfilePreview').id"
+    profile = only(page, "DrUMProfilePreview")  # its node shows the map (the picture goes to a Save Image)
+    page.wait_for_function(
+        "(id) => window.app.graph.getNodeById(id).widgets.find((w) => w.name === 'drum_map').element.querySelector('circle')", arg=profile
     )
-    widths = page.evaluate("(ids) => ids.map((id) => window.app.graph.getNodeById(id).size[0])", [history, sampler, conditioner])
-    x = [0, widths[0] + 40, widths[0] + widths[1] + 80]
-    layout = {history: (x[0], 0, 440), sampler: (x[1], 0, 340), conditioner: (x[2], 0, 440), profile: (x[1], 420, 320)}
-    keep_only(page, layout, scale=0.9)
+    sizes = page.evaluate("(ids) => ids.map((id) => [...window.app.graph.getNodeById(id).size])", [history, sampler, conditioner])
+    x = [0, sizes[0][0] + 40, sizes[0][0] + sizes[1][0] + 80]
+    below = sizes[1][1] + 80  # under the Coreset Sampler and its title bar
+    layout = {history: (x[0], 0, 440), sampler: (x[1], 0, 340), conditioner: (x[2], 0, 440), profile: (x[1], below, 300)}
+    keep_only(page, layout, scale=0.8)
     picture = artifacts / ("screenshot.png" if renderer == "classic" else f"screenshot-{renderer}.png")
     save_screenshot(page, picture, nodes=list(layout), palette=True)
     assert picture.stat().st_size < 300_000
