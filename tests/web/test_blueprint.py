@@ -1,4 +1,5 @@
-"""The "DrUM Personalize" subgraph blueprint (the pack's subgraphs/ folder) in real Chromium, both renderers.
+"""Your outputs as your history in the page, real Chromium, both renderers: the "DrUM Personalize" subgraph
+blueprint (the pack's subgraphs/ folder) and the drum_my_outputs template's History from Outputs panel.
 
 ComfyUI 0.3.75 serves custom nodes' subgraphs/*.json at /global_subgraphs and the frontend lists them in the
 node library. A user drags it from there onto the canvas, puts it in ComfyUI's classic SD1.5 graph in place of the positive CLIP
@@ -12,7 +13,7 @@ from __future__ import annotations
 import secrets
 
 import pytest
-from comfy_page import load_workflow, run_graph
+from comfy_page import load_workflow, nodes_of_type, panel_rows, run_graph, set_widgets
 from support.workflows import api_to_ui
 
 pytestmark = pytest.mark.web
@@ -109,3 +110,30 @@ def test_the_blueprint_replaces_the_positive_text_encode_and_runs(page, server, 
     assert conditioning["family"] == "sd1" and conditioning["references"]
     assert [image["type"] for image in outputs["9"]["images"]] == ["output"]
     assert not page_errors
+
+
+def test_the_outputs_template_runs_and_its_panel_shows_what_was_read(page, workflows, renderer):
+    """After the runs above, the output folder holds images of PROMPT: the template's History from Outputs reads them and
+    its panel says how many images it read and lists the newest prompts, PROMPT first."""
+    load_workflow(page, workflows["drum_my_outputs"])
+    tiny = {
+        "CheckpointLoaderSimple": {"ckpt_name": "tiny_sd15.safetensors"},
+        "EmptyLatentImage": {"width": 64, "height": 64},
+        "KSampler": {"steps": 2},
+        "SaveImage": {"filename_prefix": f"template_{renderer}"},
+    }
+    for node_type, values in tiny.items():
+        (node,) = nodes_of_type(page, node_type)
+        set_widgets(page, node["id"], values)
+    (outputs,) = nodes_of_type(page, "DrUMOutputsHistory")
+    assert [w["value"] for w in outputs["widgets"][:4]] == ["(all outputs)", 0.0, False, True]
+    done = run_graph(page)
+    assert done["type"] == "execution_success", done
+    page.wait_for_function(
+        "(id) => window.app.graph.getNodeById(id).widgets.find((w) => w.name === 'drum_outputs').element"
+        ".querySelectorAll('.drum-prompt').length > 0",
+        arg=outputs["id"],
+    )
+    shown = panel_rows(page, outputs["id"], "drum_outputs")
+    assert shown["prompts"][0] == PROMPT and not shown["failed"], shown
+    assert shown["summary"].startswith("(all outputs): ") and " images, " in shown["summary"], shown["summary"]

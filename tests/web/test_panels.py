@@ -39,6 +39,18 @@ def long_outputs(picks: int = 18) -> dict[str, dict]:
         "DrUMProfileLoad": {"drum_picks": picked},
         "DrUMConditioner": {"drum_conditioning": [{"family": "sd1", "degrees": [0.3], "references": picked}]},
         "DrUMTasteCheck": {"drum_taste": [taste_report(65)]},
+        "DrUMOutputsHistory": {
+            "drum_outputs": [
+                {
+                    "folder": "(all outputs)",
+                    "count": LONG,
+                    "read": LONG + 4,
+                    "skipped": {"no metadata": 3, "not an image": 1},
+                    "queue": 2,
+                    "newest": rows(LONG_PROMPTS[:20]),
+                }
+            ]
+        },
     }
 
 
