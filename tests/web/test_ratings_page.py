@@ -104,6 +104,13 @@ def pressed(page, node_id: int, expected: list[str] | None = None) -> list[str]:
     return page.evaluate(script, element)
 
 
+def point_at_image(page) -> None:
+    """Moves the mouse onto the middle of the Save Image node's image (the Vue renderer's <img>), as a user does."""
+    box = page.locator(f'[data-node-id="{SAVER}"] img[src*="/view"]').first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2 - 20, box["y"] + box["height"] / 2 - 20)
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+
+
 def click_rating(page, node_id: int, word: str) -> dict:
     """Clicks the node's like / dislike button as a user does; the route's answer."""
     show_node(page, node_id)
@@ -127,6 +134,18 @@ def test_click_stores_the_rating_with_the_prompt_and_shows_it_after_a_reload(pag
             CHOSEN[word].add(prompts[name])
         assert pressed(page, SAVER, [word] if word else []) == ([word] if word else [])
     save_screenshot(page, artifacts / f"ratings-{renderer}.png", nodes=[SAVER])
+    if vue_nodes(page):  # the node's image is an <img> there: the bar shown over it has the same state
+        show_node(page, SAVER)
+        point_at_image(page)
+        bar = page.locator(".drum-rate-hover")
+        bar.wait_for(state="visible")
+        assert bar.locator(".drum-rate-button[aria-pressed=true]").evaluate_all("(b) => b.map((x) => x.dataset.rating)") == ["like"]
+        for word in ("dislike", "like"):  # a click on the bar rates the image too; the node's row follows
+            point_at_image(page)
+            with page.expect_response(lambda r: r.url.endswith("/drum/ratings") and r.request.method == "POST") as answer:
+                bar.locator(f".drum-rate-{word}").click()
+            assert answer.value.json()["rating"] == word
+            assert pressed(page, SAVER, [word]) == [word]
     # The ratings file in ComfyUI's user folder holds both, with their prompts, keyed like the outputs scanner.
     ratings_file = server.base / "user" / "__drum" / "ratings.json"
     stored = json.loads(ratings_file.read_text(encoding="utf-8"))["ratings"]
@@ -141,12 +160,6 @@ def test_click_stores_the_rating_with_the_prompt_and_shows_it_after_a_reload(pag
     assert shown == [f"rate_{RUN}_{renderer}_liked_00001_.png"]  # a reload reopens the open workflow: the last one
     got = pressed(page, SAVER, ["like"])
     assert got == ["like"]
-    if vue_nodes(page):  # the node's image is an <img> there: the bar shown over it has the same state
-        show_node(page, SAVER)
-        page.locator(f'[data-node-id="{SAVER}"] img[src*="/view"]').first.hover()
-        bar = page.locator(".drum-rate-hover")
-        bar.wait_for(state="visible")
-        assert bar.locator(".drum-rate-button[aria-pressed=true]").evaluate_all("(b) => b.map((x) => x.dataset.rating)") == ["like"]
     # Clicking the pressed button again clears the rating (file and page); a third click likes it again.
     liked = f"rate_{RUN}_{renderer}_liked_00001_.png"
     assert click_rating(page, SAVER, "like")["rating"] is None

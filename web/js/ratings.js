@@ -206,6 +206,22 @@ function addRatingRow(node) {
   show(app.nodeOutputs?.[node.id]?.images);
 }
 
+function isOutputImage(img) {
+  return img instanceof HTMLImageElement && imageOfAddress(img.currentSrc || img.src) !== null;
+}
+
+/** The output image the pointer is on: `target` itself, or an image inside it under (x, y) (galleries draw their
+ * <img> with pointer-events: none under a frame that gets the events). */
+function outputImageAt(target, x, y) {
+  if (isOutputImage(target)) return target;
+  if (!(target instanceof Element)) return null;
+  for (const img of target.querySelectorAll("img")) {
+    const box = img.getBoundingClientRect();
+    if (x >= box.left && x <= box.right && y >= box.top && y <= box.bottom && isOutputImage(img)) return img;
+  }
+  return null;
+}
+
 /** The pair shown over any other output image (<img> from /view) under the pointer. */
 function followImages() {
   let current = null;
@@ -229,9 +245,9 @@ function followImages() {
     bar.style.top = `${Math.round(box.bottom - bar.offsetHeight - 4)}px`;
   };
   document.addEventListener("pointerover", (event) => {
-    const img = event.target;
-    if (bar.contains(img)) return;
-    if (img instanceof HTMLImageElement && imageOfAddress(img.currentSrc || img.src)) place(img);
+    if (bar.contains(event.target)) return;
+    const img = outputImageAt(event.target, event.clientX, event.clientY);
+    if (img) place(img);
     else if (current) hide();
   });
   document.addEventListener("scroll", hide, true);
