@@ -1,4 +1,4 @@
-"""A prompt history from the images a user already made (docs/history.md "Your outputs are your history").
+"""A prompt history from the images a user already made (docs/outputs.md).
 
     prompts_of_graph(graph)     the positive prompt texts of a ComfyUI API graph (the `prompt` metadata)
     read_image_prompts(path)    ImagePrompts: the positive prompts an image's metadata records, its
@@ -11,12 +11,13 @@
 Formats read (metadata only; pixels are never decoded):
     PNG   ComfyUI SaveImage / PreviewImage: text chunk `prompt` (tEXt, zTXt or iTXt); ComfyUI
           SaveAnimatedPNG: `comf` chunk "prompt\\0<json>"; A1111 / Forge / Fooocus: text chunk
-          `parameters`; time: the tIME chunk (UTC) when present
-    WebP  ComfyUI SaveAnimatedWEBP / SaveWEBM-free image savers: EXIF tag 0x0110 "prompt:<json>"
+          `parameters`; time: the tIME chunk (UTC) when present. Text chunks are read up to the
+          image data (where the savers put them), or to the end when none came before it
+    WebP  ComfyUI SaveAnimatedWEBP and the V3 WebP saver: EXIF tag 0x0110 "prompt:<json>"
           (other tags 0x010F downwards hold "<key>:<json>"); A1111 / Forge: EXIF UserComment
     JPEG  A1111 / Forge: EXIF UserComment (or a COM segment) holding the `parameters` text
 EXIF DateTimeOriginal (else DateTime) gives the time when present (with its OffsetTime, else local time).
-Every other image takes its file's modification time.
+Every other image takes its file's modification time. Videos (SaveWEBM, SaveVideo) are not read.
 """
 
 from __future__ import annotations
