@@ -52,6 +52,28 @@ class HostMismatchError(RuntimeError):
     """The pack's raw-state path no longer reproduces this ComfyUI's own text encode."""
 
 
+class HostIsolationError(RuntimeError):
+    """The CLIP is a handle without the text encoders' modules (process isolation, the secure node SDK)."""
+
+
+def require_in_process(clip) -> None:
+    """HostIsolationError unless `clip` is ComfyUI's CLIP object with its modules and patcher in this process.
+
+    Under ComfyUI's process isolation (`--use-process-isolation`, pyisolate) or its secure node SDK, a node gets a
+    proxy / reference (the SDK's ClipRef: tokenize, encode, encode_token_weights_component) with no module to read
+    raw layer states from; DrUM cannot personalize through it (docs/comfyui.md "Process isolation and the secure SDK")."""
+    model = getattr(clip, "cond_stage_model", None)
+    if isinstance(model, torch.nn.Module) and hasattr(clip, "patcher") and callable(getattr(clip, "load_model", None)):
+        return
+    raise HostIsolationError(
+        f"DrUM needs ComfyUI's CLIP object in its own process, but got a {type(clip).__module__}.{type(clip).__qualname__} "
+        "without the text encoders' modules (a proxy of ComfyUI's process isolation or a reference of the secure node "
+        "SDK). DrUM reads raw layer states from the encoders, which such a handle does not expose: run ComfyUI-DrUM "
+        "in-process (do not give it a pyisolate.yaml with 'isolated: true', or start ComfyUI without "
+        "--use-process-isolation)."
+    )
+
+
 class ComfySubEncoder:
     """One ComfyUI sub-encoder seen as a TextEncoderBackend (float32 results; states on the CPU)."""
 
@@ -293,7 +315,8 @@ def _fingerprint(clip, attribute: str, module: torch.nn.Module, layer_shift: int
 
 def prepare(clip, text: str = "") -> None:
     """Load the encoders as ComfyUI's encode does (applies CLIP LoRAs; newer ComfyUI sizes the load by the
-    tokens of `text`) and reset every sub-encoder option to its default."""
+    tokens of `text`) and reset every sub-encoder option to its default. HostIsolationError for a CLIP proxy."""
+    require_in_process(clip)
     if "tokens" in inspect.signature(clip.load_model).parameters:
         clip.load_model(clip.tokenize(text))
     else:

@@ -54,3 +54,30 @@ def test_execution_raises_what_validation_returns(pack):
         slider.execute(0.3, True, 0.0, 1.0, 0)
     assert str(raised.value) == message
     assert slider.execute(0.3, True, 0.0, 1.0, 3).args[1] == 3
+
+
+class ClipReference:
+    """What a node gets for a CLIP under the secure node SDK (comfy_api ClipRef) or a process-isolation proxy:
+    tokenize / encode by message, no modules."""
+
+    kind, id = "CLIP", "ref-1"
+
+    def tokenize(self, text, **kwargs):
+        return {"l": [[(1, 1.0)]]}
+
+    def encode(self, text, **kwargs):
+        raise AssertionError("DrUM must not encode through a reference")
+
+
+def test_a_clip_proxy_is_a_named_error_not_a_crash(pack):
+    bridge = node_module("clip_bridge")
+    adapters = node_module("io_types").AdapterChoice({"L": "auto"}, {"L": "auto"})
+    history = pack["DrUMHistoryLoader"].execute("none", "a prompt\n").args[0]
+    for run in (
+        lambda: pack["DrUMConditioner"].execute(ClipReference(), adapters, history, "a lighthouse", 0.3),
+        lambda: pack["DrUMCoresetSampler"].execute(history, ClipReference(), 0.5, 0, 2, 1, "published", 0.0),
+    ):
+        with pytest.raises(
+            bridge.HostIsolationError, match=r"DrUM needs ComfyUI's CLIP object in its own process.*--use-process-isolation"
+        ):
+            run()
