@@ -11,7 +11,6 @@ import secrets
 import pytest
 from comfy_page import next_frames, reload, run_graph, save_screenshot, vue_nodes
 
-from drum_core.image_history import scan_images
 from drum_core.ratings import load_ratings
 
 pytestmark = pytest.mark.web
@@ -169,33 +168,26 @@ def test_click_stores_the_rating_with_the_prompt_and_shows_it_after_a_reload(pag
     assert page_errors == []
 
 
-def split_graph(server) -> tuple[dict, str]:
-    """History from Outputs -> History Split when the pack has that node; else the outputs history built by the core
-    (scan_images with the ratings file) pasted into a History Loader -> History Split. (graph, how)"""
-    split = {"class_type": "DrUMHistorySplit", "inputs": {"history": ["1", 0], "threshold": 3.0}}
-    shown = {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}  # an output node, so that the split runs
-    if "DrUMOutputsHistory" in server.object_info():
-        source = {
+def split_graph() -> dict:
+    """DrUM History from Outputs (the whole output folder, its images only) -> DrUM History Split -> Preview Any."""
+    return {
+        "1": {
             "class_type": "DrUMOutputsHistory",
             "inputs": {"folder": "(all outputs)", "since_days": 0.0, "dedupe": False, "include_queue": False},
-        }
-        return {"1": source, "2": split, "3": shown}, "DrUMOutputsHistory"
-    output = server.base / "output"
-    history = scan_images([output], ratings=load_ratings(server.base / "user" / "__drum" / "ratings.json"), root=output).history
-    ratings = history.ratings or [None] * len(history.prompts)
-    text = "\n".join(p if r is None else f"{p}\t{r}" for p, r in zip(history.prompts, ratings, strict=True))
-    return {"1": {"class_type": "DrUMHistoryLoader", "inputs": {"file": "none", "text": text}}, "2": split, "3": shown}, "core scan"
+        },
+        "2": {"class_type": "DrUMHistorySplit", "inputs": {"history": ["1", 0], "threshold": 3.0}},
+        "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}},  # an output node, so that the split runs
+    }
 
 
 def test_history_split_gives_the_clicked_likes_and_dislikes(page, server, renderer):
     assert CHOSEN["like"] and CHOSEN["dislike"], "the click test runs first"
-    graph, how = split_graph(server)
-    entry = server.run(graph)  # the server's own queue: a rejected graph names its node errors at once
-    assert entry.status == "success", (how, entry.messages)
+    entry = server.run(split_graph())  # the server's own queue: a rejected graph names its node errors at once
+    assert entry.status == "success", entry.messages
     outputs = entry.outputs
     split = outputs["2"]["drum_split"][0]
     likes = {row["prompt"]: row["weight"] for row in split["likes"]["preview"]}
     dislikes = {row["prompt"]: row["weight"] for row in split["dislikes"]["preview"]}
-    assert (split["likes"]["count"], split["dislikes"]["count"]) == (len(CHOSEN["like"]), len(CHOSEN["dislike"])), how
-    assert likes == dict.fromkeys(CHOSEN["like"], 5.0), how
-    assert dislikes == dict.fromkeys(CHOSEN["dislike"], 2.0), how  # threshold 3 - rating 1
+    assert (split["likes"]["count"], split["dislikes"]["count"]) == (len(CHOSEN["like"]), len(CHOSEN["dislike"]))
+    assert likes == dict.fromkeys(CHOSEN["like"], 5.0)
+    assert dislikes == dict.fromkeys(CHOSEN["dislike"], 2.0)  # threshold 3 - rating 1
