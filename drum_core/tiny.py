@@ -54,7 +54,7 @@ HISTORY = [
 
 def _bytes_to_unicode() -> list[str]:
     """CLIP's byte-level alphabet: 256 printable characters standing for the 256 bytes."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]  # U+00A1..U+00AC, U+00AE..U+00FF
     extra = [b for b in range(256) if b not in printable]
     return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(extra))]
 
@@ -80,15 +80,33 @@ def t5_tokenizer():
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import T5TokenizerFast
 
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    space = "\u2581"  # SentencePiece's word-start mark
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), (space, -2.0)]
     pieces += [(c, -3.0) for c in string.ascii_lowercase + string.digits + string.punctuation]
-    pieces += [("▁" + c, -2.5) for c in string.ascii_lowercase + string.digits]
+    pieces += [(space + c, -2.5) for c in string.ascii_lowercase + string.digits]
     tokenizer = Tokenizer(models.Unigram(pieces, unk_id=2))
     tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
     tokenizer.decoder = decoders.Metaspace()
     tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     return T5TokenizerFast(tokenizer_object=tokenizer, eos_token="</s>", pad_token="<pad>", unk_token="<unk>", extra_ids=0)
+
+
+def randomize_constants(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Give every parameter that holds one value throughout (LayerNorm / RMSNorm weights 1 and biases 0,
+    zero linear biases, a constant scale) seeded random values around it: c * (1 + 0.2 * N(0, 1)), or 0.1 * N(0, 1)
+    where c = 0. With norms at 1/0 applying or skipping a LayerNorm on states that already left one is
+    invisible, and a zero bias hides every rule about biases; the test models must be able to show both."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in sorted(module.named_parameters()):
+            flat = p.detach().reshape(-1)
+            if flat.numel() == 0 or not bool((flat == flat[0]).all()):
+                continue
+            noise = torch.randn(p.shape, generator=generator, dtype=torch.float64)
+            c = float(flat[0])
+            p.copy_((c * (1 + 0.2 * noise) if c != 0 else 0.1 * noise).to(p.dtype))
+    return module
 
 
 def clip_text_model(tokenizer, width: int, projection: bool = False, hidden_act: str = "quick_gelu", seed: int = 0):
@@ -109,7 +127,7 @@ def clip_text_model(tokenizer, width: int, projection: bool = False, hidden_act:
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
-    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
+    return randomize_constants((CLIPTextModelWithProjection if projection else CLIPTextModel)(config), seed).eval()
 
 
 def t5_encoder(tokenizer, seed: int = 0):
@@ -128,7 +146,7 @@ def t5_encoder(tokenizer, seed: int = 0):
         eos_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(seed)
-    return T5EncoderModel(config).eval()
+    return randomize_constants(T5EncoderModel(config), seed).eval()
 
 
 def adapter(kind: str, encoder_width: int, seed: int = 0) -> PeCA:
@@ -137,7 +155,7 @@ def adapter(kind: str, encoder_width: int, seed: int = 0) -> PeCA:
     model = PeCA(PeCAConfig.for_encoder(kind, encoder_width, ADAPTER_LAYERS, width=T5_ADAPTER_WIDTH if kind == "t5" else None))
     with torch.no_grad():
         model.base_query.normal_()
-    return model.eval()
+    return randomize_constants(model, seed).eval()
 
 
 def adapters(family: str, seed: int = 0) -> dict[str, PeCA]:

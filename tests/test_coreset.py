@@ -8,7 +8,7 @@ import torch
 
 from drum_core import coreset_sample
 from drum_core.cli import build_parser, main
-from drum_core.coreset import CORESET_MODES
+from drum_core.coreset import CORESET_MODES, sample_count
 
 
 def naive_algorithm_1(embeddings, weights, n, anchors):
@@ -74,6 +74,16 @@ def test_invariants_unique_greedy_seeded():
     assert torch.equal(coreset_sample(emb, n=20), picks[:20])  # greedy: a prefix of a longer run
     assert len(coreset_sample(emb, n=10_000)) == 500  # never more than N
     assert len(coreset_sample(emb[:3], ratio=0.1)) == 1  # n = max(1, round(ratio * N))
+
+
+@pytest.mark.parametrize(
+    ("total", "ratio", "expected"), [(17, 0.1, 2), (36, 0.1, 4), (5, 0.3, 2), (640, 0.1, 64), (14, 0.1, 1), (3, 0.1, 1)]
+)
+def test_sample_count_rounds_to_the_nearest_whole_number(total, ratio, expected):
+    """n = max(1, round(ratio * N)): 1.7 -> 2, 3.6 -> 4, 1.5 -> 2 (truncating would give 1, 3, 1), 1.4 -> 1, 0.3 -> 1."""
+    assert sample_count(total, ratio) == expected
+    emb = torch.randn(total, 8, generator=torch.Generator().manual_seed(total))
+    assert len(coreset_sample(emb, ratio=ratio)) == expected
 
 
 def test_weights_steer_the_picks():

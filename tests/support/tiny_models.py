@@ -12,6 +12,7 @@ import math
 import torch
 
 from drum_core.peca import PUBLISHED_SIZES, PeCA, PeCAConfig
+from drum_core.tiny import randomize_constants
 
 CLIP_LAYERS = 3  # SD2 reads ComfyUI layer -2 for the top and -3 under CLIPSetLastLayer(-2)
 SHRINK = {
@@ -25,7 +26,8 @@ FAMILIES = ("sd1", "sd2", "sdxl", "sd3", "flux")
 
 
 def randomize(module: torch.nn.Module, seed: int) -> None:
-    """Norms to 1/0, embeddings N(0, 0.02), matrices N(0, 1/fan_in), biases 0; text projection identity-like."""
+    """Embeddings N(0, 0.02), matrices N(0, 1/fan_in); norms around 1/0 and biases around 0, random too
+    (drum_core.tiny.randomize_constants), so a LayerNorm applied or skipped shows."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in sorted(module.named_parameters()):
@@ -37,6 +39,7 @@ def randomize(module: torch.nn.Module, seed: int) -> None:
                 p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
             else:
                 p.copy_(torch.randn(p.shape, generator=generator) / math.sqrt(p.shape[-1]))
+    randomize_constants(module, seed)
 
 
 def clip_target(family: str):
@@ -76,4 +79,4 @@ def tiny_adapter(name: str, seed: int = 0, layers: int = 2):
         for block in adapter.tf:  # keep the blocks well-conditioned: small attention and FFN outputs
             block.attn.proj.weight.mul_(0.5)
             block.ff[2].weight.mul_(0.5)
-    return adapter.eval()
+    return randomize_constants(adapter, seed).eval()
