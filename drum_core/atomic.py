@@ -24,7 +24,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     path = os.fspath(path)
     folder, name = os.path.split(os.path.abspath(path))
     temporary = os.path.join(folder, f".{name}.{secrets.token_hex(8)}.tmp")  # hidden; 64 random bits per call
-    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the kernel applies the umask
+    try:
+        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the kernel applies the umask
+    except OSError as error:
+        raise _named_for(error, temporary, path) from None
     try:
         mode = stat.S_IMODE(os.stat(temporary).st_mode)
         yield temporary
@@ -32,11 +35,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         with open(temporary, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with suppress(FileNotFoundError):
             os.remove(temporary)
+        if isinstance(error, OSError) and temporary in (error.filename, error.filename2):
+            raise _named_for(error, temporary, path) from None
         raise
     _fsync_folder(folder)
+
+
+def _named_for(error: OSError, temporary: str, path: str) -> OSError:
+    """The same error about the user's file name: the temporary name means nothing to them."""
+    if error.errno is None:
+        return type(error)(str(error).replace(temporary, path))
+    return type(error)(error.errno, error.strerror, path)
 
 
 def _fsync_folder(folder: str) -> None:

@@ -28,8 +28,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from . import defaults
 from .coreset import DEFAULT_MAX_REFERENCES
 from .dtypes import DTYPE_NAMES, parse_dtype
+from .history import HISTORY_EXTENSIONS
 
 TINY_BANNER = "TINY RANDOM WEIGHTS — verifies the install, the image is noise"
 TINY_CHECK_BANNER = "TINY RANDOM WEIGHTS — verifies the install; the scores are noise"
@@ -100,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--ratio",
             type=number_in(float, 0, 1, low_open=True),
-            default=0.1,
-            help="share of the history the coreset keeps, in (0, 1] (default 0.1)",
+            default=defaults.RATIO,
+            help=f"share of the history the coreset keeps, in (0, 1] (default {defaults.RATIO})",
         )
         command.add_argument(
             "--max-references",
@@ -109,8 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
             default=DEFAULT_MAX_REFERENCES,
             help=f"keep at most this many references (default {DEFAULT_MAX_REFERENCES}; 0 = no limit, the paper's rule)",
         )
-        command.add_argument("--k", type=POSITIVE, default=10, help="size of the coreset's random approximation set")
-        command.add_argument("--coreset-seed", type=SEED, default=42)
+        command.add_argument("--k", type=POSITIVE, default=defaults.K, help="size of the coreset's random approximation set")
+        command.add_argument("--coreset-seed", type=SEED, default=defaults.SEED)
         command.add_argument(
             "--coreset-mode",
             choices=("published", "diverse"),  # drum_core.coreset.CORESET_MODES (not imported here: --help stays torch-free)
@@ -133,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--alpha",
         type=_alphas,
-        default=[0.3],
-        help="personalization degree in [0, 1] (default 0.3); several, comma-separated (0,0.3,0.6), give one image "
+        default=[defaults.ALPHA],
+        help=f"personalization degree in [0, 1] (default {defaults.ALPHA}); several, comma-separated (0,0.3,0.6), give one image "
         "per degree from the same noise, side by side in --out",
     )
     run.add_argument("--profile", metavar="PATH", help="a profile file (drum profile --save) instead of --history and the coreset options")
@@ -212,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 HISTORY_HELP = (
-    "prompt history: .txt (one prompt a line, optional TAB rating), .csv, .tsv, .json, .jsonl, "
+    f"prompt history: {', '.join(HISTORY_EXTENSIONS)} (.txt: one prompt a line, optional TAB rating), "
     "or a folder of images / an image (the prompts in their ComfyUI or A1111 metadata)"
 )
 
@@ -393,8 +395,9 @@ def _device(name: str | None) -> str:
     return name
 
 
-def _check_model_path(model: str) -> None:
-    """A --model written as a path must be a diffusers pipeline folder; anything else is taken as a hub id."""
+def _model_location(model: str) -> str:
+    """Where --model loads from: a path must be a diffusers pipeline folder; anything else is a hub id, checked with
+    one request (weights.hub_location: the id, or its cached snapshot folder when the hub cannot be reached)."""
     path = Path(model).expanduser()
     looks_like_path = path.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1 or "\\" in model
     if path.exists() or looks_like_path:
@@ -402,6 +405,10 @@ def _check_model_path(model: str) -> None:
             raise ValueError(f"--model {model}: no such folder (a diffusers pipeline folder, or a Hugging Face hub id)")
         if not (path / "model_index.json").is_file():
             raise ValueError(f"--model {model}: not a diffusers pipeline folder (no model_index.json)")
+        return model
+    from .weights import hub_location
+
+    return hub_location(model, "--model")
 
 
 def _check_steps(steps: int, scheduler) -> None:
@@ -448,7 +455,7 @@ def _history(args: argparse.Namespace):
     elif args.tiny_random:
         history = History(list(tiny.HISTORY), source="built-in tiny history")
     else:
-        raise ValueError("--history is required (a .txt file with one prompt a line, .csv/.tsv/.json/.jsonl, or a folder of images)")
+        raise ValueError(f"--history is required (a {', '.join(HISTORY_EXTENSIONS)} file, .txt: one prompt a line; or a folder of images)")
     return history.reweighted(recency_weights(history, args.half_life_days))
 
 
@@ -520,8 +527,8 @@ def personalize(args: argparse.Namespace) -> int:
         prompt, steps, size = args.prompt or "a lighthouse on a cliff at dusk", args.steps or 2, args.size or tiny.IMAGE_SIZE
         pipe.to(device)
     else:
-        _check_model_path(args.model)
-        names = folder_encoder_names(args.model)  # configs only: fail on weights before loading the model
+        model = _model_location(args.model)
+        names = folder_encoder_names(model)  # configs only: fail on weights before loading the model
         detect_family(names)
         adapters = load_adapters([ENCODER_ADAPTERS[n] for n in names], args.adapters, device=device)
         from diffusers import DiffusionPipeline
@@ -529,7 +536,7 @@ def personalize(args: argparse.Namespace) -> int:
         dtype = parse_dtype(args.dtype or ("float32" if device == "cpu" else "float16"))
         with warnings.catch_warnings():  # newer diffusers rename torch_dtype to dtype; older ones know only torch_dtype
             warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
-            pipe = DiffusionPipeline.from_pretrained(args.model, torch_dtype=dtype).to(device)
+            pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype).to(device)
         prompt, steps, size = args.prompt, args.steps or 30, args.size
     _check_steps(steps, pipe.scheduler)
     bars = _Bars(not args.no_progress)
@@ -643,13 +650,13 @@ def profile(args: argparse.Namespace) -> int:
         import transformers
         from diffusers import DiffusionPipeline
 
-        _check_model_path(args.model)
-        names = folder_encoder_names(args.model)
+        location = _model_location(args.model)
+        names = folder_encoder_names(location)
         slot = names[first_clip(names)]
-        index = DiffusionPipeline.load_config(os.fspath(args.model))
+        index = DiffusionPipeline.load_config(os.fspath(location))
         tokenizer_slot = dict(SLOTS)[slot]
-        model = getattr(transformers, index[slot][1]).from_pretrained(args.model, subfolder=slot).to(_device(args.device))
-        tokenizer = getattr(transformers, index[tokenizer_slot][1]).from_pretrained(args.model, subfolder=tokenizer_slot)
+        model = getattr(transformers, index[slot][1]).from_pretrained(location, subfolder=slot).to(_device(args.device))
+        tokenizer = getattr(transformers, index[tokenizer_slot][1]).from_pretrained(location, subfolder=tokenizer_slot)
         encoder = HFClipBackend(model, tokenizer)
     if args.save and not args.save.endswith(".safetensors"):
         raise ValueError(f"--save {args.save}: profile files are .safetensors files")

@@ -56,6 +56,10 @@ def open_encoder(spec: str, device: torch.device | str = "cpu", dtype: str = "fp
         raise EncoderSpecError(f"{repo}: no such folder (--encoder takes {', '.join(ENCODERS)}, a folder, a hub id or open_clip:...)")
     if os.path.isdir(repo) and not subfolder and os.path.isdir(os.path.join(repo, "text_encoder")):
         raise EncoderSpecError(f"{repo} is a diffusers pipeline folder: name its text encoder, e.g. {repo}:text_encoder")
+    if not os.path.isdir(repo):
+        from .weights import hub_location
+
+        repo = hub_location(repo, "--encoder")  # one quick request: an unreachable hub or a wrong id is one line
     where = {"subfolder": subfolder} if subfolder else {}
     config = transformers.AutoConfig.from_pretrained(repo, **where)
     tokenizer_where = {"subfolder": _TOKENIZER_FOLDERS.get(subfolder, subfolder)} if subfolder else {}

@@ -24,6 +24,7 @@ timestamp or none (some but not all is an error). Every malformed input raises H
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -44,6 +45,7 @@ TIME_FIELDS = ("timestamp", "time", "created_at", "date")
 JSON_LIST_KEYS = ("prompts", "history")
 PIP_MARKERS = {"train_samples:": False, "test_samples:": True}  # marker -> records after it are test records
 TABLE_DELIMITERS = {".csv": ",", ".tsv": "\t"}
+HISTORY_EXTENSIONS = (".txt", ".csv", ".tsv", ".json", ".jsonl")  # the history file formats: core, node, page, CLI
 
 
 class HistoryError(ValueError):
@@ -364,31 +366,67 @@ def parse_history_text(text: str, source: str = "<text>") -> History:
     return records.finish(max(1, len(lines) - (lines[-1] == "")))
 
 
+def not_utf8(path: str | Path) -> str | None:
+    """The one rule for text files a user gives (histories, training captions): UTF-8, a byte-order mark
+    accepted. None when `path` keeps it, else the problem as `<file> line <n>: byte 0x.. at column <c> is not
+    UTF-8; save the file as UTF-8` for its first offending byte. Read line by line: any size."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            skip = 3 if number == 1 and raw.startswith(codecs.BOM_UTF8) else 0
+            try:
+                raw[skip:].decode("utf-8")
+            except UnicodeDecodeError as error:
+                start = skip + error.start
+                return f"{path} line {number}: byte 0x{raw[start]:02x} at column {start + 1} is not UTF-8; save the file as UTF-8"
+    return None
+
+
 def _read_text(path: Path) -> str:
-    """The file's text: UTF-8, with or without a byte-order mark."""
+    """The file's text: UTF-8, with or without a byte-order mark (`not_utf8`)."""
     data = path.read_bytes()
     try:
         return data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        start = error.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)
-        line_start = data.rfind(b"\n", 0, start) + 1
-        line = data.count(b"\n", 0, start) + 1
-        raise HistoryError(
-            f"{path} line {line}: byte 0x{data[start]:02x} at column {start - line_start + 1} is not UTF-8; save the file as UTF-8"
-        ) from None
+    except UnicodeDecodeError:
+        raise HistoryError(not_utf8(path) or f"{path}: not UTF-8; save the file as UTF-8") from None
 
 
 def _csv_rows(text: str, source: str, delimiter: str = ",") -> Iterator[tuple[int, list[str]]]:
-    """(first line number, cells) of every row that has a non-empty cell."""
+    """(first line number, cells) of every row that has a non-empty cell.
+
+    The reader is lenient (a stray quote inside a cell is kept), but a quote that opens a cell and is never
+    closed would make the rest of the file one cell: the last row is checked for that before it is given out."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    line = 1
+    line, held = 1, None
     try:
         for row in reader:
             if any(row):
-                yield line, row
+                if held is not None:
+                    yield held
+                held = (line, row)
             line = reader.line_num + 1
     except csv.Error as error:
         raise HistoryError(f"{source} line {reader.line_num}: unreadable row: {error}") from None
+    if held is not None:
+        _check_closed_quotes(text, held[0], source, delimiter)
+        yield held
+
+
+def _check_closed_quotes(text: str, line: int, source: str, delimiter: str) -> None:
+    """HistoryError naming `line` when the row starting there ends inside a quoted cell at the end of the file."""
+    start = 0
+    for _ in range(line - 1):
+        start = text.find("\n", start) + 1
+        if start == 0:
+            return  # line counting by '\r' alone: nothing to check against
+    try:
+        for _ in csv.reader(io.StringIO(text[start:], newline=""), delimiter=delimiter, strict=True):
+            pass
+    except csv.Error as error:
+        if "unexpected end of data" in str(error):
+            raise HistoryError(
+                f'{source} line {line}: a quote (") opens a cell here and is never closed, so the rest of the file would be '
+                'one cell; close it, or write a quote inside a quoted cell as two ("")'
+            ) from None
 
 
 def _header(rows: Iterator[tuple[int, list[str]]], source: str) -> tuple[int, list[str]]:
@@ -502,8 +540,8 @@ def load_history(path: str | Path) -> History:
     """A History from a .txt, .csv, .tsv, .json or .jsonl file (see the module docstring)."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in (".txt", ".json", ".jsonl", *TABLE_DELIMITERS):
-        raise HistoryError(f"{path}: unknown history file extension '{path.suffix}' (use .txt, .csv, .tsv, .json or .jsonl)")
+    if suffix not in HISTORY_EXTENSIONS:
+        raise HistoryError(f"{path}: unknown history file extension '{path.suffix}' (use {', '.join(HISTORY_EXTENSIONS)})")
     if not path.is_file():
         raise FileNotFoundError(f"history file not found: {path}")
     text, source = _read_text(path), str(path)

@@ -166,3 +166,57 @@ def load_adapters(
             raise PeCAFormatError(f"{path}: this file holds the {published} adapter, not {name}")
         adapters[name] = adapter.to(device) if device is not None else adapter
     return adapters
+
+
+def hub_location(repo_id: str, flag: str, timeout: float = 10.0) -> str:
+    """Where to load the hub model `repo_id` (given as `flag`) from, decided with one quick request, so that an
+    unreachable hub or a wrong id ends in one line instead of a long series of retries:
+
+    - the id itself when the hub answers for it (the loader then downloads or reuses its cache);
+    - the local snapshot folder when the hub cannot be reached (or HF_HUB_OFFLINE is set) and the
+      model is in the local hub cache;
+    - otherwise ValueError: the model could not be reached, and how to point `flag` at a local folder."""
+    local = f"download it where there is network (hf download {repo_id} --local-dir FOLDER) and pass {flag} FOLDER"
+    try:
+        from huggingface_hub import HfApi, snapshot_download
+        from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
+        from huggingface_hub.utils import validate_repo_id
+    except ImportError:
+        raise ValueError(f"{flag} {repo_id}: reading a hub id needs huggingface_hub (pip install huggingface_hub), or {local}") from None
+
+    def cached() -> str | None:
+        try:
+            return snapshot_download(repo_id, local_files_only=True)
+        except Exception:  # noqa: BLE001 - whatever the cache lacks, the answer is "not cached"
+            return None
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise ValueError(f"{flag} {repo_id}: neither a folder nor a Hugging Face hub id (namespace/name)") from None
+    if _offline():
+        found = cached()
+        if found is None:
+            raise ValueError(f"{flag} {repo_id}: HF_HUB_OFFLINE is set and the model is not in the local hub cache; {local}")
+        return found
+    try:
+        HfApi().repo_info(repo_id, timeout=timeout)
+    except GatedRepoError:
+        return repo_id  # gated: the loader's own message says how to get access
+    except RepositoryNotFoundError:
+        found = cached()
+        if found is None:
+            raise ValueError(
+                f"{flag} {repo_id}: no such model on the Hugging Face hub (or it is private: log in with `hf auth login`); "
+                f"check the id, or pass {flag} a local folder"
+            ) from None
+        return found
+    except Exception as error:  # noqa: BLE001 - no network, DNS, proxy, timeout, server error: the hub cannot be reached
+        found = cached()
+        if found is None:
+            reason = type(error).__name__
+            raise ValueError(
+                f"{flag} {repo_id}: the Hugging Face hub could not be reached ({reason}) and the model is not cached; {local}"
+            ) from None
+        return found
+    return repo_id

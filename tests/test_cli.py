@@ -234,3 +234,45 @@ def test_ctrl_c_stops_cleanly_with_130(tmp_path):
     assert process.wait() == 130
     assert "drum: interrupted" in rest and "Traceback" not in rest
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.fixture
+def unreachable_hub(monkeypatch, tmp_path):
+    """A hub endpoint where nothing listens (connection refused at once), HF_HUB_OFFLINE unset, an empty hub cache."""
+    import huggingface_hub.constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    return tmp_path / "hub-cache"
+
+
+def test_a_hub_id_that_cannot_be_reached_is_one_line_saying_how_to_use_a_folder(unreachable_hub, history_file, monkeypatch, capsys):
+    for argv in (["personalize", "--prompt", "x"], ["profile"]):
+        line = fails_with_one_line(capsys, [*argv, "--model", "someone/no-such-model", "--history", str(history_file)])
+        assert line.endswith(
+            "--model someone/no-such-model: the Hugging Face hub could not be reached (ConnectError) and the model is not cached; "
+            "download it where there is network (hf download someone/no-such-model --local-dir FOLDER) and pass --model FOLDER"
+        ), line
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    line = fails_with_one_line(capsys, ["profile", "--model", "someone/no-such-model", "--history", str(history_file)])
+    assert "--model someone/no-such-model: HF_HUB_OFFLINE is set and the model is not in the local hub cache; download it" in line
+    line = fails_with_one_line(capsys, ["profile", "--model", "not a hub id!", "--history", str(history_file)])
+    assert line == "drum profile: --model not a hub id!: neither a folder nor a Hugging Face hub id (namespace/name)"
+
+
+def test_a_cached_hub_model_is_used_when_the_hub_cannot_be_reached(unreachable_hub, model_folder, history_file, capsys):
+    snapshot = unreachable_hub / "models--someone--tiny-sd1" / "snapshots" / "0123abcd"
+    shutil.copytree(model_folder / "model", snapshot)
+    (unreachable_hub / "models--someone--tiny-sd1" / "refs").mkdir()
+    (unreachable_hub / "models--someone--tiny-sd1" / "refs" / "main").write_text("0123abcd")
+    argv = ["profile", "--model", "someone/tiny-sd1", "--history", str(history_file), "--ratio", "0.25", "--no-progress", "--json"]
+    assert main(argv) == 0
+    assert len(json.loads(capsys.readouterr().out)["picked"]) == 3
+
+
+def test_a_profile_that_cannot_be_written_names_the_users_file(tmp_path, capsys):
+    target = tmp_path / "no-such-folder" / "me.safetensors"
+    line = fails_with_one_line(capsys, ["profile", "--tiny-random", "--no-progress", "--save", str(target)])
+    assert line == f"drum profile: [Errno 2] No such file or directory: '{target}'"

@@ -350,6 +350,26 @@ def test_undecodable_bytes_name_line_and_column(tmp_path):
         load_history(write(tmp_path, "bom.csv", b"\xef\xbb\xbfprompt\nok\n\xff\n"))
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "line"),
+    [
+        ("q.csv", 'prompt,rating\na fox,3\n"an owl at dawn,4\nthe sea,2\nlast,1\n', 3),  # a rating column: still the quote
+        ("q.csv", 'prompt\na fox\n"an owl\nthe sea\n', 3),
+        ("q.csv", 'prompt,rating\na,1\n"multi\nline",2\n"b,2\n', 5),  # after a closed multi-line cell
+        ("q.csv", 'prompt,rating\r\na,1\r\n"b,2\r\n', 3),
+        ("q.tsv", 'prompt\trating\nx\t1\n"y\t2\n', 3),
+    ],
+)
+def test_an_unclosed_quote_names_the_line_where_it_opened(tmp_path, name, content, line):
+    with fails_at(name, line, r"a quote \(\"\) opens a cell here and is never closed"):
+        load_history(write(tmp_path, name, content))
+
+
+def test_quotes_that_close_or_sit_inside_a_cell_are_read(tmp_path):
+    history = load_history(write(tmp_path, "ok.csv", 'prompt,rating\na 5" statue,3\n"multi\nline, ""quoted""",2\n'))
+    assert history.prompts == ['a 5" statue', 'multi\nline, "quoted"'] and history.weights == [3.0, 2.0]
+
+
 def test_unknown_extension_and_missing_file(tmp_path):
     with pytest.raises(HistoryError, match=r"notes\.docx: unknown history file extension '\.docx'"):
         load_history(write(tmp_path, "notes.docx", "a"))

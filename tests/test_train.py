@@ -3,6 +3,7 @@
 import csv
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -340,6 +341,55 @@ def test_flags_that_do_nothing_are_refused(tmp_path, monkeypatch, capsys, captio
     monkeypatch.chdir(tmp_path)
     assert_one_line_error(capsys, "train", main([*TINY, "--captions", str(caption_file), *flags]), refused)
     assert not list(tmp_path.iterdir())  # refused before anything is written
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--batch-size", "0"], "--batch-size must be a whole number >= 1, got 0"),
+        (["--batch-size", "-4"], "--batch-size must be a whole number >= 1, got -4"),
+        (["--epochs", "-1"], "--epochs must be a whole number >= 1, got -1"),
+        (["--epochs", "0"], "--epochs must be a whole number >= 1, got 0"),
+        (["--max-steps", "-1"], "--max-steps must be a whole number >= 1, got -1"),
+        (["--micro-batch", "0"], "--micro-batch must be a whole number >= 1, got 0"),
+        (["--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+        (["--lr", "0"], "--lr must be a finite number > 0, got 0.0"),
+        (["--eps", "inf"], "--eps must be a finite number > 0, got inf"),
+        (["--weight-decay", "-0.1"], "--weight-decay must be a finite number >= 0, got -0.1"),
+        (["--dropout", "1.5"], "--dropout must be in [0, 1), got 1.5"),
+        (["--betas", "0.9", "1.0"], "--betas must be two numbers in [0, 1), got (0.9, 1.0)"),
+        (["--warmup-steps", "-1"], "--warmup-steps must be a whole number >= 0, got -1"),
+        (["--seed", "-3"], "--seed must be a whole number >= 0, got -3"),
+        (["--layers", "0"], "--layers must be a whole number >= 1, got 0"),
+        (["--save-every", "0"], "--save-every must be a whole number >= 1, got 0"),
+        (["--validation-fraction", "1"], "--validation-fraction must be in [0, 1), got 1.0"),
+        (["--validation-size", "-1"], "--validation-size must be a whole number >= 0, got -1"),
+    ],
+)
+def test_values_no_run_can_use_are_refused_before_anything_loads(tmp_path, monkeypatch, capsys, flags, expected):
+    """Before the encoder is opened: an encoder that is not there would fail later, so reaching it shows in the message."""
+    monkeypatch.chdir(tmp_path)
+    captions = tmp_path / "captions.txt"
+    captions.write_text("a fox\n", encoding="utf-8")
+    argv = ["--encoder", str(tmp_path / "no-encoder"), "--captions", str(captions), "--out", "run", "--no-progress", *flags]
+    assert_one_line_error(capsys, "train", main(argv), expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["captions.txt"]  # nothing written
+
+
+def test_a_binary_caption_file_is_refused_by_the_history_rule(tmp_path, capsys):
+    """The rule and the words of drum_core.history.not_utf8, before the encoder is opened (tiny-clip would open)."""
+    binary = tmp_path / "model.bin"
+    binary.write_bytes(b"\x00\x01\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    argv = [*TINY, "--captions", str(binary), "--format", "text", "--out", str(tmp_path / "run")]
+    assert_one_line_error(capsys, "train", main(argv), f"{binary} line 1: byte 0x89 at column 3 is not UTF-8; save the file as UTF-8")
+    assert not (tmp_path / "run").exists()
+    late = tmp_path / "late.txt"  # valid for the first 64 KiB: refused while streaming, with the same words
+    late.write_bytes(b"a caption\n" * 7000 + b"caf\xe9\n")
+    with pytest.raises(CaptionSourceError, match=rf"{re.escape(str(late))} line 7001: byte 0xe9 at column 4 is not UTF-8"):
+        list(CaptionSource.of(late))
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbfa fox\n")
+    assert list(CaptionSource.of(bom)) == ["a fox"]  # a byte-order mark is accepted, as in histories
 
 
 def test_an_encoder_folder_that_is_not_there_is_one_line_and_exit_2(tmp_path, capsys, caption_file):

@@ -10,6 +10,7 @@ import sys
 import torch
 
 from ..cli import BAD_INPUT, INTERRUPTED, OneLineParser, one_line, parse_command_line, refuse_idle_flags
+from ..defaults import ALPHA, MOVIELENS_ALPHA, RATIO, SEED, K
 from ..dtypes import DTYPE_NAMES, parse_dtype
 from ..train.distributed import Processes
 from .clip_scorer import ClipScorer, tiny_clip_scorer
@@ -38,10 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--users", type=int, help="evaluate only the first N users (sorted ids)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    parser.add_argument("--alpha", type=float, help="personalization degree (default 0.3 on PIP, 0.1 on MovieLens, as the paper)")
-    parser.add_argument("--ratio", type=float, default=0.1, help="coreset share of the history")
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--coreset-seed", type=int, default=42)
+    parser.add_argument(
+        "--alpha", type=float, help=f"personalization degree (default {ALPHA} on PIP, {MOVIELENS_ALPHA} on MovieLens, as the paper)"
+    )
+    parser.add_argument("--ratio", type=float, default=RATIO, help="coreset share of the history")
+    parser.add_argument("--k", type=int, default=K)
+    parser.add_argument("--coreset-seed", type=int, default=SEED)
     parser.add_argument("--no-images", action="store_true", help="Text align only (no generation, no CLIP score)")
     parser.add_argument("--save-images", action="store_true", help="keep the generated images in <out>/images/<user>/")
     parser.add_argument("--steps", type=int, help="denoising steps (default 50; 2 with --tiny-random)")
@@ -104,7 +107,7 @@ def _evaluate_users(args: argparse.Namespace, processes: Processes) -> int:
     if args.users is not None:
         users = dict(list(users.items())[: args.users])
     settings = EvalSettings(
-        alpha=args.alpha if args.alpha is not None else (0.3 if args.pip else 0.1),
+        alpha=args.alpha if args.alpha is not None else (ALPHA if args.pip else MOVIELENS_ALPHA),
         ratio=args.ratio,
         k=args.k,
         coreset_seed=args.coreset_seed,
@@ -135,6 +138,12 @@ def _load(args: argparse.Namespace, device: torch.device, images: bool):
     from diffusers import DiffusionPipeline
 
     dtype = parse_dtype(args.dtype or ("float16" if device.type == "cuda" else "float32"))
-    pipe = DiffusionPipeline.from_pretrained(args.model, torch_dtype=dtype).to(device)
-    scorer = ClipScorer.from_pretrained(args.clip_model, device) if images else None
+    from ..weights import hub_location
+
+    def located(name: str, flag: str) -> str:  # a hub id checked with one request: unreachable or wrong = one line
+        return name if os.path.isdir(name) else hub_location(name, flag)
+
+    model, clip_model = located(args.model, "--model"), located(args.clip_model, "--clip-model") if images else None
+    pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype).to(device)
+    scorer = ClipScorer.from_pretrained(clip_model, device) if images else None
     return pipe, args.adapters, scorer

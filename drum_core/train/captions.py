@@ -9,6 +9,7 @@ sharding or on the number of processes.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import os
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
+
+from ..history import not_utf8
 
 CAPTION_COLUMNS = ("caption", "text", "txt", "prompt")  # tried in order when no column is named
 FORMATS = ("text", "tsv", "csv", "parquet")
@@ -60,14 +63,14 @@ def _pick_column(path: str, names: Sequence[str], column: str | None) -> str:
 
 
 def _text_lines(path: str) -> Iterator[str]:
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:
         for line in f:
             yield line.rstrip("\r\n")
 
 
 def _tsv_captions(path: str, column: str | None) -> Iterator[str]:
     """CC3M style: caption<TAB>url, no header; a named column needs a header row."""
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:
         if column is None:
             for line in f:
                 yield line.rstrip("\r\n").split("\t", 1)[0]
@@ -80,7 +83,7 @@ def _tsv_captions(path: str, column: str | None) -> Iterator[str]:
 
 
 def _csv_captions(path: str, column: str | None) -> Iterator[str]:
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f)
         header = next(reader, [])
         index = header.index(_pick_column(path, header, column))
@@ -143,10 +146,26 @@ class CaptionSource:
                 rows = _csv_captions(path, self.column)
             else:
                 rows = _parquet_captions(path, self.column)
-            for caption in rows:
-                caption = caption.strip()
-                if caption:
-                    yield caption
+            try:
+                for caption in rows:
+                    caption = caption.strip()
+                    if caption:
+                        yield caption
+            except UnicodeDecodeError:  # the history files' rule (drum_core.history.not_utf8), found while streaming
+                raise CaptionSourceError(not_utf8(path) or f"{path}: not UTF-8; save the file as UTF-8") from None
+
+    def check_text(self, probe_bytes: int = 1 << 16) -> None:
+        """CaptionSourceError for a text file (not Parquet) whose first `probe_bytes` are not UTF-8 (a binary file
+        given as captions): found before an encoder loads; the rest is checked as it streams."""
+        for path in self.files():
+            if _format_of(path, self.fmt) == "parquet":
+                continue
+            with open(path, "rb") as f:
+                head = f.read(probe_bytes)
+            try:
+                codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=False)
+            except UnicodeDecodeError:
+                raise CaptionSourceError(not_utf8(path) or f"{path}: not UTF-8; save the file as UTF-8") from None
 
     def describe(self) -> dict:
         """What identifies this source (paths, sizes, modification times), for cache checks."""

@@ -94,6 +94,13 @@ def check_flags(args: argparse.Namespace, given: set[str]) -> None:
     """ValueError for a missing flag the mode needs, or flags (`given`: dest names written) that would do nothing in it."""
 
     refuse = functools.partial(refuse_idle_flags, given)
+    for name in ("shard_rows", "encode_batch"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {getattr(args, name)}")
+    if not 0 <= args.validation_fraction < 1:  # also refuses nan
+        raise ValueError(f"--validation-fraction must be in [0, 1), got {args.validation_fraction}")
+    if args.validation_size < 0:
+        raise ValueError(f"--validation-size must be a whole number >= 0, got {args.validation_size}")
 
     if args.cache_only:
         if not args.cache:
@@ -141,12 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     args, given = parse_command_line(build_parser(), argv)
     try:
         check_flags(args, given)
+        options = None if args.cache_only else _options(args)  # every value checked before anything loads
         processes = Processes.start(args.device)
         try:
             data = _open_data(args, processes)
             if data is None:
                 return 0
-            result = Trainer(_options(args), data, processes).run()
+            result = Trainer(options, data, processes).run()
         finally:
             if processes.distributed:
                 torch.distributed.destroy_process_group()
@@ -177,7 +185,7 @@ def _open_data(args: argparse.Namespace, processes: Processes) -> Captions | Non
         cache = CaptionCache(args.cache)  # a finished cache needs no encoder
     else:
         split = CaptionSplit(CaptionSource.of(args.captions, args.format, args.column), args.validation_fraction, args.validation_size)
-        split.source.files()  # a missing caption file fails before a large encoder is loaded
+        split.source.check_text()  # a missing or binary caption file fails before a large encoder is loaded
         backend = open_encoder(args.encoder, processes.device, args.encoder_dtype, args.encoder_layers)
         if not args.cache:
             return StreamedCaptions(split, backend, args.shuffle_buffer, args.seed)

@@ -50,6 +50,33 @@ class TrainOptions:
     tensorboard: bool = True
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        """ValueError naming the option (and its `drum train` flag) for a value no run can use, before anything loads."""
+
+        def need(name: str, ok: bool, rule: str) -> None:
+            if not ok:
+                raise ValueError(f"--{name.replace('_', '-')} must be {rule}, got {getattr(self, name)!r}")
+
+        for name in ("batch_size", "epochs", "layers", "shuffle_buffer", "save_every", "validate_every"):
+            need(name, _whole(getattr(self, name), 1), "a whole number >= 1")
+        for name in ("micro_batch", "max_steps"):
+            need(name, getattr(self, name) is None or _whole(getattr(self, name), 1), "a whole number >= 1")
+        need("warmup_steps", _whole(self.warmup_steps, 0), "a whole number >= 0")
+        need("seed", _whole(self.seed, 0), "a whole number >= 0")
+        need("lr", _finite(self.lr) and self.lr > 0, "a finite number > 0")
+        need("eps", _finite(self.eps) and self.eps > 0, "a finite number > 0")
+        need("weight_decay", _finite(self.weight_decay) and self.weight_decay >= 0, "a finite number >= 0")
+        need("dropout", _finite(self.dropout) and 0 <= self.dropout < 1, "in [0, 1)")
+        need("betas", len(self.betas) == 2 and all(_finite(b) and 0 <= b < 1 for b in self.betas), "two numbers in [0, 1)")
+
+
+def _whole(value: object, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
 
 def recipe_values(options: TrainOptions) -> dict:
     """The RECIPE_OPTIONS of `options`, as a checkpoint stores them (betas a list)."""
