@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .defaults import RATIO, SEED, K
 from .intensities import check_intensities
 
 SIM_SCALE = 100.0
@@ -42,7 +43,7 @@ def _normalized(embeddings: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(e, dim=1)
 
 
-def sample_count(total: int, ratio: float = 0.1, n: int | None = None, max_count: int = 0) -> int:
+def sample_count(total: int, ratio: float = RATIO, n: int | None = None, max_count: int = 0) -> int:
     """How many prompts to pick: n if given, else max(1, round(ratio * total)); at most `max_count`
     (0 = no limit: the node's `max_count` and the CLI's `--max-references`) and never more than total."""
     if n is None:
@@ -59,10 +60,10 @@ def sample_count(total: int, ratio: float = 0.1, n: int | None = None, max_count
 def coreset_sample(
     embeddings: torch.Tensor,
     weights: Sequence[float] | torch.Tensor | None = None,
-    ratio: float = 0.1,
+    ratio: float = RATIO,
     n: int | None = None,
-    k: int = 10,
-    seed: int = 42,
+    k: int = K,
+    seed: int = SEED,
     diverse: bool = False,
     block: int = 64,
 ) -> torch.Tensor:

@@ -27,6 +27,7 @@ from .adapter_names import ENCODER_ADAPTERS, PUBLISHED_SIZES
 from .backend import T5_TOKENS, TextEncoderBackend
 from .cache import EmbeddingCache
 from .coreset import CORESET_MODES, DEFAULT_MAX_REFERENCES, coreset_sample, sample_count
+from .defaults import ALPHA, RATIO, SEED, K
 from .encoders import HFClipBackend, HFT5Backend
 from .history import History
 from .peca import PeCA
@@ -118,10 +119,10 @@ def pipeline_encoders(pipe) -> tuple[str, dict[str, TextEncoderBackend]]:
 def profile_history(
     encoder: TextEncoderBackend,
     history: History,
-    ratio: float = 0.1,
+    ratio: float = RATIO,
     max_references: int | None = DEFAULT_MAX_REFERENCES,
-    k: int = 10,
-    seed: int = 42,
+    k: int = K,
+    seed: int = SEED,
     cache: EmbeddingCache | None = None,
     progress: Progress | None = None,
     diverse: bool = False,
@@ -200,10 +201,10 @@ class PipelinePersonalizer:
     def set_history(
         self,
         history: History,
-        ratio: float = 0.1,
+        ratio: float = RATIO,
         max_references: int | None = DEFAULT_MAX_REFERENCES,
-        k: int = 10,
-        seed: int = 42,
+        k: int = K,
+        seed: int = SEED,
         diverse: bool = False,
     ) -> Profile:
         """Coreset-sample `history`, encode the picked references; returns the profile (history, features, picks)."""
@@ -219,7 +220,7 @@ class PipelinePersonalizer:
         self.personalizer.set_history(references.prompts, references.weights, features=features)
         return self.profile
 
-    def kwargs(self, prompt: str, alpha: float | Sequence[float] = 0.3, relevant: int = 0) -> dict:
+    def kwargs(self, prompt: str, alpha: float | Sequence[float] = ALPHA, relevant: int = 0) -> dict:
         """Keyword arguments for `pipe(...)`; see personalize_pipeline. `relevant` m > 0: only the m
         references whose pooled features are most similar to the prompt's (Personalizer.condition)."""
         condition = self._without_t5(self.personalizer.condition(prompt, alpha, relevant=relevant))
@@ -252,12 +253,12 @@ def personalize_pipeline(
     pipe,
     history: History,
     prompt: str,
-    alpha: float | Sequence[float] = 0.3,
+    alpha: float | Sequence[float] = ALPHA,
     adapters: Mapping[str, PeCA] | str | os.PathLike | None = None,
-    ratio: float = 0.1,
+    ratio: float = RATIO,
     max_references: int | None = DEFAULT_MAX_REFERENCES,
-    k: int = 10,
-    seed: int = 42,
+    k: int = K,
+    seed: int = SEED,
     cache: EmbeddingCache | None = None,
     clip_skip: int | None = None,
     progress: Progress | None = None,

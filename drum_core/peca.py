@@ -25,6 +25,7 @@ from torch import nn
 
 from .adapter_names import PUBLISHED_SIZES, published_name
 from .atomic import save_safetensors
+from .defaults import ALPHA
 from .intensities import check_intensities
 from .threads import ThreadChooser
 
@@ -120,10 +121,8 @@ class SharedMix:
         return same_kind and kernel == self.kernel and torch.equal(self.rows, rows) and torch.equal(self.weights, weights)
 
 
-# Scores held at once by the blocked kernel (heads * B*S * references per block * T): 4 MiB in fp32.
-# Fewer, larger operations: each is an OpenMP parallel region, whose wake-up costs the most when ComfyUI's
-# server thread also ran torch (docs/comfyui.md). 1 MiB blocks measured 6-8 % slower, 25 % with that
-# second team; 8 MiB and larger ones slower (bench/bench_peca.py).
+# Scores held at once by the blocked kernel (heads * B*S * references per block * T): 4 MiB in fp32, the
+# size measured fastest (docs/performance.md, "Score block size").
 BLOCK_SCORES = 1 << 20
 # Scores of one chunk of references in the "sdpa" kernel ([chunk, heads, B*S, T]), as PyTorch's math
 # backend would materialize them: 16 Mi (64 MiB in fp32). Bounds the working memory of a large
@@ -374,7 +373,7 @@ class PeCA(nn.Module):
         target: torch.Tensor,
         references: torch.Tensor | ReferenceState | None = None,
         weights: torch.Tensor | Sequence[float] | None = None,
-        alpha: float | Sequence[float] | torch.Tensor = 0.3,
+        alpha: float | Sequence[float] | torch.Tensor = ALPHA,
         guidance: bool = True,
         pooled_only: bool = False,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -21,6 +21,7 @@ import torch
 from .adapter_names import ENCODER_ADAPTERS
 from .backend import Encoding, TextEncoderBackend
 from .cache import EmbeddingCache
+from .defaults import ALPHA
 from .intensities import check_intensities
 from .peca import PeCA, ReferenceState
 
@@ -163,7 +164,7 @@ class Personalizer:
                 self._reference_states[(name, layer)] = adapter.encode_references(encoding.states[layer].to(adapter.device))
 
     # ------------------------------------------------------------------ conditions
-    def condition(self, target: str, alpha: float | Sequence[float] = 0.3, relevant: int = 0) -> Condition:
+    def condition(self, target: str, alpha: float | Sequence[float] = ALPHA, relevant: int = 0) -> Condition:
         """The personalized condition of `target`; one row per alpha. Empty history: plain output.
 
         `relevant` m > 0: only the m references most similar to `target` take part (see

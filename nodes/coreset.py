@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from drum_core import defaults
 from drum_core.coreset import CORESET_MODES, DEFAULT_MAX_REFERENCES, coreset_sample, sample_count
 from drum_core.history import recency_weights
 
@@ -47,7 +48,7 @@ class DrUMCoresetSampler(CheckedNode):
                 io.Clip.Input("clip", tooltip="The model's text encoders; the pooled CLIP-L (SD2: CLIP-H) features drive the sampling."),
                 io.Float.Input(
                     "ratio",
-                    default=0.1,
+                    default=defaults.RATIO,
                     min=0.001,
                     max=1.0,
                     step=0.001,
@@ -60,8 +61,10 @@ class DrUMCoresetSampler(CheckedNode):
                     max=100000,
                     tooltip="Upper bound on the number of picks (each costs GPU memory: about 20 MB on SDXL); 0 = no bound, the paper's rule.",
                 ),
-                io.Int.Input("k", default=10, min=1, max=10000, tooltip="Size of the random anchor set A that seeds the scores."),
-                io.Int.Input("seed", default=42, min=0, max=2**31 - 1, control_after_generate=False, tooltip="Seed of the anchor set A."),
+                io.Int.Input("k", default=defaults.K, min=1, max=10000, tooltip="Size of the random anchor set A that seeds the scores."),
+                io.Int.Input(
+                    "seed", default=defaults.SEED, min=0, max=2**31 - 1, control_after_generate=False, tooltip="Seed of the anchor set A."
+                ),
                 io.Combo.Input(
                     "mode",
                     options=list(CORESET_MODES),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from drum_core import defaults
 from drum_core.taste import degree_sweep
 
 from .checked import CheckedNode
@@ -11,8 +12,10 @@ from .io_types import Degrees, DrumDegreesType
 
 
 def degree_input(tooltip: str) -> io.Float.Input:
-    """The degree alpha on a slider from 0 (the prompt alone) to 1 (the history alone), default 0.3 (the paper's)."""
-    return io.Float.Input("degree", default=0.3, min=0.0, max=1.0, step=0.01, display_mode=io.NumberDisplay.slider, tooltip=tooltip)
+    """The degree alpha on a slider from 0 (the prompt alone) to 1 (the history alone), default the paper's (drum_core.defaults.ALPHA)."""
+    return io.Float.Input(
+        "degree", default=defaults.ALPHA, min=0.0, max=1.0, step=0.01, display_mode=io.NumberDisplay.slider, tooltip=tooltip
+    )
 
 
 def degree_values(degree: float, sweep: bool, start: float, end: float, count: int) -> tuple[float, ...]:

@@ -11,12 +11,11 @@ import folder_paths
 from aiohttp import web
 from comfy_api.latest import io
 
-from drum_core.history import History, HistoryError, load_history, parse_history_text
+from drum_core.history import HISTORY_EXTENSIONS, History, HistoryError, load_history, parse_history_text
 
 from .checked import CheckedNode
 from .io_types import NONE, DrumHistory, DrumHistoryType
 
-HISTORY_EXTENSIONS = (".txt", ".csv", ".tsv", ".json", ".jsonl")
 HISTORY_FOLDER_DEPTH = 3  # sub-folder levels of the input folder searched
 
 
@@ -117,6 +116,19 @@ def read_history(file: str, text: str) -> History:
     return load_input_history(file)
 
 
+def history_file_input() -> io.Combo.Input:
+    """The `file` widget. Its options carry the history file extensions (drum_core.history.HISTORY_EXTENSIONS) as
+    `drum_history_extensions`, so the page's upload and drop checks read the core's tuple from /object_info."""
+    combo = io.Combo.Input(
+        "file",
+        options=[NONE, *history_files()],
+        default=NONE,
+        tooltip="History file in ComfyUI's input folder; 'none' to use the text box only.",
+    )
+    combo.extra_dict = {**combo.extra_dict, "drum_history_extensions": list(HISTORY_EXTENSIONS)}
+    return combo
+
+
 class DrUMHistoryLoader(CheckedNode):
     LISTED_ELSEWHERE = ("file",)  # any history file inside the input folder, listed or not
 
@@ -132,12 +144,7 @@ class DrUMHistoryLoader(CheckedNode):
                 "preference intensities p_i. With no file and no text the history is empty and DrUM leaves prompts unchanged."
             ),
             inputs=[
-                io.Combo.Input(
-                    "file",
-                    options=[NONE, *history_files()],
-                    default=NONE,
-                    tooltip="History file in ComfyUI's input folder; 'none' to use the text box only.",
-                ),
+                history_file_input(),
                 io.String.Input(
                     "text",
                     multiline=True,

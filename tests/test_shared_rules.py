@@ -1,19 +1,22 @@
 """Rules defined once in drum_core and used by the CLI, diffusers, training and the nodes:
 adapter names and sizes, adapter configs, adapter file names, intensities, coreset counts, precisions."""
 
+import inspect
 import json
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from drum_core import tiny
+from drum_core import Personalizer, defaults, tiny
 from drum_core.adapter_names import ADAPTER_NAMES, ENCODER_ADAPTERS, PUBLISHED_SIZES
-from drum_core.cli import main
+from drum_core.cli import build_parser, main
 from drum_core.coreset import coreset_sample, sample_count
 from drum_core.dtypes import DTYPE_NAMES, dtype_name, parse_dtype, short_name
-from drum_core.history import History, HistoryError
+from drum_core.history import HISTORY_EXTENSIONS, History, HistoryError, load_history
 from drum_core.intensities import check_intensities, is_intensity
 from drum_core.peca import FORMAT_TAG, PeCA, PeCAConfig, PeCAFormatError
 from drum_core.weights import adapter_files, find_adapter
@@ -152,3 +155,31 @@ def test_cli_max_references_zero_is_no_limit_like_the_node(capsys):
         assert main(["profile", "--tiny-random", "--ratio", "1", "--max-references", limit, "--json", "--no-progress"]) == 0
         counts[limit] = len(json.loads(capsys.readouterr().out)["picked"])
     assert counts == {"0": len(tiny.HISTORY), "3": 3}
+
+
+def test_history_extensions_one_tuple_for_core_cli_and_page(tmp_path, capsys):
+    """The core reads every extension of the tuple and refuses others; the CLI says the tuple; the page's list
+    (web/js/drum.js, until it reads the node schema's drum_history_extensions) is the same tuple."""
+    for extension in HISTORY_EXTENSIONS:
+        path = tmp_path / f"h{extension}"
+        path.write_text('["a fox"]' if extension == ".json" else ("prompt\na fox\n" if extension in (".csv", ".tsv") else "a fox\n"))
+        assert load_history(path).prompts == ["a fox"]
+    with pytest.raises(HistoryError, match=re.escape(f"(use {', '.join(HISTORY_EXTENSIONS)})")):
+        load_history(tmp_path / "h.md")
+    script = (Path(__file__).parents[1] / "web" / "js" / "drum.js").read_text(encoding="utf-8")
+    listed = re.search(r"const HISTORY_EXTENSIONS = \[([^\]]*)\]", script)
+    assert listed or "drum_history_extensions" in script
+    if listed:
+        assert tuple(json.loads(f"[{listed.group(1)}]")) == HISTORY_EXTENSIONS
+
+
+def test_the_papers_defaults_are_one_definition():
+    """alpha 0.3, ratio 0.1, k 10, seed 42 (docs/method.md): drum_core.defaults, and every default that states them."""
+    assert (defaults.ALPHA, defaults.RATIO, defaults.K, defaults.SEED) == (0.3, 0.1, 10, 42)
+    coreset = inspect.signature(coreset_sample).parameters
+    assert (coreset["ratio"].default, coreset["k"].default, coreset["seed"].default) == (defaults.RATIO, defaults.K, defaults.SEED)
+    assert inspect.signature(sample_count).parameters["ratio"].default == defaults.RATIO
+    assert inspect.signature(PeCA.forward).parameters["alpha"].default == defaults.ALPHA
+    assert inspect.signature(Personalizer.condition).parameters["alpha"].default == defaults.ALPHA
+    args = build_parser().parse_args(["personalize", "--prompt", "x"])
+    assert (args.alpha, args.ratio, args.k, args.coreset_seed) == ([defaults.ALPHA], defaults.RATIO, defaults.K, defaults.SEED)

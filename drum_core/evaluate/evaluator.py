@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..cache import EmbeddingCache
+from ..defaults import ALPHA, RATIO, SEED, K
 from ..history import History
 from ..peca import PeCA
 from ..taste import shuffled_history, text_align_features
@@ -24,10 +25,10 @@ TARGETS_PER_USER = 2
 class EvalSettings:
     """What a result depends on; a resumed run must use the same."""
 
-    alpha: float = 0.3
-    ratio: float = 0.1
-    k: int = 10
-    coreset_seed: int = 42
+    alpha: float = ALPHA
+    ratio: float = RATIO
+    k: int = K
+    coreset_seed: int = SEED
     variants: tuple[str, ...] = VARIANTS
     images: bool = True  # CLIP score (generates images); False: Text align only
     steps: int = 50

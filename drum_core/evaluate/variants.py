@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..defaults import ALPHA
 from ..peca import PeCA
 
 VARIANTS = ("base", "drum", "no_sampling", "no_guidance", "other_user", "shuffled")
@@ -36,6 +37,6 @@ class NoGuidance(PeCA):
             self.add_module(name, module)
         self.source = f"{getattr(adapter, 'source', adapter.config.name)} (no guidance)"
 
-    def forward(self, query, target, references=None, weights=None, alpha=0.3, guidance=False, pooled_only=False):
+    def forward(self, query, target, references=None, weights=None, alpha=ALPHA, guidance=False, pooled_only=False):
         """As PeCA.forward, always without guidance."""
         return super().forward(query, target, references, weights, alpha, guidance=False, pooled_only=pooled_only)

@@ -66,7 +66,9 @@ def condition(pack, clip, adapters, history, degree=0.3, base=None, degrees=None
 def test_history_loader_reads_input_folder_files_and_pasted_text(pack, input_folder):
     (input_folder / "user.txt").write_text(HISTORY_TEXT)
     loader = pack["DrUMHistoryLoader"]
-    assert "user.txt" in loader.GET_SCHEMA().inputs[0].options
+    file_input = loader.GET_SCHEMA().inputs[0]
+    assert "user.txt" in file_input.options
+    assert file_input.as_dict()["drum_history_extensions"] == list(drum_core.history.HISTORY_EXTENSIONS)  # what the page reads
     out = loader.execute("user.txt", "")
     assert out.args[0].history.prompts[0] == "watercolor of a harbour" and out.args[0].history.weights[:2] == (2.0, 0.5)
     ui = out.ui["drum_history"][0]
