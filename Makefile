@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest -p no:cacheprovider -rs
 
-.PHONY: setup demo test lint test-core test-comfy test-server test-web bench gpu-check node-schemas
+.PHONY: setup demo test lint test-registry test-core test-comfy test-server test-web bench gpu-check node-schemas
 
 setup:
 	bash tools/bootstrap.sh
@@ -16,6 +16,11 @@ demo:
 lint:
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+# The Registry's publishing check (comfy-cli from .venv-tools, no telemetry, no prompt). The archive itself is
+# packed, loaded into ComfyUI and linted (comfy-test lint, comfy-lint) by the server tier: docs/shipping.md.
+test-registry:
+	DO_NOT_TRACK=1 .venv-tools/bin/comfy --skip-prompt node validate
 
 test-core:
 	$(PYTEST) -q tests -m "not comfy and not server and not web"
@@ -31,7 +36,7 @@ test-web:
 
 # All tiers, after setting everything up: what .ci/run runs. Each tier is its own process
 # (the ComfyUI tiers put ComfyUI's tree and a torchvision stub on sys.path).
-test: setup lint test-core test-comfy test-server test-web
+test: setup lint test-registry test-core test-comfy test-server test-web
 
 bench:
 	bash tools/bootstrap.sh

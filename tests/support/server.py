@@ -73,8 +73,10 @@ class PromptRejected(Exception):
 
 
 class ComfyServer:
-    def __init__(self, base: Path, extra_model_paths: Path | None = None):
+    def __init__(self, base: Path, extra_model_paths: Path | None = None, pack: Path = ROOT):
+        """`pack`: the folder linked as custom_nodes/ComfyUI-DrUM (the repository; or an unpacked Registry archive)."""
         self.base = base
+        self.pack = pack
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = base / "server.log"
@@ -86,7 +88,7 @@ class ComfyServer:
             (self.base / folder).mkdir(parents=True, exist_ok=True)
         link = self.base / "custom_nodes" / PACK_NAME
         if not link.exists():
-            link.symlink_to(ROOT, target_is_directory=True)
+            link.symlink_to(self.pack, target_is_directory=True)
         device_args = shlex.split(os.environ.get("DRUM_COMFY_ARGS", DEFAULT_DEVICE_ARGS))
         command = [sys.executable, "main.py", *device_args, "--listen", "127.0.0.1", "--port", str(self.port)]
         command += ["--base-directory", str(self.base), "--database-url", "sqlite:///:memory:", "--disable-auto-launch"]
