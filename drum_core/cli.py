@@ -578,8 +578,8 @@ def _pipeline(args: argparse.Namespace, device: str):
         return tiny.pipeline(family).to(device), {n: a.to(device) for n, a in tiny.adapters(family).items()}
     if not args.model:
         raise ValueError("--model is required (a diffusers folder or hub id), or --tiny-random to verify the install")
-    _check_model_path(args.model)
-    names = folder_encoder_names(args.model)  # configs only: fail on weights before loading the model
+    model = _model_location(args.model)
+    names = folder_encoder_names(model)  # configs only: fail on weights before loading the model
     detect_family(names)
     adapters = load_adapters([ENCODER_ADAPTERS[n] for n in names], args.adapters, device=device)
     from diffusers import DiffusionPipeline
@@ -587,7 +587,7 @@ def _pipeline(args: argparse.Namespace, device: str):
     dtype = parse_dtype(args.dtype or ("float32" if device == "cpu" else "float16"))
     with warnings.catch_warnings():  # newer diffusers rename torch_dtype to dtype; older ones know only torch_dtype
         warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
-        return DiffusionPipeline.from_pretrained(args.model, torch_dtype=dtype).to(device), adapters
+        return DiffusionPipeline.from_pretrained(model, torch_dtype=dtype).to(device), adapters
 
 
 def check(args: argparse.Namespace) -> int:

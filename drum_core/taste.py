@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from PIL import Image, ImageDraw
 
+from .defaults import RATIO, SEED, K
 from .history import History
 from .personalizer import Personalizer, first_clip
 
@@ -51,10 +52,10 @@ class TasteSettings:
 
     held_out: int = 0
     max_target_loss: float = 0.05
-    ratio: float = 0.1
+    ratio: float = RATIO
     max_references: int = 0
-    k: int = 10
-    coreset_seed: int = 42
+    k: int = K
+    coreset_seed: int = SEED
     diverse: bool = False
     shuffle_seed: int = 0
     min_edge: float = 0.1  # score points (100 * cos): a smaller edge over the control is noise, not taste
