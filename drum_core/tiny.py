@@ -109,7 +109,9 @@ def randomize_constants(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     return module
 
 
-def clip_text_model(tokenizer, width: int, projection: bool = False, hidden_act: str = "quick_gelu", seed: int = 0):
+def clip_text_model(
+    tokenizer, width: int, projection: bool = False, hidden_act: str = "quick_gelu", seed: int = 0, random_constants: bool = True
+):
     """A random CLIPTextModel (or ...WithProjection) of `width`, 3 layers, 77 positions."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -127,10 +129,11 @@ def clip_text_model(tokenizer, width: int, projection: bool = False, hidden_act:
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
-    return randomize_constants((CLIPTextModelWithProjection if projection else CLIPTextModel)(config), seed).eval()
+    model = (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
+    return (randomize_constants(model, seed) if random_constants else model).eval()
 
 
-def t5_encoder(tokenizer, seed: int = 0):
+def t5_encoder(tokenizer, seed: int = 0, random_constants: bool = True):
     """A random T5EncoderModel of the real width 4096 with tiny inner sizes (about 1.6M parameters)."""
     from transformers import T5Config, T5EncoderModel
 
@@ -146,7 +149,8 @@ def t5_encoder(tokenizer, seed: int = 0):
         eos_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(seed)
-    return randomize_constants(T5EncoderModel(config), seed).eval()
+    model = T5EncoderModel(config)
+    return (randomize_constants(model, seed) if random_constants else model).eval()
 
 
 def adapter(kind: str, encoder_width: int, seed: int = 0) -> PeCA:
@@ -222,8 +226,10 @@ def _ddim():
     )
 
 
-def pipeline(family: str = "sd1", seed: int = 0):
-    """A tiny random diffusers pipeline of `family` (32x32 images), float32 on the CPU."""
+def pipeline(family: str = "sd1", seed: int = 0, random_constants: bool = True):
+    """A tiny random diffusers pipeline of `family` (32x32 images), float32 on the CPU. `random_constants`: the
+    encoders' norms and biases random too (randomize_constants); False keeps transformers' init (1 / 0), for
+    tests whose expected numbers were measured on those models."""
     import diffusers
 
     if family not in FAMILIES:
@@ -233,7 +239,13 @@ def pipeline(family: str = "sd1", seed: int = 0):
         if family in ("sd1", "sd2"):
             sd2 = family == "sd2"
             tokenizer = clip_tokenizer("!" if sd2 else "<|endoftext|>")
-            encoder = clip_text_model(tokenizer, H_WIDTH if sd2 else L_WIDTH, hidden_act="gelu" if sd2 else "quick_gelu", seed=seed)
+            encoder = clip_text_model(
+                tokenizer,
+                H_WIDTH if sd2 else L_WIDTH,
+                hidden_act="gelu" if sd2 else "quick_gelu",
+                seed=seed,
+                random_constants=random_constants,
+            )
             return diffusers.StableDiffusionPipeline(
                 vae=_vae(),
                 text_encoder=encoder,
@@ -245,20 +257,22 @@ def pipeline(family: str = "sd1", seed: int = 0):
                 requires_safety_checker=False,
             )
         tokenizer = clip_tokenizer()
-        l_encoder = clip_text_model(tokenizer, L_WIDTH, projection=family == "sd3", seed=seed)
+        l_encoder = clip_text_model(tokenizer, L_WIDTH, projection=family == "sd3", seed=seed, random_constants=random_constants)
         if family == "sdxl":
             tokenizer_2 = clip_tokenizer("!")
             return diffusers.StableDiffusionXLPipeline(
                 vae=_vae(),
                 text_encoder=l_encoder,
-                text_encoder_2=clip_text_model(tokenizer_2, G_WIDTH, projection=True, hidden_act="gelu", seed=seed + 1),
+                text_encoder_2=clip_text_model(
+                    tokenizer_2, G_WIDTH, projection=True, hidden_act="gelu", seed=seed + 1, random_constants=random_constants
+                ),
                 tokenizer=tokenizer,
                 tokenizer_2=tokenizer_2,
                 unet=_unet(L_WIDTH + G_WIDTH, sdxl=True),
                 scheduler=_ddim(),
             )
         t5_tok = t5_tokenizer()
-        t5 = t5_encoder(t5_tok, seed=seed + 2)
+        t5 = t5_encoder(t5_tok, seed=seed + 2, random_constants=random_constants)
         scheduler = diffusers.FlowMatchEulerDiscreteScheduler()
         dit = dict(in_channels=4, num_layers=1, num_attention_heads=2, joint_attention_dim=T5_WIDTH)  # both tiny transformers
         if family == "sd3":
@@ -279,7 +293,9 @@ def pipeline(family: str = "sd1", seed: int = 0):
                 vae=_vae(4, flow=True),
                 text_encoder=l_encoder,
                 tokenizer=tokenizer,
-                text_encoder_2=clip_text_model(tokenizer_2, G_WIDTH, projection=True, hidden_act="gelu", seed=seed + 1),
+                text_encoder_2=clip_text_model(
+                    tokenizer_2, G_WIDTH, projection=True, hidden_act="gelu", seed=seed + 1, random_constants=random_constants
+                ),
                 tokenizer_2=tokenizer_2,
                 text_encoder_3=t5,
                 tokenizer_3=t5_tok,

@@ -367,7 +367,7 @@ def test_an_unclosed_quote_names_the_line_where_it_opened(tmp_path, name, conten
 
 def test_quotes_that_close_or_sit_inside_a_cell_are_read(tmp_path):
     history = load_history(write(tmp_path, "ok.csv", 'prompt,rating\na 5" statue,3\n"multi\nline, ""quoted""",2\n'))
-    assert history.prompts == ['a 5" statue', 'multi\nline, "quoted"'] and history.weights == [3.0, 2.0]
+    assert list(history.prompts) == ['a 5" statue', 'multi\nline, "quoted"'] and list(history.weights) == [3.0, 2.0]
 
 
 def test_unknown_extension_and_missing_file(tmp_path):

@@ -162,8 +162,9 @@ def test_history_extensions_one_tuple_for_core_cli_and_page(tmp_path, capsys):
     (web/js/drum.js, until it reads the node schema's drum_history_extensions) is the same tuple."""
     for extension in HISTORY_EXTENSIONS:
         path = tmp_path / f"h{extension}"
-        path.write_text('["a fox"]' if extension == ".json" else ("prompt\na fox\n" if extension in (".csv", ".tsv") else "a fox\n"))
-        assert load_history(path).prompts == ["a fox"]
+        content = {".json": '["a fox"]', ".jsonl": '"a fox"\n', ".csv": "prompt\na fox\n", ".tsv": "prompt\na fox\n"}
+        path.write_text(content.get(extension, "a fox\n"))
+        assert list(load_history(path).prompts) == ["a fox"]
     with pytest.raises(HistoryError, match=re.escape(f"(use {', '.join(HISTORY_EXTENSIONS)})")):
         load_history(tmp_path / "h.md")
     script = (Path(__file__).parents[1] / "web" / "js" / "drum.js").read_text(encoding="utf-8")
