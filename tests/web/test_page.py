@@ -183,9 +183,7 @@ def test_dropped_history_files_are_uploaded_and_selected(page, workflows, input_
 
 def test_run_shows_history_and_picks_as_text(page, workflows, dialogs, artifacts, page_errors, renderer):
     load_workflow(page, workflows["drum_sd15"])
-    history, sampler, conditioner = (
-        only(page, kind) for kind in ("DrUMHistoryLoader", "DrUMCoresetSampler", "DrUMConditioner", "DrUMProfilePreview")
-    )
+    history, sampler, conditioner = (only(page, kind) for kind in ("DrUMHistoryLoader", "DrUMCoresetSampler", "DrUMConditioner"))
     for node_type, values in TINY_RUN.items():
         set_widgets(page, only(page, node_type), values)
     name = f"history_{renderer}_{RUN}.txt"
@@ -230,9 +228,7 @@ def test_run_shows_history_and_picks_as_text(page, workflows, dialogs, artifacts
 def test_a_failed_run_says_why_in_one_place(page, workflows, input_dir, renderer, page_errors):
     finished = run_tiny(page, workflows["drum_sd15"])
     assert finished["type"] == "execution_success", finished
-    history, sampler, conditioner = (
-        only(page, kind) for kind in ("DrUMHistoryLoader", "DrUMCoresetSampler", "DrUMConditioner", "DrUMProfilePreview")
-    )
+    history, sampler, conditioner = (only(page, kind) for kind in ("DrUMHistoryLoader", "DrUMCoresetSampler", "DrUMConditioner"))
     wait_for_prompts(page, sampler, "drum_picks")
 
     broken = f"broken_{renderer}_{RUN}.json"  # passes the upload check, then breaks on disk: fails when the loader reads it
@@ -288,9 +284,7 @@ def test_readme_screenshot_of_the_example_workflow(page, workflows, artifacts, r
     the classic renderer, ComfyUI's default) and screenshot-vue.png."""
     finished = run_tiny(page, workflows["drum_sd15"])
     assert finished["type"] == "execution_success", finished
-    history, sampler, conditioner = (
-        only(page, kind) for kind in ("DrUMHistoryLoader", "DrUMCoresetSampler", "DrUMConditioner", "DrUMProfilePreview")
-    )
+    history, sampler, conditioner = (only(page, kind) for kind in ("DrUMHistoryLoader", "DrUMCoresetSampler", "DrUMConditioner"))
     for node, widget in ((history, "drum_history_preview"), (sampler, "drum_picks"), (conditioner, "drum_picks")):
         wait_for_prompts(page, node, widget)  # from ComfyUI's cache when an earlier test ran this workflow
     assert panel_rows(page, history, "drum_history_preview")["summary"].endswith("prompts · pasted text")
