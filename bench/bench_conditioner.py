@@ -199,7 +199,7 @@ def history_encode(prompts: list[str], adapter_path: Path) -> tuple[list[tuple[s
         caches.EMBEDDINGS = EmbeddingCache()  # empty: the first run
         start = time.perf_counter()
         picked = coreset.sample(history, clip, RATIO, 0, 10, 42)  # features of all prompts (+ their states, same pass)
-        encoders = clip_bridge.sub_encoders(clip)
+        encoders = clip_bridge.open_clip(clip).encoders
         personalizer = Personalizer("sd1", encoders, {"l": adapter}, caches.EMBEDDINGS)
         personalizer.set_history(picked.history.prompts, picked.history.weights)  # the references' states and keys/values
         return time.perf_counter() - start, personalizer

@@ -6,9 +6,20 @@
     sdxl    cat(A_L(@-2).tokens, A_G(@-2).tokens), no LN              P_G(LN_G(A_G(@-1).pooled))
     sd3     cat(A_L(@-2), A_G(@-2)) padded to 4096, then A_T5 tokens  cat(P_L(LN_L(..)), P_G(LN_G(..)))
     flux    A_T5 tokens                                               LN_L(A_L(@-1).pooled)
+    pixart  A_T5 tokens cut to the prompt's own length (Chroma too)   none
+    ltxv    A_T5 tokens cut to max(128, prompt length) + mask         none
+    mochi   A_T5 tokens cut to max(256, prompt length) + mask         none
+    hidream A_T5 tokens cut to 128 (Llama stream untouched)           cat(P_L(LN_L(..)), P_G(LN_G(..)))
 
-`P` is the projection the host applies (TextEncoderBackend.project). The family is chosen by
-which encoders exist, never by a model name. Encoder names are ComfyUI's tokenizer keys.
+`P` is the projection the host applies (TextEncoderBackend.project). A family is a DECLARED
+set of encoders (`FamilySpec.streams`): the family is the one whose set is exactly the host's,
+never a model name, and any other set is refused (`UnsupportedFamilyError`). Encoders that take
+the same set apart (the T5-only families) are told apart by their T5 token-length and
+attention-mask conventions (`T5Conventions`). Encoder names are ComfyUI's tokenizer keys.
+
+The T5 adapter reads 256 tokens (the prompt's tokens, padded or cut with EOS kept, computed
+as the host computes them: with its attention mask where the family uses one); its output is
+cut to the family's own token count for the prompt (`t5_length`), capped at 256.
 """
 
 from __future__ import annotations
@@ -19,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from .adapter_names import ENCODER_ADAPTERS
-from .backend import Encoding, TextEncoderBackend
+from .backend import T5_TOKENS, Encoding, TextEncoderBackend
 from .cache import EmbeddingCache
 from .defaults import ALPHA
 from .intensities import check_intensities
@@ -33,47 +44,108 @@ class AdapterMismatchError(ValueError):
     """An adapter that is missing, or made for another encoder."""
 
 
+class UnsupportedFamilyError(ValueError):
+    """A set of text encoders that is no supported family's (refused before anything is computed)."""
+
+
+@dataclass(frozen=True)
+class T5Conventions:
+    """How a family's host tokenizes and runs T5: tokens per prompt max(min_tokens, prompt + EOS), cut at
+    max_tokens (None: never), and whether padding is masked out of the attention (then the conditioning
+    carries the mask where `mask_in_conditioning`)."""
+
+    min_tokens: int
+    max_tokens: int | None = None
+    attention_mask: bool = False
+    mask_in_conditioning: bool = False
+
+
 @dataclass(frozen=True)
 class FamilySpec:
+    label: str  # the family as users name it
+    encoders: tuple[str, ...]  # the encoders DrUM personalizes, each with its adapter
     token_encoders: tuple[str, ...]  # CLIP encoders whose tokens are concatenated on the last dim
     normalize_tokens: bool  # apply the final LayerNorm to the token states
     token_layer: int  # default context layer of the token states
     pooled_encoders: tuple[str, ...]  # concatenated pooled vectors
+    t5: T5Conventions | None = None  # the T5 conventions (families with a T5 encoder)
+    passthrough: tuple[str, ...] = ()  # host encoders the family has that DrUM passes through untouched
+    partial: bool = False  # the host may leave some of `encoders` out (SD3: ComfyUI zero-fills them)
+
+    @property
+    def streams(self) -> frozenset[str]:
+        """Every encoder of the family: what a host must have, exactly."""
+        return frozenset(self.encoders) | frozenset(self.passthrough)
 
 
+ADAPTER_T5 = T5Conventions(T5_TOKENS)  # FLUX and SD3: T5 at the adapter's 256 tokens, unmasked
 FAMILIES = {
-    "sd1": FamilySpec(("l",), True, -1, ("l",)),
-    "sd2": FamilySpec(("h",), True, -1, ("h",)),
-    "sdxl": FamilySpec(("l", "g"), False, -2, ("g",)),
-    "sd3": FamilySpec(("l", "g"), False, -2, ("l", "g")),
-    "flux": FamilySpec((), False, -1, ("l",)),
+    "sd1": FamilySpec("SD1.x", ("l",), ("l",), True, -1, ("l",)),
+    "sd2": FamilySpec("SD2.x", ("h",), ("h",), True, -1, ("h",)),
+    "sdxl": FamilySpec("SDXL", ("l", "g"), ("l", "g"), False, -2, ("g",)),
+    "sd3": FamilySpec("SD3", ("l", "g", "t5"), ("l", "g"), False, -2, ("l", "g"), ADAPTER_T5, partial=True),
+    "flux": FamilySpec("FLUX.1", ("l", "t5"), (), False, -1, ("l",), ADAPTER_T5),
+    "pixart": FamilySpec("PixArt-α/Σ, Chroma", ("t5",), (), False, -1, (), T5Conventions(1)),
+    "ltxv": FamilySpec("LTX-Video", ("t5",), (), False, -1, (), T5Conventions(128, None, True, True)),
+    "mochi": FamilySpec("Mochi", ("t5",), (), False, -1, (), T5Conventions(256, None, True, True)),
+    "hidream": FamilySpec("HiDream", ("l", "g", "t5"), (), False, -1, ("l", "g"), T5Conventions(128, 128, True), ("llama",)),
 }
 
 
-def detect_family(encoder_names: Iterable[str]) -> str:
-    """The family from the set of encoders present ("l", "h", "g", "t5")."""
+def supported_families() -> str:
+    """The supported families and their encoder sets, for error messages."""
+    return "; ".join(f"{spec.label}: {'+'.join(sorted(spec.streams))}" for spec in FAMILIES.values())
+
+
+def detect_family(encoder_names: Iterable[str], stack: Iterable[str] | None = None, t5: T5Conventions | None = None) -> str:
+    """The family whose declared encoder set is exactly `encoder_names` ("l", "h", "g", "t5", and passed-through
+    ones such as "llama"); UnsupportedFamilyError for any other set.
+
+    `stack`: every encoder slot the host's model has, present or not (ComfyUI's SD3 stack keeps absent encoders as
+    None): a partial family (SD3) matches any non-empty part of its set there. `t5`: the host's T5 conventions, which
+    tell apart the families with the same set (PixArt/Chroma, LTX-Video and Mochi are T5 alone).
+    """
     names = frozenset(encoder_names)
-    if names == {"l"}:
-        return "sd1"
-    if names == {"h"}:
-        return "sd2"
-    if names == {"l", "g"}:
-        return "sdxl"
-    if "t5" in names and "g" in names:  # SD3 without T5 looks like SDXL: its host must say "sd3"
-        return "sd3"
-    if names == {"l", "t5"}:
-        return "flux"
-    raise ValueError(
-        f"no supported model family uses the text encoders {sorted(names)} (SD1: l, SD2: h, SDXL: l+g, SD3: l+g+t5, FLUX: l+t5)"
-    )
+    slots = names if stack is None else frozenset(stack) | names
+    found = [family for family, spec in FAMILIES.items() if spec.streams == slots == names]
+    if not found:
+        found = [family for family, spec in FAMILIES.items() if spec.partial and spec.streams == slots and names & set(spec.encoders)]
+        if not found and stack is None:  # SD3 without some encoder, from a host that keeps no slots (two encoders at least)
+            found = [family for family, spec in FAMILIES.items() if spec.partial and len(names) > 1 and names < spec.streams]
+    if len(found) > 1 and t5 is not None:
+        found = [family for family in found if FAMILIES[family].t5 == t5]
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise UnsupportedFamilyError(
+            f"the text encoders {sorted(names)} are those of {', '.join(FAMILIES[f].label for f in found)}, which differ only in "
+            "their T5 conventions: the host must give them"
+        )
+    raise UnsupportedFamilyError(f"no supported model family uses the text encoders {sorted(names)} (supported: {supported_families()})")
+
+
+def t5_length(family: str, prompt_tokens: int | None) -> int:
+    """T5 tokens of `family`'s condition for a prompt of `prompt_tokens` tokens (EOS included): the family's own
+    count, capped at the adapter's 256. FLUX and SD3 (min 256) need no count."""
+    conventions = FAMILIES[family].t5
+    if conventions is None or conventions.min_tokens >= T5_TOKENS:
+        return T5_TOKENS
+    if prompt_tokens is None:
+        raise ValueError(f"{FAMILIES[family].label}: the T5 length of the prompt is needed (its host encoder has no token_count)")
+    length = max(conventions.min_tokens, prompt_tokens)
+    if conventions.max_tokens is not None:
+        length = min(length, conventions.max_tokens)
+    return min(length, T5_TOKENS)
 
 
 @dataclass
 class Condition:
-    """tokens [B, L, D] and pooled [B, P] (None where the family has none), float32."""
+    """tokens [B, L, D] and pooled [B, P] (None where the family has none), float32; `attention_mask` [B, L] (int64,
+    1 = prompt token) where the family's conditioning carries its T5 attention mask (LTX-Video, Mochi), else None."""
 
     tokens: torch.Tensor
     pooled: torch.Tensor | None
+    attention_mask: torch.Tensor | None = None
 
 
 @dataclass
@@ -99,6 +171,12 @@ class Personalizer:
         self.family = family
         self.spec = FAMILIES[family]
         self.encoders = {name: enc for name, enc in encoders.items() if enc is not None}
+        given, declared = set(self.encoders), set(self.spec.encoders)
+        if not (given == declared or (self.spec.partial and given and given < declared)):
+            raise UnsupportedFamilyError(
+                f"{self.spec.label} is personalized through the encoders {sorted(declared)}"
+                f"{' (or some of them)' if self.spec.partial else ''}, got {sorted(given)}"
+            )
         self.adapters = dict(adapters)
         self.cache = cache if cache is not None else EmbeddingCache()
         self.token_layer = token_layer if token_layer is not None else self.spec.token_layer
@@ -182,7 +260,7 @@ class Personalizer:
             encoder = self.encoders[ranked]
             chosen = self._most_relevant_to(encoder.project(encoder.final_norm(encodings[ranked].pooled[:1]))[0], relevant)
         runs = {name: self._personalize(name, encodings[name], alphas, chosen) for name in self.encoders}
-        return self._assemble(runs, len(alphas))
+        return self._assemble(runs, len(alphas), target)
 
     def _most_relevant_to(self, query: torch.Tensor, count: int) -> torch.Tensor:
         """Indices [count] (ascending) of the references whose pooled features are most similar (cosine) to the
@@ -205,7 +283,7 @@ class Personalizer:
             tokens = encoding.states[layers[0]].reshape(1, -1, encoder.width).expand(batch, -1, -1) if uses_tokens else None
             pooled = None if encoding.pooled is None else encoder.project(encoder.final_norm(encoding.pooled[:1])).expand(batch, -1)
             runs[name] = _Run(tokens, pooled)
-        return self._assemble(runs, batch, plain=True)
+        return self._assemble(runs, batch, target, plain=True)
 
     def _encode_target(self, name: str, target: str, pooled: bool = False, layers: Sequence[int] | None = None) -> Encoding:
         """One encoder pass over `target` for all `layers` (default: the family's): states [C, T, E] float32, one row per
@@ -245,8 +323,16 @@ class Personalizer:
             runs.append(_Run(tokens, pooled.reshape(batch, c, -1)[:, 0] if pooled is not None else None))
         return _Run(runs[0].tokens, runs[-1].pooled)
 
-    def _assemble(self, runs: Mapping[str, _Run], batch: int, plain: bool = False) -> Condition:
-        """The family's condition from each encoder's run; `plain`: the runs hold final pooled vectors (no adapter)."""
+    def _t5_length(self, target: str) -> int:
+        """The T5 tokens of the family's condition for `target` (`t5_length`; the host counts the prompt's tokens)."""
+        conventions = self.spec.t5
+        if conventions is None or conventions.min_tokens >= T5_TOKENS:
+            return T5_TOKENS
+        count = getattr(self.encoders["t5"], "token_count", None)
+        return t5_length(self.family, None if count is None else count(target))
+
+    def _assemble(self, runs: Mapping[str, _Run], batch: int, target: str, plain: bool = False) -> Condition:
+        """The family's condition of `target` from each encoder's run; `plain`: the runs hold final pooled vectors (no adapter)."""
         spec = self.spec
         clip_parts = []
         for name in spec.token_encoders:
@@ -268,15 +354,22 @@ class Personalizer:
                 pooled_parts.append(encoder.project(encoder.final_norm(runs[name].pooled)).float())
         pooled = torch.cat([p.cpu() for p in pooled_parts], -1) if pooled_parts and None not in pooled_parts else None
         t5 = runs["t5"].tokens.float().cpu() if "t5" in runs else None
+        mask = None
+        if t5 is not None and spec.t5 is not None:
+            length = self._t5_length(target)
+            t5 = t5[:, :length]
+            if spec.t5.mask_in_conditioning:
+                count = self.encoders["t5"].token_count(target)
+                mask = (torch.arange(length) < count).long().expand(batch, -1).clone()
         if self.family == "sd3":
             tokens = _sd3_tokens(clip_parts, t5, batch)
-        elif self.family == "flux":
-            if t5 is None:
-                raise AdapterMismatchError("FLUX needs its T5 text encoder")
-            tokens = t5
-        else:
+        elif spec.token_encoders:
             tokens = torch.cat([p.cpu() for p in clip_parts], -1)
-        return Condition(tokens, pooled)
+        else:
+            if t5 is None:
+                raise AdapterMismatchError(f"{spec.label} needs its T5 text encoder")
+            tokens = t5
+        return Condition(tokens, pooled, mask)
 
 
 def encoder_layers(family: str, name: str, kind: str, token_layer: int | None = None) -> list[int]:
@@ -297,7 +390,9 @@ def first_clip(encoders: Iterable[str]) -> str:
     for name in ("l", "h", "g"):
         if name in names:
             return name
-    raise ValueError("coreset sampling needs a CLIP text encoder; this model has only T5")
+    raise ValueError(
+        "coreset sampling and 'relevant' need a CLIP text encoder (its pooled features rank the prompts); this model has only T5"
+    )
 
 
 def most_similar(query: torch.Tensor, features: torch.Tensor, count: int) -> torch.Tensor:

@@ -101,8 +101,8 @@ def load_to_device(adapters: Iterable[PeCA]) -> None:
     comfy.model_management.load_models_gpu([model_patcher(adapter) for adapter in adapters], force_full_load=True)
 
 
-def load_with_clip(clip, adapters: Iterable[PeCA], text: str = "") -> dict:
-    """Bring the adapters in, THEN the CLIP, and return the CLIP's encoders (clip_bridge.sub_encoders).
+def load_with_clip(opened: clip_bridge.OpenedClip, adapters: Iterable[PeCA], text: str = "") -> dict:
+    """Bring the adapters in, THEN the opened CLIP, and return its encoders (clip_bridge.open_clip, checked again).
 
     In this order loading the CLIP may offload the adapters (they still run, on their offload device) but
     nothing unloads the CLIP before its encodes: unloading it restores its original weights (weight-patch
@@ -110,8 +110,7 @@ def load_with_clip(clip, adapters: Iterable[PeCA], text: str = "") -> dict:
     (docs/comfyui.md "Memory order").
     """
     load_to_device(adapters)
-    clip_bridge.prepare(clip, text)
-    return clip_bridge.sub_encoders(clip)
+    return clip_bridge.open_clip(opened.clip, text).encoders
 
 
 def auto_files(slot: str) -> list[str]:

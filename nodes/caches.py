@@ -42,24 +42,20 @@ EMBEDDINGS = EmbeddingCache(_cache_directory())
 _personalizers: OrderedDict[Hashable, Personalizer] = OrderedDict()
 
 
-def first_clip_encoder(clip) -> clip_bridge.ComfySubEncoder:
-    """The CLIP's first CLIP encoder (the coreset's: CLIP-L, else CLIP-H for SD2, else bigG), ready to encode."""
-    clip_bridge.prepare(clip)
-    encoders = clip_bridge.sub_encoders(clip)
-    return encoders[first_clip(encoders)]
+def first_clip_encoder(opened: clip_bridge.OpenedClip) -> clip_bridge.ComfySubEncoder:
+    """The opened CLIP's first CLIP encoder (the coreset's: CLIP-L, else CLIP-H for SD2, else bigG), ready to encode."""
+    return opened.encoders[first_clip(opened.encoders)]
 
 
-def pooled_history_features(clip, prompts: Sequence[str]) -> torch.Tensor:
+def pooled_history_features(opened: clip_bridge.OpenedClip, prompts: Sequence[str]) -> torch.Tensor:
     """[N, P] pooled features of `prompts` from the CLIP's first CLIP encoder (the coreset's), cached, with progress.
 
     The same encoder pass caches that encoder's states at the layers the family's adapter reads, so the
     picked references are not encoded again (one pass per history prompt).
     """
-    clip_bridge.prepare(clip)
-    encoders = clip_bridge.sub_encoders(clip)
+    encoders, family = opened.encoders, opened.family
     name = first_clip(encoders)
-    family = clip_bridge.family_of(clip, encoders)
-    layers = encoder_layers(family, name, encoders[name].kind, clip_bridge.token_layer(clip, family))
+    layers = encoder_layers(family, name, encoders[name].kind, clip_bridge.token_layer(encoders[name].clip, family))
     return EMBEDDINGS.encode(encoders[name], prompts, pooled=True, progress=clip_bridge.progress_reporter(), cache_layers=layers).pooled
 
 

@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import inspect
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import comfy.model_management
 import comfy.utils
@@ -34,7 +35,7 @@ import torch
 
 from drum_core.backend import CLIP_TOKENS, T5_TOKENS, Encoding
 from drum_core.fingerprint import IDENTITIES, WeightsFingerprint, update_tensor
-from drum_core.personalizer import FAMILIES, detect_family
+from drum_core.personalizer import FAMILIES, T5Conventions, UnsupportedFamilyError, detect_family, supported_families
 from drum_core.project import ISSUES_URL
 
 try:
@@ -42,9 +43,23 @@ try:
 except ImportError:  # a ComfyUI tree without its version file
     COMFYUI_VERSION = "unknown"
 
-# tokenizer key -> (attribute on cond_stage_model and on the tokenizer, Personalizer name)
-SUB_ENCODERS = {"l": ("clip_l", "l"), "h": ("clip_h", "h"), "g": ("clip_g", "g"), "t5xxl": ("t5xxl", "t5")}
-SD3_STACK = ("clip_l", "clip_g", "t5xxl")  # SD3ClipModel defines all three, absent ones are None
+# attribute of a sub-encoder on cond_stage_model -> (Personalizer name, width): the encoders DrUM has adapters for
+STREAMS = {"clip_l": ("l", 768), "clip_h": ("h", 1024), "clip_g": ("g", 1280), "t5xxl": ("t5", 4096)}
+PASSTHROUGH_EXTRAS = {"llama": "conditioning_llama3"}  # passed-through stream -> the conditioning extra ComfyUI puts it in
+ENCODER_NAMES = {name for name, _width in STREAMS.values()}
+SLOTS = (*STREAMS, "llama")  # attributes a multi-encoder stack keeps as None when that encoder is not loaded (SD3, HiDream)
+REFUSED = {  # the encoder sets of families DrUM refuses (docs/comfyui.md "Families"): what they are, and why
+    frozenset({"l", "llama"}): "HunyuanVideo: its prompt is carried by the Llama stream, which has no DrUM adapter",
+    frozenset({"l", "qwen25_7b"}): "Kandinsky 5: its prompt is carried by the Qwen2.5-VL stream, which has no DrUM adapter",
+    frozenset({"gemma2_2b"}): "Lumina 2: a Gemma 2 text encoder, which has no DrUM adapter",
+    frozenset({"gemma3_4b"}): "a Gemma 3 text encoder (Lumina family), which has no DrUM adapter",
+    frozenset({"qwen25_7b"}): "Qwen-Image: a Qwen2.5-VL text encoder, which has no DrUM adapter",
+    frozenset({"qwen25_7b", "byt5_small"}): "HunyuanImage: Qwen2.5-VL and ByT5 text encoders, which have no DrUM adapter",
+    frozenset({"qwen25_3b"}): "OmniGen2: a Qwen2.5 text encoder, which has no DrUM adapter",
+    frozenset({"umt5xxl"}): "Wan: a umT5-XXL text encoder, not the T5-XXL v1.1 the T5 adapter was trained on",
+    frozenset({"t5xxl (old T5)"}): "Cosmos: the older T5 (1024 wide, ReLU feed-forward), not the T5-XXL v1.1 the T5 adapter reads",
+    frozenset({"clip_l (Long-CLIP)"}): "Long-CLIP L: more than 77 positions, not the 77-token CLIP-L the L adapter reads",
+}
 CHECK_PROMPT = "a lighthouse on a rocky coast at dusk, oil painting"  # the self-check's fixed prompt
 CHECK_TOLERANCE = 1e-4  # largest difference allowed, relative to the largest value of ComfyUI's output (float32)
 
@@ -76,37 +91,58 @@ def require_in_process(clip) -> None:
 
 
 class ComfySubEncoder:
-    """One ComfyUI sub-encoder seen as a TextEncoderBackend (float32 results; states on the CPU)."""
+    """One ComfyUI sub-encoder seen as a TextEncoderBackend (float32 results; states on the CPU), at `family`'s conventions."""
 
-    def __init__(self, clip, attribute: str, name: str, layer_shift: int = 0):
+    def __init__(self, clip, attribute: str, family: str):
         self.clip = clip
         self.attribute = attribute
-        self.name = name  # Personalizer name: "l", "h", "g", "t5"
-        self.layer_shift = layer_shift  # ComfyUI layer = backend layer + layer_shift
+        self.name = STREAMS[attribute][0]  # Personalizer name: "l", "h", "g", "t5"
+        self.family = family
+        self.layer_shift = -1 if self.name == "h" else 0  # ComfyUI layer = backend layer + layer_shift (module docstring)
         self.module = getattr(clip.cond_stage_model, attribute)
-        self.tokenizer = getattr(clip.tokenizer, attribute)
+        self.tokenizer = host_tokenizer(clip, attribute)
         self.kind = "clip" if hasattr(self.module.transformer, "text_model") else "t5"
         self.width = self.module.transformer.get_input_embeddings().weight.shape[1]
         self.tokens_per_prompt = CLIP_TOKENS if self.kind == "clip" else T5_TOKENS
-        self.projects_pooled = self.kind == "clip" and self.module.return_projected_pooled  # see sub_encoders
-        self.fingerprint = _fingerprint(clip, attribute, self.module, layer_shift)
+        # ComfyUI discards the pooled output of an encoder its family does not pool, and its projection may not even be
+        # loaded (SDXL checkpoints carry no CLIP-L text projection: ComfyUI leaves it uninitialized). Its coreset
+        # features stay unprojected, like the diffusers encoder's (CLIPTextModel, no projection).
+        self.projects_pooled = self.kind == "clip" and self.module.return_projected_pooled and self.name in FAMILIES[family].pooled_encoders
+        self.fingerprint = _fingerprint(clip, attribute, self.module, self.conventions())
+
+    def conventions(self) -> str:
+        """What decides this encoder's outputs besides its weights: the layer shift, the pooled projection, and for T5
+        the host's token counts and attention mask (masked and unmasked states differ)."""
+        if self.kind == "clip":
+            return f"shift{self.layer_shift}|projected{self.projects_pooled}"
+        t5 = host_t5_conventions(self.clip, self.attribute)
+        return f"t5len{T5_TOKENS}|min{t5.min_tokens}|max{t5.max_tokens}|mask{t5.attention_mask}"
 
     # ------------------------------------------------------------------ tokens
-    def _chunks(self, prompt: str) -> list[list[int]]:
-        """Tokens of `prompt`: CLIP 77-token chunks; T5 one list of exactly 256 (EOS kept).
+    def _family_tokens(self, prompt: str) -> list[list]:
+        """The host's own token lists of `prompt` (its tokenizer and options): CLIP 77-token chunks, T5 its first chunk
+        (ids, or embedding tensors). Emphasis weights like "(word:1.2)" are parsed away and not applied: the adapter
+        reads the plain states."""
+        pairs = self.tokenizer.tokenize_with_weights(prompt, False, tokenizer_options=self.clip.tokenizer_options)
+        chunks = [[token for token, _weight in chunk] for chunk in pairs]
+        return chunks if self.kind == "clip" else chunks[:1]
 
-        Emphasis weights like "(word:1.2)" are parsed away and not applied: the adapter reads
-        the plain states.
-        """
-        options = {**self.clip.tokenizer_options, "t5xxl_min_length": T5_TOKENS}
-        pairs = self.tokenizer.tokenize_with_weights(prompt, False, tokenizer_options=options)
-        chunks = [[token for token, _weight in chunk] for chunk in pairs]  # ids, or embedding tensors
+    def _chunks(self, prompt: str) -> list[list]:
+        """Tokens of `prompt`: CLIP 77-token chunks; T5 one list of exactly 256 (the host's tokens, cut with EOS kept or
+        padded with its pad token)."""
+        chunks = self._family_tokens(prompt)
         if self.kind == "clip":
             return chunks
         ids = chunks[0]
         if len(ids) > T5_TOKENS:
-            ids = ids[: T5_TOKENS - 1] + [self.module.special_tokens["end"]]
-        return [ids]
+            return [ids[: T5_TOKENS - 1] + [self.module.special_tokens["end"]]]
+        return [ids + [self.module.special_tokens["pad"]] * (T5_TOKENS - len(ids))]
+
+    def token_count(self, prompt: str) -> int:
+        """T5 tokens of `prompt` up to and including its EOS, as the host tokenizes it (what its attention mask keeps)."""
+        ids = self._family_tokens(prompt)[0]
+        end = self.module.special_tokens["end"]
+        return next((i + 1 for i, token in enumerate(ids) if isinstance(token, int) and token == end), len(ids))
 
     # ------------------------------------------------------------------ execution
     @contextlib.contextmanager
@@ -228,32 +264,33 @@ class ComfySubEncoder:
         return self.project(self.final_norm(self.encode(prompts, (), pooled=True).pooled))
 
     # ------------------------------------------------------------------ host self-check
-    def check_host(self, family: str) -> None:
+    def check_host(self) -> None:
         """Raise HostMismatchError unless the raw-state path reproduces ComfyUI's own encode of CHECK_PROMPT.
 
         ComfyUI's side is the sub-encoder's public `encode_token_weights` with its default options
-        (what CLIPTextEncode runs for it). Ours, at the family's convention (docs/method.md §5):
-        tokens = raw states of the family's token layer, final LayerNorm where the family applies
-        it (SD1: last layer + LN; SD2: ComfyUI's penultimate + LN; SDXL/SD3: raw layer -2; T5:
-        the output); pooled = projection(LN(raw EOS state of ComfyUI's last layer)), as ComfyUI
-        pools. Only what the family uses is compared: FLUX's CLIP-L its pooled vector only, SDXL's
-        CLIP-L its tokens only.
+        (what CLIPTextEncode runs for it) on the host's own tokens. Ours, at the family's convention
+        (docs/method.md §5): tokens = raw states of the family's token layer, final LayerNorm where
+        the family applies it (SD1: last layer + LN; SD2: ComfyUI's penultimate + LN; SDXL/SD3: raw
+        layer -2; T5: the output, with the host's attention mask where it uses one); pooled =
+        projection(LN(raw EOS state of ComfyUI's last layer)), as ComfyUI pools. Only what the family
+        uses is compared: FLUX's and HiDream's CLIP-L/G their pooled vectors only, SDXL's CLIP-L its tokens only.
         """
-        options = {**self.clip.tokenizer_options, "t5xxl_min_length": T5_TOKENS}
-        pairs = self.tokenizer.tokenize_with_weights(CHECK_PROMPT, False, tokenizer_options=options)
+        tokens = self._family_tokens(CHECK_PROMPT)
+        pairs = [[(token, 1.0) for token in chunk] for chunk in tokens]
         with self._executing():
             comfy_tokens, comfy_pooled = self.module.encode_token_weights(pairs)[:2]
+        family = self.family
         spec = FAMILIES[family]
         compared = {}
         if self.kind == "t5":
-            compared["tokens"] = (self.hidden_states([CHECK_PROMPT]), comfy_tokens)
+            compared["tokens"] = (self._pass(tokens, [-1]).states[-1], comfy_tokens)
         else:
             if self.name in spec.token_encoders:
-                tokens = self.hidden_states([CHECK_PROMPT], spec.token_layer)
-                compared["tokens"] = (self.final_norm(tokens) if spec.normalize_tokens else tokens, comfy_tokens)
+                states = self.hidden_states([CHECK_PROMPT], spec.token_layer)
+                compared["tokens"] = (self.final_norm(states) if spec.normalize_tokens else states, comfy_tokens)
             if self.name in spec.pooled_encoders:  # others' pooled is discarded (SDXL's CLIP-L projection is not even loaded)
                 top = -1 - self.layer_shift  # ComfyUI's last layer, which it pools
-                eos = self._pass(self._chunks(CHECK_PROMPT)[:1], (), pooled=True, pooled_layer=top).pooled
+                eos = self._pass(tokens[:1], (), pooled=True, pooled_layer=top).pooled
                 compared["pooled"] = (self.project(self.final_norm(eos)), comfy_pooled)
         for what, (ours, theirs) in compared.items():
             theirs = theirs.float().cpu()
@@ -294,10 +331,10 @@ def _digest_value(digest, value: object, depth: int = 0) -> None:
         digest.update(f"{type(value).__qualname__}#{IDENTITIES.token(value)}".encode())
 
 
-def _fingerprint(clip, attribute: str, module: torch.nn.Module, layer_shift: int) -> str:
-    """Everything that decides this encoder's outputs: layer conventions, weights (sampled rows), and the
+def _fingerprint(clip, attribute: str, module: torch.nn.Module, conventions: str) -> str:
+    """Everything that decides this encoder's outputs: its conventions (ComfySubEncoder.conventions), weights, and the
     patcher's patches (LoRAs), weight wrappers, object patches, injections (bypass LoRAs) and forced hooks."""
-    digest = hashlib.sha256(f"comfy|{attribute}|{type(module).__name__}|shift{layer_shift}|t5len{T5_TOKENS}".encode())
+    digest = hashlib.sha256(f"comfy|{attribute}|{type(module).__name__}|{conventions}".encode())
     digest.update(WeightsFingerprint.of(module, IDENTITIES.token).encode())  # drum_core's rule; one pass per weight version
     patcher = clip.patcher
     prefix = f"{attribute}."
@@ -325,36 +362,105 @@ def prepare(clip, text: str = "") -> None:
     clip.cond_stage_model.reset_clip_options()
 
 
-def sub_encoders(clip) -> dict[str, ComfySubEncoder]:
-    """The CLIP object's encoders by Personalizer name ("l", "h", "g", "t5"), after `prepare`.
+def host_tokenizer(clip, attribute: str):
+    """The tokenizer of sub-encoder `attribute`: a multi-encoder tokenizer's attribute of that name, else the single
+    tokenizer of an SD1Tokenizer-style wrapper (PixArt's and Mochi's are at `clip_t5xxl` for the model's `t5xxl`)."""
+    tokenizer = getattr(clip.tokenizer, attribute, None)
+    if tokenizer is None and isinstance(getattr(clip.tokenizer, "clip", None), str):
+        tokenizer = getattr(clip.tokenizer, clip.tokenizer.clip, None)
+    if tokenizer is None:
+        raise HostMismatchError(f"DrUM: this ComfyUI's CLIP tokenizer ({type(clip.tokenizer).__name__}) has no tokenizer for {attribute}")
+    return tokenizer
 
-    Each is checked against ComfyUI's own encode (`check_host`) once per fingerprint before use.
-    """
+
+def host_t5_conventions(clip, attribute: str = "t5xxl") -> T5Conventions:
+    """How the host tokenizes and runs its T5 (the tokenizer's min/max length with the CLIP's tokenizer options, the
+    module's attention mask and whether its encode returns the mask)."""
+    tokenizer = host_tokenizer(clip, attribute)
+    key = tokenizer.embedding_key
+    options = clip.tokenizer_options
+    minimum = options.get(f"{key}_min_length", tokenizer.min_length) or 1
+    maximum = tokenizer.max_length if tokenizer.max_length < 99999999 else None
+    module = getattr(clip.cond_stage_model, attribute)
+    return T5Conventions(minimum, maximum, bool(module.enable_attention_masks), bool(module.return_attention_masks))
+
+
+def _stream_name(attribute: str, module: torch.nn.Module) -> str:
+    """The encoder as DrUM names it: "l", "h", "g", "t5" where it is the encoder an adapter was trained on (width, T5
+    v1.1's gated feed-forward, CLIP's 77 positions), else a description from the attribute ("llama", "t5xxl (old T5)")."""
+    if attribute not in STREAMS:
+        return attribute
+    name, width = STREAMS[attribute]
+    transformer = getattr(module, "transformer", None)
+    embeddings = transformer.get_input_embeddings() if transformer is not None else None
+    if embeddings is None or embeddings.weight.shape[-1] != width:
+        return f"{attribute} (old T5)" if name == "t5" else f"{attribute} ({type(module).__name__})"
+    if name == "t5":
+        gated = any(key.endswith("DenseReluDense.wi_1.weight") for key, _ in transformer.named_parameters())
+        return name if gated else f"{attribute} (old T5)"
+    positions = transformer.text_model.embeddings.position_embedding.weight.shape[0]
+    return name if positions == CLIP_TOKENS else f"{attribute} (Long-CLIP)"
+
+
+def host_encoders(clip) -> tuple[dict[str, str], set[str]]:
+    """({DrUM name: attribute} of the encoders the CLIP holds, the names of every slot of its stack, loaded or None).
+
+    Read from the module tree only (names, shapes, flags): nothing is computed or hashed."""
     model = clip.cond_stage_model
-    encoders = {}
-    for attribute, name in SUB_ENCODERS.values():
-        if getattr(model, attribute, None) is not None:
-            encoders[name] = ComfySubEncoder(clip, attribute, name, layer_shift=-1 if name == "h" else 0)
-    if not encoders:
-        raise ValueError(f"DrUM: this CLIP ({type(model).__name__}) has no CLIP-L/H/bigG or T5-XXL text encoder")
-    family = family_of(clip, encoders)
+    present = {}
+    for attribute, child in model.named_children():
+        if hasattr(child, "encode_token_weights") or hasattr(child, "transformer"):
+            present[_stream_name(attribute, child)] = attribute
+    empty = {STREAMS[a][0] if a in STREAMS else a for a in SLOTS if a in vars(model) and vars(model)[a] is None}
+    return present, set(present) | empty
+
+
+@dataclass(frozen=True)
+class OpenedClip:
+    """A CLIP opened once per node run: its family (known before anything is computed) and the sub-encoders that family
+    personalizes, each checked against ComfyUI's own encode (`check_host`) once per fingerprint."""
+
+    clip: object  # the comfy.sd.CLIP
+    family: str
+    encoders: dict[str, ComfySubEncoder]
+
+    @property
+    def label(self) -> str:
+        return FAMILIES[self.family].label
+
+
+def family_of(clip) -> str:
+    """The family of `clip`'s exact encoder set (drum_core.personalizer.FAMILIES); UnsupportedFamilyError, naming the
+    encoders found and the families supported, for any other set. Computes nothing."""
+    present, slots = host_encoders(clip)
+    t5 = host_t5_conventions(clip, present["t5"]) if "t5" in present else None
+    try:
+        return detect_family(present, stack=slots, t5=t5)
+    except UnsupportedFamilyError as error:
+        found = sorted(attribute if name in ENCODER_NAMES else name for name, attribute in present.items())
+        known = REFUSED.get(frozenset(present))
+        if known is None and "t5" in present and set(present) == {"t5"}:
+            known = f"a T5-XXL whose conventions ({t5.min_tokens} tokens at least, attention mask {t5.attention_mask}) are no supported family's"
+        why = known or str(error)
+        raise UnsupportedFamilyError(
+            f"DrUM cannot personalize this CLIP ({type(clip.cond_stage_model).__name__}, text encoders {', '.join(found) or 'none'}): "
+            f"{why}. Supported families and their text encoders: {supported_families()}."
+        ) from None
+
+
+def open_clip(clip, text: str = "") -> OpenedClip:
+    """The family and its sub-encoders by Personalizer name ("l", "h", "g", "t5"): the family first (a refused set stops
+    here, before anything is loaded or computed), then `prepare(clip, text)`, each encoder's fingerprint once, and the
+    host self-check where not yet passed."""
+    family = family_of(clip)
+    prepare(clip, text)
+    present, _slots = host_encoders(clip)
+    encoders = {name: ComfySubEncoder(clip, present[name], family) for name in FAMILIES[family].encoders if name in present}
     for encoder in encoders.values():
-        if encoder.name not in FAMILIES[family].pooled_encoders:
-            # ComfyUI discards this encoder's pooled output, and its projection may not even be loaded (SDXL checkpoints
-            # carry no CLIP-L text projection: ComfyUI leaves it uninitialized). Its coreset features stay unprojected,
-            # like the diffusers encoder's (CLIPTextModel, no projection).
-            encoder.projects_pooled = False
         if (family, encoder.fingerprint) not in _checked:
-            encoder.check_host(family)
+            encoder.check_host()
             _checked.add((family, encoder.fingerprint))
-    return encoders
-
-
-def family_of(clip, encoder_names) -> str:
-    """ "sd1" | "sd2" | "sdxl" | "sd3" | "flux", from the encoder stack (never a model name)."""
-    if all(hasattr(clip.cond_stage_model, a) for a in SD3_STACK):
-        return "sd3"  # an SD3 stack, even when some of its encoders were not loaded
-    return detect_family(encoder_names)
+    return OpenedClip(clip, family, encoders)
 
 
 def token_layer(clip, family: str) -> int | None:
@@ -367,6 +473,16 @@ def token_layer(clip, family: str) -> int | None:
 def plain_conditioning(clip, text: str) -> list:
     """ComfyUI's own CLIPTextEncode output for `text` (the no-history result)."""
     return clip.encode_from_tokens_scheduled(clip.tokenize(text))
+
+
+def passthrough_extras(opened: OpenedClip, text: str) -> dict:
+    """The conditioning extras of the streams `opened`'s family passes through untouched (HiDream's Llama states),
+    exactly as ComfyUI's own encode of `text` gives them; {} for the other families."""
+    keys = [PASSTHROUGH_EXTRAS[stream] for stream in FAMILIES[opened.family].passthrough]
+    if not keys:
+        return {}
+    _cond, extras = plain_conditioning(opened.clip, text)[0]
+    return {key: extras[key] for key in keys}
 
 
 def hooks_extras(clip) -> dict:

@@ -17,39 +17,45 @@ from .degree import degree_input
 from .io_types import AdapterChoice, Degrees, DrumDegreesType, DrumHistory, DrumHistoryType, DrumPeCAType
 
 log = logging.getLogger(__name__)
-TOKEN_KEYS = ("attention_mask",)  # extras that describe the old tokens: dropped when the tokens change
+TOKEN_KEYS = ("attention_mask",)  # extras that describe the old tokens: dropped when the tokens change, or replaced
 
 
-def plain_tokens(clip, text: str, batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """ComfyUI's own CLIP Text Encode output of `text`: (tokens [B, L, D], pooled [B, P] or None), repeated to `batch` rows."""
+def plain_tokens(clip, text: str, batch: int) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+    """ComfyUI's own CLIP Text Encode output of `text`: (tokens [B, L, D], pooled [B, P] or None, its other extras:
+    the attention mask, HiDream's Llama states), repeated to `batch` rows."""
     cond, extras = clip_bridge.plain_conditioning(clip, text)[0]
     pooled = extras.get("pooled_output")
-    return cond.repeat(batch, 1, 1), None if pooled is None else pooled.repeat(batch, 1)
+    others = {k: v for k, v in extras.items() if k != "pooled_output"}
+    if "attention_mask" in others:
+        others["attention_mask"] = others["attention_mask"].repeat(batch, 1)
+    return cond.repeat(batch, 1, 1), None if pooled is None else pooled.repeat(batch, 1), others
 
 
 def personalized_tokens(
-    clip, choice: AdapterChoice, history: DrumHistory, text: str, alphas: list[float], relevant: int = 0
-) -> tuple[torch.Tensor, torch.Tensor | None, str]:
-    """(tokens [B, L, D], pooled [B, P] or None, family) for one row per alpha, on ComfyUI's intermediate device.
+    opened: clip_bridge.OpenedClip, choice: AdapterChoice, history: DrumHistory, text: str, alphas: list[float], relevant: int = 0
+) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+    """(tokens [B, L, D], pooled [B, P] or None, extras) for one row per alpha, on ComfyUI's intermediate device;
+    extras: the family's T5 attention mask [B, L] (LTX-Video, Mochi) and the streams it passes through untouched
+    (HiDream's Llama states, from ComfyUI's own encode).
 
     Adapters are matched and checked before anything is encoded. An empty history gives
     ComfyUI's own text-encode output (repeated per alpha). `relevant` m > 0: only the m history
     prompts most similar to `text` are references (their features from the history's profile or the cache).
     """
-    clip_bridge.prepare(clip, text)
-    encoders = clip_bridge.sub_encoders(clip)
-    family = clip_bridge.family_of(clip, encoders)
+    encoders, family, clip = opened.encoders, opened.family, opened.clip
     adapters = resolve(choice, encoders)
     for name, encoder in encoders.items():
         check_adapter(name, encoder, adapters[name])
     if len(history.history) == 0:
-        return *plain_tokens(clip, text, len(alphas)), family
-    encoders = load_with_clip(clip, adapters.values(), text)  # the CLIP last: its LoRAs stay in for every encode below
+        return plain_tokens(clip, text, len(alphas))
+    extras = clip_bridge.passthrough_extras(opened, text)
+    encoders = load_with_clip(opened, adapters.values(), text)  # the CLIP last: its LoRAs stay in for every encode below
     layer = clip_bridge.token_layer(clip, family)
 
     def build() -> Personalizer:
         built = Personalizer(family, encoders, adapters, EMBEDDINGS, layer, clip_bridge.progress_reporter())
-        features = history.reference_features(encoders[first_clip(encoders)].fingerprint)  # None: from the references' own encoder pass
+        clips = any(encoder.kind == "clip" for encoder in encoders.values())  # T5-only families have no pooled features
+        features = history.reference_features(encoders[first_clip(encoders)].fingerprint) if clips else None  # None: from their pass
         built.set_history(history.history.prompts, history.history.weights, features=features)
         return built
 
@@ -58,27 +64,31 @@ def personalized_tokens(
         chosen.rebind(encoders)  # a cached one may hold an earlier, identical CLIP object
         condition = chosen.condition(text, alphas, relevant=relevant)
     out = clip_bridge.output_device()
-    return condition.tokens.to(out), None if condition.pooled is None else condition.pooled.to(out), family
+    if condition.attention_mask is not None:
+        extras["attention_mask"] = condition.attention_mask.to(out)
+    return condition.tokens.to(out), None if condition.pooled is None else condition.pooled.to(out), extras
 
 
-def relevant_rows(clip, history: DrumHistory, text: str, count: int) -> list[int]:
+def relevant_rows(opened: clip_bridge.OpenedClip, history: DrumHistory, text: str, count: int) -> list[int]:
     """The history rows `relevant` = count keeps for `text` (what the node's panel lists): the same features and rule
     as Personalizer.condition, all cached but the prompt's own pooled feature."""
-    encoder = first_clip_encoder(clip)
+    encoder = first_clip_encoder(opened)
     features = history.reference_features(encoder.fingerprint)
     if features is None:
         features = EMBEDDINGS.pooled_features(encoder, history.history.prompts)
     return most_similar(encoder.pooled_features([text])[0], features, count).tolist()
 
 
-def build_conditioning(tokens: torch.Tensor, pooled: torch.Tensor | None, base: list | None, defaults: dict) -> list:
-    """CONDITIONING entries: one per entry of `base` (its extras carried over, copied), else one."""
+def build_conditioning(tokens: torch.Tensor, pooled: torch.Tensor | None, base: list | None, defaults: dict, own: dict) -> list:
+    """CONDITIONING entries: one per entry of `base` (its extras carried over, copied), else one with `defaults`; `own`:
+    the extras that belong to these tokens (their attention mask, passed-through streams), set on every entry."""
     entries = []
     for _cond, extras in base or [[None, defaults]]:
         extras = {k: v for k, v in extras.items() if k not in TOKEN_KEYS}
         extras.pop("pooled_output", None)
         if pooled is not None:
             extras["pooled_output"] = pooled
+        extras.update(own)
         entries.append([tokens, extras])
     return entries
 
@@ -188,16 +198,19 @@ class DrUMConditioner(CheckedNode):
     ) -> io.NodeOutput:
         cls.check_inputs(text=text, degree=degree, relevant=relevant, start_percent=start_percent, end_percent=end_percent)
         alphas = list(degrees.values) if degrees is not None else [degree]
-        tokens, pooled, family = personalized_tokens(clip, adapters, history, text, alphas, relevant)
+        opened = clip_bridge.open_clip(clip, text)  # the family first: a refused encoder set stops here
+        family = opened.family
+        tokens, pooled, own = personalized_tokens(opened, adapters, history, text, alphas, relevant)
         log.debug("DrUM: %s conditioning %s for degrees %s", family, list(tokens.shape), alphas)
         references = history.preview(limit=len(history.history))
         if 0 < relevant < len(references):
-            references = [references[row] for row in relevant_rows(clip, history, text, relevant)]
+            references = [references[row] for row in relevant_rows(opened, history, text, relevant)]
         ui = {"drum_conditioning": [{"family": family, "degrees": alphas, "references": references, "adapters": adapters.files}]}
         extras = clip_bridge.hooks_extras(clip)
-        entries = build_conditioning(tokens, pooled, conditioning, extras)
+        entries = build_conditioning(tokens, pooled, conditioning, extras, own)
         if (start_percent, end_percent) != (0.0, 1.0):
-            plain = build_conditioning(*plain_tokens(clip, text, len(alphas)), conditioning, extras)
+            plain_cond, plain_pooled, plain_own = plain_tokens(clip, text, len(alphas))
+            plain = build_conditioning(plain_cond, plain_pooled, conditioning, extras, plain_own)
             entries = with_timestep_range(entries, plain, start_percent, end_percent)
         return io.NodeOutput(entries, ui=ui)
 

@@ -8,6 +8,7 @@ from drum_core import defaults
 from drum_core.coreset import CORESET_MODES, DEFAULT_MAX_REFERENCES, coreset_sample, sample_count
 from drum_core.history import recency_weights
 
+from . import clip_bridge
 from .caches import first_clip_encoder, pooled_history_features
 from .checked import CheckedNode
 from .io_types import DrumHistory, DrumHistoryType, Profile
@@ -23,11 +24,12 @@ def sample(
     if len(history.history) == 0:
         return history
     full = history.history.reweighted(recency_weights(history.history, half_life_days))
-    embeddings = pooled_history_features(clip, full.prompts)  # [N, P]
+    opened = clip_bridge.open_clip(clip)
+    embeddings = pooled_history_features(opened, full.prompts)  # [N, P]
     count = sample_count(len(full), ratio, max_count=max_count)
     picks = coreset_sample(embeddings, full.weights, n=count, k=k, seed=seed, diverse=mode == "diverse").tolist()
     settings = {"ratio": ratio, "max_count": max_count, "k": k, "seed": seed, "mode": mode, "half_life_days": half_life_days}
-    return DrumHistory(full.subset(picks), Profile(full, embeddings, picks, first_clip_encoder(clip).fingerprint, settings))
+    return DrumHistory(full.subset(picks), Profile(full, embeddings, picks, first_clip_encoder(opened).fingerprint, settings))
 
 
 class DrUMCoresetSampler(CheckedNode):

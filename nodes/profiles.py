@@ -32,8 +32,8 @@ def profile_of(history: DrumHistory, clip, node: str) -> Profile:
         raise ValueError(f"{node}: connect a DrUM Coreset Sampler output, or a CLIP to encode this history")
     if len(history.history) == 0:
         raise ValueError(f"{node}: the history is empty")
-    fingerprint = first_clip_encoder(clip).fingerprint
-    return Profile(history.history, pooled_history_features(clip, history.history.prompts), [], fingerprint)
+    opened = clip_bridge.open_clip(clip)
+    return Profile(history.history, pooled_history_features(opened, history.history.prompts), [], first_clip_encoder(opened).fingerprint)
 
 
 def save_path(name: str) -> tuple[str, str]:
@@ -162,7 +162,7 @@ class DrUMProfileLoad(CheckedNode):
     def execute(cls, file: str, clip) -> io.NodeOutput:
         cls.check_inputs(file=file)
         saved = Profile.load(profile_file(file))
-        profile = saved.for_encoder(first_clip_encoder(clip), EMBEDDINGS, clip_bridge.progress_reporter())
+        profile = saved.for_encoder(first_clip_encoder(clip_bridge.open_clip(clip)), EMBEDDINGS, clip_bridge.progress_reporter())
         coreset = DrumHistory(profile.references, profile)
         return io.NodeOutput(coreset, DrumHistory(profile.history, profile), ui={"drum_picks": coreset.preview(limit=len(coreset.history))})
 

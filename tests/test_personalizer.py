@@ -11,7 +11,7 @@ from support.method_table import by_hand, expected_condition
 
 from drum_core import AdapterMismatchError, EmbeddingCache, Personalizer, detect_family, tiny
 from drum_core.diffusers_pipelines import pipeline_encoders
-from drum_core.personalizer import ENCODER_ADAPTERS
+from drum_core.personalizer import ENCODER_ADAPTERS, FAMILIES, T5Conventions, UnsupportedFamilyError, t5_length
 
 HISTORY = tiny.HISTORY[:4]
 WEIGHTS = [1.0, 2.0, 0.5, 1.5]
@@ -138,6 +138,110 @@ def test_detect_family():
     assert detect_family(["h"]) == "sd2"
     assert detect_family(["g", "l"]) == "sdxl"
     assert detect_family(["l", "g", "t5"]) == "sd3"
+    assert detect_family(["g", "t5"]) == "sd3"  # SD3 without its CLIP-L, from a host that keeps no slots
     assert detect_family(["t5", "l"]) == "flux"
-    with pytest.raises(ValueError, match="no supported model family"):
-        detect_family(["t5"])
+    assert detect_family(["l", "g", "t5", "llama"]) == "hidream"
+    with pytest.raises(UnsupportedFamilyError, match="differ only in their T5 conventions"):
+        detect_family(["t5"])  # PixArt/Chroma, LTX-Video and Mochi: the host must say which
+    for family, conventions in (("pixart", T5Conventions(1)), ("ltxv", T5Conventions(128, None, True, True))):
+        assert detect_family(["t5"], t5=conventions) == family
+        assert FAMILIES[family].t5 == conventions
+    assert detect_family(["t5"], t5=T5Conventions(256, None, True, True)) == "mochi"
+
+
+@pytest.mark.parametrize(
+    "names, stack",
+    [
+        (["l", "llama"], None),  # HunyuanVideo
+        (["l", "qwen25_7b"], None),  # Kandinsky 5
+        (["g"], None),  # an SDXL refiner's CLIP-G alone
+        (["l", "g", "t5"], ["l", "g", "t5", "llama"]),  # HiDream without its Llama: not SD3
+        (["l", "g"], ["l", "g", "t5", "llama"]),
+        (["umt5xxl"], None),
+        ([], None),
+    ],
+)
+def test_any_other_encoder_set_is_refused_naming_it_and_the_supported_families(names, stack):
+    with pytest.raises(UnsupportedFamilyError) as error:
+        detect_family(names, stack=stack)
+    message = str(error.value)
+    assert str(sorted(names)) in message
+    for spec in FAMILIES.values():
+        assert f"{spec.label}: {'+'.join(sorted(spec.streams))}" in message
+
+
+def test_sd3_stack_with_absent_encoders_is_sd3():
+    """ComfyUI's SD3 stack keeps absent encoders as None slots: any part of it is SD3 (as before), never SDXL."""
+    stack = ["l", "g", "t5"]
+    for present in (["l", "g"], ["t5"], ["g", "t5"], ["l"]):
+        assert detect_family(present, stack=stack) == "sd3"
+    with pytest.raises(UnsupportedFamilyError):
+        detect_family([], stack=stack)
+
+
+@pytest.mark.parametrize(
+    "family, count, expected",
+    [
+        ("flux", None, 256),
+        ("sd3", None, 256),
+        ("pixart", 12, 12),  # the prompt's own tokens, EOS included
+        ("pixart", 300, 256),  # capped at the adapter's 256
+        ("ltxv", 12, 128),
+        ("ltxv", 200, 200),
+        ("mochi", 12, 256),
+        ("hidream", 12, 128),
+        ("hidream", 200, 128),
+    ],
+)
+def test_t5_length_is_the_family_own_count_capped_at_256(family, count, expected):
+    assert t5_length(family, count) == expected
+
+
+def test_families_declare_their_conventions():
+    """docs/method.md §5 / docs/comfyui.md: what each family personalizes, pools and passes through."""
+    table = {name: (set(s.encoders), s.token_encoders, s.pooled_encoders, s.passthrough) for name, s in FAMILIES.items()}
+    assert table["hidream"] == ({"l", "g", "t5"}, (), ("l", "g"), ("llama",))
+    for name in ("pixart", "ltxv", "mochi"):
+        assert table[name] == ({"t5"}, (), (), ())
+    assert FAMILIES["hidream"].t5 == T5Conventions(128, 128, True, False)  # masked T5, no mask in the conditioning
+    assert [name for name, spec in FAMILIES.items() if spec.partial] == ["sd3"]
+
+
+class CountedT5:
+    """A T5 backend plus the host's token count (what ComfyUI's tokenizer gives; the transformers backend has none)."""
+
+    def __init__(self, inner, count):
+        self._inner, self._count = inner, count
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def token_count(self, prompt):
+        return self._count
+
+
+@pytest.mark.parametrize("family, count, length, masked", [("pixart", 9, 9, False), ("ltxv", 9, 128, True), ("mochi", 300, 256, True)])
+def test_t5_families_cut_the_adapter_output_to_their_length(family, count, length, masked):
+    """The T5 adapter's 256-token output (= FLUX's A_T5 tokens, the method table) cut to the family's length; the mask
+    marks the prompt's tokens where the family's conditioning carries it."""
+    _family, encoders, adapters = family_setup("flux")
+    flux = Personalizer("flux", encoders, adapters)
+    flux.set_history(HISTORY, WEIGHTS)
+    expected = flux.condition(TARGET, [0.0, 0.3]).tokens
+    personalizer = Personalizer(family, {"t5": CountedT5(encoders["t5"], count)}, {"t5": adapters["t5"]})
+    personalizer.set_history(HISTORY, WEIGHTS)
+    condition = personalizer.condition(TARGET, [0.0, 0.3])
+    assert condition.pooled is None
+    torch.testing.assert_close(condition.tokens, expected[:, :length], rtol=0, atol=0)
+    if masked:
+        assert condition.attention_mask.shape == (2, length)
+        assert condition.attention_mask.sum(1).tolist() == [min(count, length)] * 2
+        assert condition.attention_mask[:, : min(count, length)].all()
+    else:
+        assert condition.attention_mask is None
+
+
+def test_personalizer_refuses_encoders_that_are_not_the_family_set():
+    _family, encoders, adapters = family_setup("flux")
+    with pytest.raises(UnsupportedFamilyError, match="Mochi"):
+        Personalizer("mochi", encoders, adapters)  # FLUX's CLIP-L is no Mochi encoder

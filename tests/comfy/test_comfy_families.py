@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from support.comfy_env import node_module
-from support.tiny_models import CLIP_LAYERS, FAMILIES, tiny_adapter, tiny_clip
+from support.tiny_models import CLIP_LAYERS, FAMILIES, NEW_FAMILIES, tiny_adapter, tiny_clip
 
 import drum_core.history
 import drum_core.personalizer
@@ -104,7 +104,7 @@ def condition_by_hand(name, clip, adapters, alpha, prompts=HISTORY, weights=WEIG
     final LayerNorm and projection are the host's (the bridge's final_norm / project, checked against ComfyUI above)."""
     bridge = node_module("clip_bridge")
     bridge.prepare(clip)
-    encoders = bridge.sub_encoders(clip)
+    encoders = bridge.open_clip(clip).encoders
     slots = drum_core.personalizer.ENCODER_ADAPTERS
 
     def run(encoder, layer):
@@ -126,7 +126,7 @@ def test_bridge_raw_states_equal_a_hand_path_through_the_transformer(family):
     name, clip = family
     bridge = node_module("clip_bridge")
     bridge.prepare(clip)
-    encoders = bridge.sub_encoders(clip)
+    encoders = bridge.open_clip(clip).encoders
     assert set(encoders) == ENCODERS[name]
     for key, encoder in encoders.items():
         if encoder.kind == "t5":
@@ -148,9 +148,9 @@ def test_plain_assembly_equals_comfyui_encode(family, adapters):
     bridge = node_module("clip_bridge")
     Personalizer = drum_core.personalizer.Personalizer
     bridge.prepare(clip)
-    encoders = bridge.sub_encoders(clip)
+    encoders = bridge.open_clip(clip).encoders
     slots = drum_core.personalizer.ENCODER_ADAPTERS
-    plain = Personalizer(bridge.family_of(clip, encoders), encoders, {n: adapters[slots[n]] for n in encoders}).plain_condition(TEXT)
+    plain = Personalizer(bridge.family_of(clip), encoders, {n: adapters[slots[n]] for n in encoders}).plain_condition(TEXT)
     cond, pooled = comfy_encode(clip, TEXT)
     assert plain.tokens.shape == cond.shape == SHAPES[name][0]
     torch.testing.assert_close(plain.tokens, cond, rtol=0, atol=1e-5)
@@ -270,7 +270,7 @@ def test_bridge_reads_every_layer_and_the_pooled_state_from_one_pass(family, lay
     bridge = node_module("clip_bridge")
     bridge.prepare(clip)
     prompts = [TEXT] + HISTORY
-    for encoder in bridge.sub_encoders(clip).values():
+    for encoder in bridge.open_clip(clip).encoders.values():
         if encoder.kind == "clip" and min(layers) + encoder.layer_shift < -CLIP_LAYERS:
             continue  # SD2's clip_h reads one layer lower: (-3, -2, -1) is out of the tiny stack
         passes = []
@@ -286,3 +286,144 @@ def test_bridge_reads_every_layer_and_the_pooled_state_from_one_pass(family, lay
             torch.testing.assert_close(chunks.states[layer], encoder.hidden_states([TEXT], layer), rtol=0, atol=0)
         features = encoder.project(encoder.final_norm(encoding.pooled))
         torch.testing.assert_close(features, encoder.pooled_features(prompts), rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------- the T5 adapter's families, and HiDream
+NEW_SHAPES = {  # family -> (T5 tokens of TEXT's condition, pooled width or None, attention mask in the conditioning)
+    "pixart": (None, None, False),  # the prompt's own token count (no padding)
+    "ltxv": (128, None, True),
+    "mochi": (256, None, True),
+    "hidream": (128, 768 + 1280, False),
+}
+
+
+@pytest.fixture(scope="module", params=NEW_FAMILIES)
+def new_family(request, pack):
+    clip = tiny_clip(request.param, seed=10 + NEW_FAMILIES.index(request.param))
+    yield request.param, clip
+    del clip
+    gc.collect()
+
+
+def comfy_t5(clip, text, tokens=None):
+    """ComfyUI's own encode of `text` (its conditioning and extras), its T5 padded to `tokens` where given."""
+    c = clip.clone()
+    if tokens is not None:
+        c.set_tokenizer_option("t5xxl_min_length", tokens)
+    return c.encode_from_tokens_scheduled(c.tokenize(text))[0]
+
+
+def t5_adapter_by_hand(clip, adapter, alpha, prompts, weights, text=TEXT):
+    """The T5 adapter in float64 on ComfyUI's own T5 states at 256 tokens (mask as the family runs it): tokens [1, 256, 4096]."""
+    exact = copy.deepcopy(adapter).double()
+    states = [comfy_t5(clip, p, 256)[0].double() for p in [text, "", *prompts]]
+    references = torch.cat(states[2:]) if prompts else None
+    p = torch.tensor(weights, dtype=torch.float64) if prompts else None
+    with torch.inference_mode():
+        tokens, _ = exact(states[1], states[0], references, p, alpha)
+    return tokens.float()
+
+
+def test_new_family_is_its_declared_set_and_passes_the_host_check(new_family):
+    name, clip = new_family
+    bridge = node_module("clip_bridge")
+    opened = bridge.open_clip(clip)  # runs check_host at the family's conventions
+    spec = drum_core.personalizer.FAMILIES[name]
+    assert opened.family == name and set(opened.encoders) == set(spec.encoders)
+    t5 = opened.encoders["t5"]
+    assert t5.kind == "t5" and t5.width == 4096
+    assert t5.module.enable_attention_masks == spec.t5.attention_mask
+
+
+def test_new_family_conditioning_equals_an_independent_computation(new_family, adapters, pack):
+    """T5 adapter on ComfyUI's own 256-token states, cut to the family's own length for the prompt; the attention mask
+    is the family's own; HiDream: pooled cat(P_L(LN(A_L)), P_G(LN(A_G))) and its Llama states passed through as ComfyUI gives them."""
+    name, clip = new_family
+    conditioning, ui = run_conditioner(pack, clip, adapters)
+    cond, extras = conditioning[0]
+    own_cond, own_extras = comfy_t5(clip, TEXT)  # ComfyUI's own encode of the prompt: its length and extras
+    length, pooled_width, masked = NEW_SHAPES[name]
+    length = own_cond.shape[1] if length is None else length
+    assert own_cond.shape[1] == length and tuple(cond.shape) == (1, length, 4096)
+    expected = t5_adapter_by_hand(clip, adapters["T5"], 0.3, HISTORY, WEIGHTS)[:, :length]
+    torch.testing.assert_close(cond, expected, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(cond, own_cond, atol=1e-3)  # the adapter changed the condition
+    assert ui["drum_conditioning"][0]["family"] == name
+    assert ("attention_mask" in extras) == masked == ("attention_mask" in own_extras)
+    if masked:
+        torch.testing.assert_close(extras["attention_mask"], own_extras["attention_mask"], rtol=0, atol=0)
+    if pooled_width is None:
+        assert "pooled_output" not in extras or extras["pooled_output"] is None
+    else:
+        bridge = node_module("clip_bridge")
+        encoders = bridge.open_clip(clip).encoders
+        slots = drum_core.personalizer.ENCODER_ADAPTERS
+        pooled = torch.cat(
+            [
+                encoders[e].project(encoders[e].final_norm(adapter_by_hand(encoders[e], adapters[slots[e]], -1, 0.3, HISTORY, WEIGHTS)[1]))
+                for e in ("l", "g")
+            ],
+            -1,
+        )
+        assert tuple(extras["pooled_output"].shape) == (1, pooled_width)
+        torch.testing.assert_close(extras["pooled_output"], pooled, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(extras["conditioning_llama3"], own_extras["conditioning_llama3"], rtol=0, atol=0)
+
+
+def test_new_family_empty_history_is_clip_text_encode(new_family, adapters, pack):
+    _name, clip = new_family
+    conditioning, _ = run_conditioner(pack, clip, adapters, hist=history([], []))
+    from nodes import CLIPTextEncode  # ComfyUI's own node
+
+    (reference,) = CLIPTextEncode().encode(clip, TEXT)
+    torch.testing.assert_close(conditioning[0][0], reference[0][0], rtol=0, atol=0)
+    assert set(conditioning[0][1]) == set(reference[0][1])
+    for key, value in reference[0][1].items():
+        if isinstance(value, torch.Tensor):
+            torch.testing.assert_close(conditioning[0][1][key], value, rtol=0, atol=0)
+
+
+def test_host_check_sees_a_t5_path_without_the_family_mask(pack, monkeypatch):
+    """LTX-Video masks T5 padding: a raw-state path that dropped the mask must fail the self-check (a host drift)."""
+    bridge = node_module("clip_bridge")
+    clip = tiny_clip("ltxv", seed=21)
+    monkeypatch.setattr(bridge.ComfySubEncoder, "_pass", unmasked_pass(bridge.ComfySubEncoder._pass))
+    with pytest.raises(bridge.HostMismatchError, match="t5xxl"):
+        bridge.open_clip(clip)
+
+
+def unmasked_pass(original):
+    def run(self, chunks, layers, pooled=False, pooled_layer=-1):
+        previous = self.module.enable_attention_masks
+        self.module.enable_attention_masks = False
+        try:
+            return original(self, chunks, layers, pooled, pooled_layer)
+        finally:
+            self.module.enable_attention_masks = previous
+
+    return run
+
+
+@pytest.mark.parametrize("present", [{"clip_l": True, "clip_g": True, "t5": False}, {"clip_l": False, "clip_g": False, "t5": True}])
+def test_sd3_stack_without_some_encoders_stays_sd3(pack, adapters, present):
+    """TripleCLIPLoader / CLIPLoader(type sd3) with encoders left out: ComfyUI keeps them as None slots, zero-filled in
+    its encode; DrUM personalizes what is there, as SD3 (never SDXL or a T5-only family)."""
+    import comfy.sd
+    import comfy.supported_models_base
+    import comfy.text_encoders.sd3_clip
+    from support.tiny_models import SHRINK, randomize
+
+    target = comfy.supported_models_base.ClipTarget(
+        comfy.text_encoders.sd3_clip.SD3Tokenizer, comfy.text_encoders.sd3_clip.sd3_clip(**present)
+    )
+    clip = comfy.sd.CLIP(target, model_options=dict(SHRINK))
+    randomize(clip.cond_stage_model, 31)
+    bridge = node_module("clip_bridge")
+    opened = bridge.open_clip(clip)
+    assert opened.family == "sd3"
+    assert set(opened.encoders) == ({"l", "g"} if present["clip_l"] else {"t5"})
+    conditioning, ui = run_conditioner(pack, clip, adapters)
+    cond, extras = conditioning[0]
+    assert ui["drum_conditioning"][0]["family"] == "sd3"
+    assert tuple(extras["pooled_output"].shape) == (1, 2048)
+    assert tuple(cond.shape) == ((1, 77, 4096) if present["clip_l"] else (1, 256, 4096))

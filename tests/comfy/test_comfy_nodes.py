@@ -222,7 +222,7 @@ def test_clip_set_last_layer_is_honoured(pack, sd1, drum_folder):
     last = condition(pack, sd1, adapters, history, degree=0.0)[0][0]
     second = condition(pack, penultimate, adapters, history, degree=0.0)[0][0]
     bridge = node_module("clip_bridge")
-    encoder = bridge.sub_encoders(sd1)["l"]
+    encoder = bridge.open_clip(sd1).encoders["l"]
     adapter = node_module("adapters").load_adapter("tiny_L.safetensors", "L")
     with torch.inference_mode():
         tokens, _ = adapter(encoder.empty_query(), encoder.hidden_states([TEXT], -2))
@@ -296,7 +296,7 @@ def test_sdxl_clip_l_features_ignore_its_unloaded_text_projection(pack, drum_fol
         clip.cond_stage_model.clip_l.transformer.text_projection.weight.fill_(float("nan"))
     bridge = node_module("clip_bridge")
     bridge.prepare(clip)
-    encoder = bridge.sub_encoders(clip)["l"]
+    encoder = bridge.open_clip(clip).encoders["l"]
     prompts = ["watercolor of a harbour", "ink sketch of a fox"]
     eos = encoder.encode(prompts, (), pooled=True).pooled
     features = encoder.pooled_features(prompts)

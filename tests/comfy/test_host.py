@@ -56,7 +56,7 @@ def comfy_tokens(clip, text=TEXT):
 def pack_sd1_tokens(bridge, clip, text=TEXT):
     """SD1 tokens by the pack's raw-state path: final LayerNorm of the raw last-layer states."""
     bridge.prepare(clip, text)
-    encoder = bridge.sub_encoders(clip)["l"]
+    encoder = bridge.open_clip(clip).encoders["l"]
     return encoder.final_norm(encoder.hidden_states([text], -1))
 
 
@@ -66,7 +66,7 @@ def test_self_check_passes_on_comfyui_and_stops_when_its_encode_drifts(family, b
 
     name, clip = family
     bridge.prepare(clip)
-    encoders = bridge.sub_encoders(clip)  # unpatched ComfyUI: every encoder passes
+    encoders = bridge.open_clip(clip).encoders  # unpatched ComfyUI: every encoder passes
     assert {(name, e.fingerprint) for e in encoders.values()} <= bridge._checked
     assert bridge.COMFYUI_VERSION == "0.3.75" or "DRUM_COMFY_DIR" in os.environ  # the version the error names
 
@@ -80,7 +80,7 @@ def test_self_check_passes_on_comfyui_and_stops_when_its_encode_drifts(family, b
     bridge._checked.clear()
     expected = rf"(clip_[lhg]|t5xxl) text encoder .* tokens .* ComfyUI {re.escape(bridge.COMFYUI_VERSION)}\..*Update ComfyUI-DrUM"
     with pytest.raises(bridge.HostMismatchError, match=expected):
-        bridge.sub_encoders(clip)
+        bridge.open_clip(clip)
     assert len(bridge._checked) < len(encoders)  # the drifting encoder is not recorded as checked
 
 
@@ -109,7 +109,7 @@ def test_self_check_compares_only_what_the_family_uses(pack, bridge):
     with torch.no_grad():
         clip.cond_stage_model.clip_l.transformer.text_projection.weight.fill_(float("nan"))
     bridge.prepare(clip)
-    encoders = bridge.sub_encoders(clip)
+    encoders = bridge.open_clip(clip).encoders
     assert {("sdxl", e.fingerprint) for e in encoders.values()} <= bridge._checked
 
 
@@ -128,9 +128,9 @@ def test_clip_lora_loaded_by_comfyui_applies_on_the_pack_path(pack, sd1, bridge)
     assert len(patched.patcher.patches) == 2
 
     plain = pack_sd1_tokens(bridge, sd1)
-    fingerprint = bridge.sub_encoders(sd1)["l"].fingerprint
+    fingerprint = bridge.open_clip(sd1).encoders["l"].fingerprint
     with_lora = pack_sd1_tokens(bridge, patched)  # the self-check ran again on the patched encoder and passed
-    assert bridge.sub_encoders(patched)["l"].fingerprint != fingerprint
+    assert bridge.open_clip(patched).encoders["l"].fingerprint != fingerprint
     torch.testing.assert_close(with_lora, comfy_tokens(patched)[0], rtol=0, atol=1e-5)
     assert not torch.allclose(with_lora, plain, atol=1e-3)
     torch.testing.assert_close(pack_sd1_tokens(bridge, sd1), plain, rtol=0, atol=1e-5)  # the base CLIP is untouched
@@ -154,12 +154,12 @@ def test_bypass_style_injection_changes_the_fingerprint_and_applies_on_the_pack_
         layer.forward = original.pop()
 
     plain = pack_sd1_tokens(bridge, sd1)
-    fingerprint = bridge.sub_encoders(sd1)["l"].fingerprint
+    fingerprint = bridge.open_clip(sd1).encoders["l"].fingerprint
     clone.patcher.set_injections("bypass_lora", [PatcherInjection(inject, eject)])
     try:
         injected = pack_sd1_tokens(bridge, clone)
         assert original, "ComfyUI injected when loading the clone"
-        assert bridge.sub_encoders(clone)["l"].fingerprint != fingerprint
+        assert bridge.open_clip(clone).encoders["l"].fingerprint != fingerprint
         torch.testing.assert_close(injected, comfy_tokens(clone)[0], rtol=0, atol=1e-5)
         assert not torch.allclose(injected, plain, atol=1e-3)
     finally:
@@ -171,15 +171,15 @@ def test_bypass_style_injection_changes_the_fingerprint_and_applies_on_the_pack_
 # ---------------------------------------------------------------------- fingerprints
 def test_fingerprint_covers_wrappers_and_object_patches_and_reads_no_meta_tensor(pack, sd1, bridge):
     base = sd1.clone()
-    fingerprint = bridge.sub_encoders(base)["l"].fingerprint
-    assert bridge.sub_encoders(base.clone())["l"].fingerprint == fingerprint  # a plain clone encodes the same
+    fingerprint = bridge.open_clip(base).encoders["l"].fingerprint
+    assert bridge.open_clip(base.clone()).encoders["l"].fingerprint == fingerprint  # a plain clone encodes the same
 
     wrapped = base.clone()
     wrapped.patcher.add_weight_wrapper("clip_l.transformer.text_model.final_layer_norm.weight", lambda weight: weight * 2)
-    assert bridge.sub_encoders(wrapped)["l"].fingerprint != fingerprint
+    assert bridge.open_clip(wrapped).encoders["l"].fingerprint != fingerprint
     patched = base.clone()
     patched.patcher.add_object_patch("clip_l.encode_token_weights", lambda pairs: None)
-    assert bridge._fingerprint(patched, "clip_l", patched.cond_stage_model.clip_l, 0) != fingerprint
+    assert bridge._fingerprint(patched, "clip_l", patched.cond_stage_model.clip_l, "shift0|projectedTrue") != fingerprint
 
     digest = hashlib.sha256()
     meta = torch.empty(49408, 768, device="meta")

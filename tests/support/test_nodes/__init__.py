@@ -8,9 +8,11 @@ fp16) whatever the checkpoint holds. So:
   encoder classes, `tests/support/tiny_models.tiny_clip`) with shrunken depths and random,
   seeded weights, in place of DualCLIPLoader / TripleCLIPLoader / a checkpoint's CLIP. The
   widths stay real (768 / 1280 / 4096), so the published adapter and model shapes apply.
+  Its `family` also offers the encoder sets DrUM refuses (support.tiny_models REFUSED: HunyuanVideo,
+  Kandinsky 5, ... built from ComfyUI's own classes with one small layer).
 - DrUMTestConditioningProbe passes a CONDITIONING through unchanged and reports what it holds
-  (token and pooled shapes, the FLUX guidance, the extras' keys) in the prompt's history, so a
-  test sees exactly what the sampler receives.
+  (token and pooled shapes, the FLUX guidance, the extras' keys, the attention mask) in the prompt's
+  history, so a test sees exactly what the sampler receives. It is an output node: a graph may end in it.
 - DrUMTestHistoryProbe, an output node, reports every record of a DRUM_HISTORY (prompt, intensity,
   timestamp, rating) in the prompt's history, so a history node can run without a sampler.
 """
@@ -26,7 +28,8 @@ from comfy_api.latest import ComfyExtension, io
 
 SUPPORT = Path(__file__).resolve().parents[1]  # tests/support (through the custom_nodes symlink)
 SUPPORT_MODULE = "drum_test_support"  # a private name: nothing else on ComfyUI's sys.path is touched
-FAMILIES = ["sd1", "sd2", "sdxl", "sd3", "flux"]
+FAMILIES = ["sd1", "sd2", "sdxl", "sd3", "flux", "pixart", "ltxv", "mochi", "hidream"]  # support.tiny_models FAMILIES + NEW_FAMILIES
+REFUSED = ["hunyuan_video", "kandinsky5", "lumina2", "qwen_image", "hunyuan_image", "omnigen2", "wan", "cosmos", "long_clip_l"]
 
 
 def tiny_models():
@@ -48,7 +51,7 @@ class TinyCLIP(io.ComfyNode):
             category="testing/DrUM",
             description="TEST ONLY: a random-weight ComfyUI CLIP of a family with shrunken depths (real widths).",
             inputs=[
-                io.Combo.Input("family", options=FAMILIES, default="flux"),
+                io.Combo.Input("family", options=FAMILIES + REFUSED, default="flux"),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1),
             ],
             outputs=[io.Clip.Output()],
@@ -69,6 +72,7 @@ class ConditioningProbe(io.ComfyNode):
             description="TEST ONLY: passes the conditioning through and reports its shapes and extras in the history.",
             inputs=[io.Conditioning.Input("conditioning")],
             outputs=[io.Conditioning.Output()],
+            is_output_node=True,
         )
 
     @classmethod
@@ -83,6 +87,8 @@ class ConditioningProbe(io.ComfyNode):
                     "pooled": None if pooled is None else list(pooled.shape),
                     "guidance": extras.get("guidance"),
                     "keys": sorted(extras),
+                    "attention_mask": extras["attention_mask"].tolist() if "attention_mask" in extras else None,
+                    "tokens_sample": tokens[0, :4, :4].float().tolist(),
                 }
             )
         return io.NodeOutput(conditioning, ui={"drum_probe": report})
