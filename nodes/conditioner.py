@@ -85,9 +85,7 @@ def build_conditioning(tokens: torch.Tensor, pooled: torch.Tensor | None, base: 
     entries = []
     for _cond, extras in base or [[None, defaults]]:
         extras = {k: v for k, v in extras.items() if k not in TOKEN_KEYS}
-        extras.pop("pooled_output", None)
-        if pooled is not None:
-            extras["pooled_output"] = pooled
+        extras["pooled_output"] = pooled  # None where the family has none (PixArt, Chroma, LTX-Video, Mochi), as ComfyUI's own
         extras.update(own)
         entries.append([tokens, extras])
     return entries

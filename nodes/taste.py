@@ -130,14 +130,13 @@ class DrUMTasteCheck(CheckedNode):
         height: int = 512,
     ) -> io.NodeOutput:
         cls.check_inputs(held_out=held_out, start=start, end=end, count=count, max_target_loss=max_target_loss, width=width, height=height)
-        clip_bridge.prepare(clip)
-        encoders = clip_bridge.sub_encoders(clip)
-        family = clip_bridge.family_of(clip, encoders)
+        opened = clip_bridge.open_clip(clip)
+        encoders, family = opened.encoders, opened.family
         chosen = resolve(adapters, encoders)
         for name, encoder in encoders.items():
             check_adapter(name, encoder, chosen[name])
         settings = TasteSettings(held_out=held_out, max_target_loss=max_target_loss, **coreset_settings(history))
-        encoders = load_with_clip(clip, chosen.values())  # the CLIP last: its LoRAs stay in for every encode below
+        encoders = load_with_clip(opened, chosen.values())  # the CLIP last: its LoRAs stay in for every encode below
         personalizer = Personalizer(family, encoders, chosen, EMBEDDINGS, clip_bridge.token_layer(clip, family))
         try:
             report = taste_check(

@@ -47,7 +47,7 @@ def test_the_node_gives_the_cores_report_and_degree(pack, sd1, adapters):
     image, degree = out.args
     assert image.shape == (1, 256, 512, 3) and image.dtype == torch.float32 and 0 <= float(image.min()) <= float(image.max()) <= 1
     shown = out.ui["drum_taste"][0]
-    encoders = clip_bridge.sub_encoders(sd1)
+    encoders = clip_bridge.open_clip(sd1).encoders
     personalizer = Personalizer("sd1", encoders, {"l": adapters.slots["L"]}, caches.EMBEDDINGS)
     expected = taste_check(
         personalizer, History(WATERCOLOR), degree_sweep(0.25, 1.0, 4), History(CARS), TasteSettings(held_out=4, ratio=0.1)
