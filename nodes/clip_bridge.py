@@ -431,7 +431,8 @@ class OpenedClip:
 
 def family_of(clip) -> str:
     """The family of `clip`'s exact encoder set (drum_core.personalizer.FAMILIES); UnsupportedFamilyError, naming the
-    encoders found and the families supported, for any other set. Computes nothing."""
+    encoders found and the families supported, for any other set. Computes nothing. HostIsolationError for a CLIP proxy."""
+    require_in_process(clip)
     present, slots = host_encoders(clip)
     t5 = host_t5_conventions(clip, present["t5"]) if "t5" in present else None
     try:
