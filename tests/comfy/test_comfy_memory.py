@@ -1,0 +1,110 @@
+"""Memory order: a CLIP LoRA is still in the history's encodings when ComfyUI unloads everything it can at every load.
+
+ComfyUI unloads the other models when a load needs memory (comfy.model_management.free_memory); unloading the
+CLIP restores its original weights (weight-patch LoRAs) and ejects its injections (bypass LoRAs). Here each
+load_models_gpu call unloads every model it does not itself bring in.
+"""
+
+import pytest
+import torch
+from support.comfy_env import node_module
+from support.tiny_models import tiny_adapter, tiny_clip
+
+pytestmark = pytest.mark.comfy
+
+TEXT = "a lighthouse on a cliff at dusk"
+HISTORY = "watercolor of a harbour\nink sketch of a fox\noil painting of a storm at sea\n"
+
+
+@pytest.fixture(scope="module")
+def adapters(pack, tmp_path_factory):
+    import folder_paths
+
+    folder = tmp_path_factory.mktemp("drum_memory")
+    tiny_adapter("L", seed=61).save(folder / "memory_L.safetensors")
+    folder_paths.add_model_folder_path("drum", str(folder))
+    return pack["DrUMPeCALoader"].execute("memory_L.safetensors", "none", "none", "none").args[0]
+
+
+@pytest.fixture
+def no_free_memory(monkeypatch):
+    """Every load_models_gpu call first frees ALL memory it may (ComfyUI's own free_memory, keeping only the models of
+    that call): what a full GPU does. On the CPU ComfyUI never frees memory, so this does it on the models' device."""
+    import comfy.model_management as mm
+
+    load = mm.load_models_gpu
+
+    def pressured(models, *args, **kwargs):
+        keep = [loaded for loaded in mm.current_loaded_models if loaded.model in models]
+        for device in {loaded.device for loaded in mm.current_loaded_models}:
+            mm.free_memory(float("inf"), device, keep_loaded=keep)
+        return load(models, *args, **kwargs)
+
+    monkeypatch.setattr(mm, "load_models_gpu", pressured)
+
+
+def weight_patch_lora(clip, seed):
+    """A CLIP LoRA as ComfyUI's LoraLoader leaves it: weight patches on the clone's patcher."""
+    lora = clip.clone()
+    key = "clip_l.transformer.text_model.encoder.layers.0.mlp.fc1.weight"
+    delta = torch.randn(lora.cond_stage_model.state_dict()[key].shape, generator=torch.Generator().manual_seed(seed)) * 0.5
+    assert lora.add_patches({key: ("diff", (delta,))}, 1.0) == [key]
+    return lora
+
+
+def bypass_lora(clip, seed):
+    """A bypass LoRA: an injection (patcher.set_injections) adding h(x) to a layer's output while the CLIP is loaded."""
+    from comfy.patcher_extension import PatcherInjection
+
+    lora = clip.clone()
+    layer = lora.cond_stage_model.clip_l.transformer.text_model.encoder.layers[1].mlp.fc2
+    generator = torch.Generator().manual_seed(seed)
+    down, up = torch.randn(4, layer.in_features, generator=generator) * 0.3, torch.randn(layer.out_features, 4, generator=generator) * 0.3
+    original = []
+
+    def inject(_patcher):
+        original.append(layer.forward)
+        layer.forward = lambda x, *args, **kwargs: original[0](x, *args, **kwargs) + x @ down.T @ up.T
+
+    def eject(_patcher):
+        layer.forward = original.pop()
+
+    lora.patcher.set_injections("bypass_lora", [PatcherInjection(inject, eject)])
+    return lora
+
+
+def comfy_encode(clip, prompt):
+    """ComfyUI's own CLIP Text Encode of `prompt` (tokens [1, 77, 768]): loads the CLIP with its LoRA."""
+    return clip.encode_from_tokens(clip.tokenize(prompt))
+
+
+@pytest.mark.parametrize("make_lora", [weight_patch_lora, bypass_lora], ids=["weight-patch", "bypass"])
+def test_the_lora_stays_in_the_history_encodings_under_memory_pressure(pack, adapters, no_free_memory, make_lora):
+    import comfy.model_management
+
+    caches, bridge = node_module("caches"), node_module("clip_bridge")
+    clip = tiny_clip("sd1", seed=60)
+    lora = make_lora(clip, seed=62)
+    prompts = [line for line in HISTORY.splitlines() if line]
+    expected = [comfy_encode(lora, prompt)[0] for prompt in prompts]  # independent: ComfyUI's encode with the LoRA applied
+    plain = [comfy_encode(clip, prompt)[0] for prompt in prompts]
+    assert all(not torch.allclose(e, p, atol=1e-3) for e, p in zip(expected, plain))  # the LoRA matters
+
+    bridge.prepare(lora)  # the pressure is real: loading the adapters now unloads the CLIP (and its LoRA)
+    node_module("adapters").load_to_device([a for a in adapters.slots.values() if not isinstance(a, str)])
+    assert not any(loaded.model is lora.patcher for loaded in comfy.model_management.current_loaded_models)
+
+    history = pack["DrUMHistoryLoader"].execute("none", HISTORY).args[0]
+    before = caches.EMBEDDINGS.computed
+    pack["DrUMConditioner"].execute(lora, adapters, history, TEXT, 0.3)
+    assert caches.EMBEDDINGS.computed - before >= len(prompts)  # the history was encoded in this run, not served
+    bridge.prepare(lora)  # loaded (LoRA applied) as during the run: the same cache key
+    encoder = bridge.sub_encoders(lora)["l"]
+    layer = -1  # the SD1 family's token layer (no CLIP Set Last Layer)
+    computed = caches.EMBEDDINGS.computed
+    cached = caches.EMBEDDINGS.encode(encoder, prompts, (layer,)).states[layer]  # what the conditioner's references used
+    assert caches.EMBEDDINGS.computed == computed  # read back from the cache, not encoded again now
+    for row, prompt in enumerate(prompts):
+        ours = encoder.final_norm(cached[row : row + 1]).float()
+        assert (ours - expected[row].float()).abs().max() <= 1e-5, prompt  # the LoRA is in the history's encodings
+        assert (ours - plain[row].float()).abs().max() > 1e-3, prompt
