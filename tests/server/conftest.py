@@ -13,13 +13,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ -> `support` package
 
 from support.comfy_env import ARTIFACTS as TEST_ARTIFACTS  # noqa: E402
-from support.comfy_env import ROOT  # noqa: E402
+from support.comfy_env import ROOT, TEST_PACK  # noqa: E402
 from support.server import ComfyServer  # noqa: E402
 from support.test_models import CHECKPOINTS, checkpoint, diffusion_model  # noqa: E402
 from support.tiny_models import tiny_adapter  # noqa: E402
 
 ARTIFACTS = TEST_ARTIFACTS / "server"
-TEST_PACK = "DrUMTestNodes"  # tests/support/test_nodes: test-only nodes (tiny FLUX/SD3 text encoders, a probe)
 
 
 @pytest.fixture(scope="session")

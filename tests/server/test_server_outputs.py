@@ -19,8 +19,7 @@ import sys
 import time
 
 import pytest
-from conftest import TEST_PACK
-from support.comfy_env import ARTIFACTS, ROOT
+from support.comfy_env import ARTIFACTS, ROOT, TEST_PACK
 from support.server import ComfyServer, PromptRejected
 from support.test_models import CHECKPOINTS, checkpoint, diffusion_model
 from support.tiny_models import tiny_adapter

@@ -14,6 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("DRUM_TEST_ARTIFACTS", ROOT / "test-artifacts"))  # images, logs, screenshots
+TEST_PACK = "DrUMTestNodes"  # tests/support/test_nodes linked into a test server's custom_nodes: test-only nodes
 STUBS = Path(__file__).resolve().parent / "stubs"
 PACKAGE = "comfyui_drum"  # the name the pack is imported under in-process
 
