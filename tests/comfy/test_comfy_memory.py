@@ -98,8 +98,7 @@ def test_the_lora_stays_in_the_history_encodings_under_memory_pressure(pack, ada
     before = caches.EMBEDDINGS.computed
     pack["DrUMConditioner"].execute(lora, adapters, history, TEXT, 0.3)
     assert caches.EMBEDDINGS.computed - before >= len(prompts)  # the history was encoded in this run, not served
-    bridge.prepare(lora)  # loaded (LoRA applied) as during the run: the same cache key
-    encoder = bridge.sub_encoders(lora)["l"]
+    encoder = bridge.open_clip(lora).encoders["l"]  # loaded (LoRA applied) as during the run: the same cache key
     layer = -1  # the SD1 family's token layer (no CLIP Set Last Layer)
     computed = caches.EMBEDDINGS.computed
     cached = caches.EMBEDDINGS.encode(encoder, prompts, (layer,)).states[layer]  # what the conditioner's references used
