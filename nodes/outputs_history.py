@@ -339,7 +339,7 @@ class DrUMOutputsHistory(CheckedNode):
         if folder is None:  # linked, not computed yet
             return ""
         digest = hashlib.sha256(OUTPUTS.fingerprint(folder).encode())
-        digest.update(repr(ratings_stamp(ratings_file())).encode())  # a click on 👍 / 👎 changes it
+        digest.update(repr(ratings_stamp(ratings_file())).encode())  # a click on thumbs up / down changes it
         if since_days is not None and since_days > 0:
             digest.update(f"{time.time() // 3600}".encode())  # the window moves: at least hourly
         if include_queue:
