@@ -506,11 +506,8 @@ def personalize(args: argparse.Namespace) -> int:
     import torch
 
     from . import tiny
-    from .adapter_names import ENCODER_ADAPTERS
-    from .diffusers_pipelines import PipelinePersonalizer, folder_encoder_names
-    from .personalizer import detect_family
+    from .diffusers_pipelines import PipelinePersonalizer
     from .profiles import Profile
-    from .weights import load_adapters
 
     if args.tiny_random:
         print(TINY_BANNER, file=sys.stderr)
@@ -521,22 +518,10 @@ def personalize(args: argparse.Namespace) -> int:
     out = _check_out(args.out)
     history = None if args.profile else _history(args)
     device = _device(args.device)
+    pipe, adapters = _pipeline(args, device)
     if args.tiny_random:
-        family = args.family or "sd1"
-        pipe, adapters = tiny.pipeline(family), {n: a.to(device) for n, a in tiny.adapters(family).items()}
         prompt, steps, size = args.prompt or "a lighthouse on a cliff at dusk", args.steps or 2, args.size or tiny.IMAGE_SIZE
-        pipe.to(device)
     else:
-        model = _model_location(args.model)
-        names = folder_encoder_names(model)  # configs only: fail on weights before loading the model
-        detect_family(names)
-        adapters = load_adapters([ENCODER_ADAPTERS[n] for n in names], args.adapters, device=device)
-        from diffusers import DiffusionPipeline
-
-        dtype = parse_dtype(args.dtype or ("float32" if device == "cpu" else "float16"))
-        with warnings.catch_warnings():  # newer diffusers rename torch_dtype to dtype; older ones know only torch_dtype
-            warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
-            pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype).to(device)
         prompt, steps, size = args.prompt, args.steps or 30, args.size
     _check_steps(steps, pipe.scheduler)
     bars = _Bars(not args.no_progress)
