@@ -23,6 +23,7 @@ from typing import Any
 from drum_core.history import HistoryError
 
 from .history import load_input_history, resolve_history_file
+from .server_routes import route_table
 
 ROUTE = "/drum/history/check"
 MAX_BODY_BYTES = 4096
@@ -88,14 +89,8 @@ class HistoryCheckRoute:
 
 def register_routes(routes_owner: Any = None) -> HistoryCheckRoute | None:
     """Adds POST /drum/history/check to the running server's route table, once; None without a server."""
-    if routes_owner is None:
-        try:
-            from server import PromptServer
-        except ImportError:
-            return None
-        routes_owner = getattr(PromptServer, "instance", None)
-    routes = getattr(routes_owner, "routes", None)
-    if routes is None or any(getattr(route, "path", None) == ROUTE for route in routes):
+    routes = route_table(ROUTE, routes_owner)
+    if routes is None:
         return None
     handler = HistoryCheckRoute()
     routes.post(ROUTE)(handler.post)

@@ -31,6 +31,8 @@ import folder_paths
 from drum_core.image_history import read_image_prompts
 from drum_core.ratings import DISLIKE_RATING, LIKE_RATING, RatedImage, Ratings, RatingsError, check_key, rating_value
 
+from .server_routes import route_table
+
 ROUTE = "/drum/ratings"
 FILE_NAME = "ratings.json"
 SYSTEM_USER = "drum"
@@ -189,14 +191,8 @@ def _error(web, error: Exception):
 
 def register_routes(routes_owner: Any = None) -> RatingsRoutes | None:
     """Adds GET and POST /drum/ratings to the running server's route table, once; None without a server."""
-    if routes_owner is None:
-        try:
-            from server import PromptServer
-        except ImportError:
-            return None
-        routes_owner = getattr(PromptServer, "instance", None)
-    routes = getattr(routes_owner, "routes", None)
-    if routes is None or any(getattr(route, "path", None) == ROUTE for route in routes):
+    routes = route_table(ROUTE, routes_owner)
+    if routes is None:
         return None
     handlers = RatingsRoutes()
     routes.get(ROUTE)(handlers.get)
