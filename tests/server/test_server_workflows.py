@@ -3,6 +3,10 @@
 Every template in example_workflows/ validates and runs on the tiny models with nothing copied
 into ComfyUI's folders by hand (its history is in the History Loader's text box); each run's
 images also make the template's thumbnail candidate (tools/make_thumbnails.py installs them).
+The templates of families the tests have no tiny diffusion model for (Chroma, LTX-Video:
+support.workflows DRUM_PART_FAMILIES) are validated whole by the server, against empty stand-ins
+of their model files (the run then stops at the first loader), and their DrUM part runs on the
+tiny T5 of the family, up to what the sampler would receive.
 """
 
 import copy
@@ -12,7 +16,18 @@ import numpy as np
 import pytest
 from PIL import Image
 from support.server import PACK_NAME, PromptRejected
-from support.workflows import THUMBNAIL_SUFFIXES, WORKFLOWS, template_note, thumbnail, tiny_template_graph, ui_to_api
+from support.workflows import (
+    DRUM_PART_FAMILIES,
+    MODEL_FILES,
+    PROBE,
+    THUMBNAIL_SUFFIXES,
+    TITLES,
+    WORKFLOWS,
+    template_note,
+    thumbnail,
+    tiny_template_graph,
+    ui_to_api,
+)
 
 pytestmark = pytest.mark.server
 
@@ -27,9 +42,12 @@ NODE_IDS = [
     "DrUMOutputsHistory",
 ]
 TEMPLATES = sorted(path.stem for path in WORKFLOWS.glob("*.json"))
-IMAGES = {"drum_sd15": 2, "drum_alpha_sweep": 4, "drum_style_mix": 3, "drum_taste_check": 2}  # saved images of a run, where not 1
-FAMILIES = {"drum_sdxl": "sdxl", "drum_sd3": "sd3", "drum_flux": "flux"}  # the conditioner's family, where not sd1
-ADAPTER_FILES = {"sd1": ["L"], "sdxl": ["L", "bigG"], "sd3": ["L", "bigG", "T5"], "flux": ["L", "T5"]}
+# saved images of a run, where not 1 (the DrUM part of Chroma and LTX-Video saves none)
+IMAGES = {"drum_sd15": 2, "drum_alpha_sweep": 4, "drum_style_mix": 3, "drum_taste_check": 2, "drum_chroma": 0, "drum_ltxv": 0}
+FAMILIES = {"drum_sdxl": "sdxl", "drum_sd3": "sd3", "drum_flux": "flux", "drum_chroma": "pixart", "drum_ltxv": "ltxv"}  # where not sd1
+ADAPTER_FILES = {"sd1": ["L"], "sdxl": ["L", "bigG"], "sd3": ["L", "bigG", "T5"], "flux": ["L", "T5"], "pixart": ["T5"], "ltxv": ["T5"]}
+LOADERS = ("CheckpointLoaderSimple", "UNETLoader", "CLIPLoader", "DualCLIPLoader", "TripleCLIPLoader", "VAELoader")
+DRUM_PART_NOTE = "validated whole by a real ComfyUI; its DrUM part run on\na tiny T5 of the family (no tiny {label} model to sample)"
 tiny_graph = tiny_template_graph  # the name other server tests import
 
 
@@ -55,9 +73,35 @@ def test_pack_nodes_are_registered(server):
 
 
 @pytest.mark.parametrize("name", TEMPLATES)
+def validate_whole_template(server, name: str) -> None:
+    """The template as saved passes the server's validation for every node: its model files are empty stand-ins
+    under their names in the server's model folders (removed after), so the run stops at the first loader."""
+    graph = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text(encoding="utf-8"))
+    files = {value for node in graph.values() if node["class_type"] in LOADERS for value in node["inputs"].values() if value in MODEL_FILES}
+    assert files, f"{name}: no model file of support.workflows MODEL_FILES in its loaders"
+    stand_ins = [server.base / "models" / MODEL_FILES[file][1] / file for file in sorted(files)]
+    try:
+        for path in stand_ins:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
+        entry = server.run(graph)  # PromptRejected (naming the nodes) if any node fails validation
+    finally:
+        for path in stand_ins:
+            path.unlink(missing_ok=True)
+    assert entry.status == "error" and entry.error["node_type"] in LOADERS, entry.error or entry.messages
+    assert server.alive()
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
 def test_every_template_validates_and_runs_without_copying_a_file(dit_models, name):
     server = dit_models
     graph = tiny_template_graph(name)
+    drum_part_only = FAMILIES.get(name) in DRUM_PART_FAMILIES.values()
+    if drum_part_only:
+        validate_whole_template(server, name)
+        conditioner = node_of(graph, "DrUMConditioner")["inputs"]  # beside it, ComfyUI's own encode of the same prompt
+        graph["201"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": conditioner["clip"], "text": conditioner["text"]}}
+        graph["202"] = {"class_type": "DrUMTestConditioningProbe", "inputs": {"conditioning": ["201", 0]}}
     loaders = [node["inputs"] for node in graph.values() if node["class_type"] == "DrUMHistoryLoader"]
     from_outputs = any(node["class_type"] == "DrUMOutputsHistory" for node in graph.values())  # the user's own images
     assert (loaders or from_outputs) and all(inputs["file"] == "none" and inputs["text"].strip() for inputs in loaders), (
@@ -80,9 +124,20 @@ def test_every_template_validates_and_runs_without_copying_a_file(dit_models, na
         assert Image.open(profile).size == (1024, 512)
     conditioners = [out["drum_conditioning"][0] for out in entry.outputs.values() if "drum_conditioning" in out]
     assert conditioners and {c["family"] for c in conditioners} == {FAMILIES.get(name, "sd1")}
+    note = {}
+    if drum_part_only:
+        (probe,) = entry.outputs[PROBE]["drum_probe"]  # what the sampler would receive
+        (plain,) = entry.outputs["202"]["drum_probe"]
+        assert probe["tokens"] == plain["tokens"] and probe["tokens"][2] == 4096, (probe["tokens"], plain["tokens"])
+        assert probe["attention_mask"] == plain["attention_mask"] and probe["tokens_sample"] != plain["tokens_sample"]
+        if FAMILIES[name] == "ltxv":  # LTXVConditioning's frame rate on the personalized conditioning, its mask kept
+            assert probe["tokens"][1] == 128 and probe["attention_mask"] is not None and "frame_rate" in probe["keys"]
+        else:  # Chroma: unmasked, the prompt's own length
+            assert probe["attention_mask"] is None
+        note = {"note": DRUM_PART_NOTE.format(label=TITLES[name])}
     candidates = server.base.parent / "thumbnails"
     candidates.mkdir(exist_ok=True)
-    thumbnail(images, name).save(candidates / f"{name}.jpg", quality=90)
+    thumbnail(images, name, **note).save(candidates / f"{name}.jpg", quality=90)
 
 
 def test_every_template_has_a_note_and_a_thumbnail():

@@ -44,7 +44,7 @@ PAGE_WIDGETS = {  # height of what the web extension adds, by node type
     "DrUMTasteCheck": 175,  # the per-degree table
     "DrUMProfilePreview": 295,  # the profile map
 }
-IMAGE_NODES = ("SaveImage", "PreviewImage")
+IMAGE_NODES = ("SaveImage", "PreviewImage", "SaveAnimatedWEBP")
 # Where the page's missing-models dialog (frontend: properties.models of a node whose widget holds that file name, and
 # the workflow's own "models" list) offers to download a template's model files from: file -> (url, models folder).
 MODEL_FILES = {
@@ -67,9 +67,21 @@ MODEL_FILES = {
         "text_encoders",
     ),
     "ae.safetensors": ("https://huggingface.co/black-forest-labs/FLUX.1-schnell/resolve/main/ae.safetensors", "vae"),
+    "Chroma1-HD.safetensors": ("https://huggingface.co/lodestones/Chroma1-HD/resolve/main/Chroma1-HD.safetensors", "diffusion_models"),
+    "ltx-video-2b-v0.9.5.safetensors": (
+        "https://huggingface.co/Lightricks/LTX-Video/resolve/main/ltx-video-2b-v0.9.5.safetensors",
+        "checkpoints",
+    ),
 }
 ADAPTER_URL = "https://huggingface.co/Burf/DrUM/resolve/main/weight/{name}.safetensors"  # drum_core/weights.py: HUB_REPO, HUB_FOLDER
-FAMILY_ADAPTERS = {"sd15": ["L"], "sdxl": ["L", "bigG"], "sd3": ["L", "bigG", "T5"], "flux": ["L", "T5"]}  # by template_family
+FAMILY_ADAPTERS = {  # by template_family
+    "sd15": ["L"],
+    "sdxl": ["L", "bigG"],
+    "sd3": ["L", "bigG", "T5"],
+    "flux": ["L", "T5"],
+    "pixart": ["T5"],
+    "ltxv": ["T5"],
+}
 
 
 def model_entries(names) -> list[dict]:
@@ -288,11 +300,19 @@ TINY_CHECKPOINTS = {"sd15": "tiny_sd15.safetensors", "sdxl": "tiny_sdxl.safetens
 TEXT_ENCODER_LOADERS = ("CLIPLoader", "DualCLIPLoader", "TripleCLIPLoader")
 TINY_CLIP, TINY_VAE, PROBE = "101", "102", "103"  # ids of the nodes tiny_dit_graph adds
 TINY_VAE_FILE = "tiny_vae16.safetensors"
+# Text-encoder loader types (CLIPLoader `type`) of the families the tests have no tiny diffusion model for: their
+# templates run only their DrUM part (drum_part_graph), on DrUMTestTinyCLIP of that family. Chroma is PixArt's family.
+DRUM_PART_FAMILIES = {"chroma": "pixart", "pixart": "pixart", "ltxv": "ltxv"}
 
 
 def template_family(graph: dict) -> str:
-    """ "sd15", "sdxl", "sd3" or "flux": which tiny models a template's API graph runs on (read off its loaders)."""
+    """ "sd15", "sdxl", "sd3", "flux", "pixart" (Chroma too) or "ltxv": which tiny models a template's API graph runs
+    on (read off its loaders)."""
     kinds = {node["class_type"] for node in graph.values()}
+    loader_types = {node["inputs"].get("type") for node in graph.values() if node["class_type"] in TEXT_ENCODER_LOADERS}
+    for loader_type, family in DRUM_PART_FAMILIES.items():
+        if loader_type in loader_types:
+            return family
     checkpoints = [node["inputs"]["ckpt_name"].lower() for node in graph.values() if node["class_type"] == "CheckpointLoaderSimple"]
     if "FluxGuidance" in kinds or any(
         node["inputs"].get("type") == "flux" for node in graph.values() if node["class_type"] in TEXT_ENCODER_LOADERS
@@ -349,10 +369,42 @@ def tiny_dit_graph(graph: dict, family: str) -> dict:
     return graph
 
 
+SAMPLERS = ("KSampler", "SamplerCustom")
+
+
+def drum_part_graph(graph: dict, family: str) -> dict:
+    """The DrUM part of a template of a family without a tiny diffusion model: every node the sampler's positive
+    input depends on, with DrUMTestTinyCLIP of `family` in place of the text-encoder loader, ending in the probe
+    (DrUMTestConditioningProbe) that reports what the sampler would receive. Nothing is sampled or decoded."""
+    sampler = next(node for node in graph.values() if node["class_type"] in SAMPLERS)["inputs"]
+    keep: set[str] = set()
+    pending = [sampler["positive"][0]]
+    while pending:
+        key = pending.pop()
+        if key not in keep:
+            keep.add(key)
+            pending.extend(value[0] for value in graph[key]["inputs"].values() if isinstance(value, list))
+    part = {}
+    for key in sorted(keep, key=int):
+        if graph[key]["class_type"] in TEXT_ENCODER_LOADERS:
+            continue
+        node = json.loads(json.dumps(graph[key]))
+        for input_name, value in node["inputs"].items():
+            if isinstance(value, list) and graph[value[0]]["class_type"] in TEXT_ENCODER_LOADERS:
+                node["inputs"][input_name] = [TINY_CLIP, 0]
+        part[key] = node
+    part[TINY_CLIP] = {"class_type": "DrUMTestTinyCLIP", "inputs": {"family": family, "seed": 0}}
+    part[PROBE] = {"class_type": "DrUMTestConditioningProbe", "inputs": {"conditioning": sampler["positive"]}}
+    return part
+
+
 def tiny_template_graph(name: str) -> dict:
-    """Template `name`'s API copy (example_workflows/api/<name>.json) on the tests' tiny models of its family."""
+    """Template `name`'s API copy (example_workflows/api/<name>.json) on the tests' tiny models of its family; for a
+    family without a tiny diffusion model (DRUM_PART_FAMILIES), its DrUM part only (drum_part_graph)."""
     graph = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text(encoding="utf-8"))
     family = template_family(graph)
+    if family in DRUM_PART_FAMILIES.values():
+        return drum_part_graph(graph, family)
     return tiny_dit_graph(graph, family) if family in ("sd3", "flux") else tiny_checkpoint_graph(graph, family)
 
 
@@ -546,6 +598,8 @@ TITLES = {
     "drum_sdxl": "SDXL",
     "drum_sd3": "SD3",
     "drum_flux": "FLUX",
+    "drum_chroma": "Chroma",
+    "drum_ltxv": "LTX-Video",
     "drum_dislikes": "likes and dislikes",
     "drum_style_mix": "mix two tastes",
     "drum_my_outputs": "your outputs are your history",
@@ -557,19 +611,21 @@ def template_title(name: str) -> str:
     return f"DrUM · {TITLES.get(name, name.removeprefix('drum_').replace('_', ' '))}"
 
 
-def thumbnail(images: list, name: str):
-    """A template's thumbnail [512, 512] from its run's images (PIL): a title, wide images (a profile map) one per
-    row, then the others on a grid, nearest-upscaled so that tiny test images stay sharp."""
+RUN_NOTE = "a run of this template on the tests' tiny random models"
+
+
+def thumbnail(images: list, name: str, note: str = RUN_NOTE):
+    """A template's thumbnail [512, 512] from its run's images (PIL): a title, `note` (what ran, one line or more),
+    wide images (a profile map) one per row, then the others on a grid, nearest-upscaled so that tiny test images stay
+    sharp."""
     from PIL import Image, ImageDraw, ImageFont
 
     canvas = Image.new("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE), (30, 30, 34))
     draw = ImageDraw.Draw(canvas)
     title = template_title(name)
     draw.text((20, 14), title, fill=(240, 240, 240), font=ImageFont.load_default(size=34))
-    draw.text(
-        (20, 56), "a run of this template on the tests' tiny random models", fill=(160, 160, 170), font=ImageFont.load_default(size=17)
-    )
-    margin, top = 12, 90
+    draw.multiline_text((20, 56), note, fill=(160, 160, 170), font=ImageFont.load_default(size=17), spacing=6)
+    margin, top = 12, 90 + 23 * note.count("\n")
 
     def paste(image, x: int, y: int, width: int, height: int) -> int:
         """`image` fitted into the box, centred; returns the height it took."""
