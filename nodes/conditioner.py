@@ -121,12 +121,18 @@ class DrUMConditioner(CheckedNode):
             category="conditioning/DrUM",
             description=(
                 "Encodes the prompt and fuses it with the history's prompts through the PeCA adapters (DrUM): ordinary "
-                "CONDITIONING for SD1, SD2, SDXL, SD3 and FLUX, to use wherever a CLIP Text Encode output goes. The history "
+                "CONDITIONING for SD1, SD2, SDXL, SD3, FLUX, Chroma/PixArt, LTX-Video, Mochi and HiDream, to use wherever a "
+                "CLIP Text Encode output goes; the family is the CLIP's exact set of text encoders, and any other set is "
+                "refused with an error naming its encoders. The history "
                 "is encoded once and cached; changing only the prompt or the degree re-encodes nothing. An empty history "
                 "gives the plain CLIP Text Encode output. Long prompts: the adapter runs on every 77-token chunk."
             ),
             inputs=[
-                io.Clip.Input("clip", tooltip="The model's text encoders (CLIP Set Last Layer and CLIP LoRAs are honoured)."),
+                io.Clip.Input(
+                    "clip",
+                    tooltip="The model's text encoders (CLIP Set Last Layer and CLIP LoRAs are honoured): SD1, SD2, SDXL, SD3, "
+                    "FLUX, Chroma/PixArt, LTX-Video, Mochi or HiDream; other encoder sets are refused by name.",
+                ),
                 DrumPeCAType.Input("adapters", tooltip="The PeCA adapters (DrUM PeCA Loader)."),
                 DrumHistoryType.Input("history", tooltip="The reference prompts: a DrUM Coreset Sampler or History Loader output."),
                 io.String.Input("text", multiline=True, dynamic_prompts=True, tooltip="The prompt to personalize."),

@@ -2,11 +2,12 @@
 
 import copy
 import gc
+import json
 
 import pytest
 import torch
 import torch.nn.functional as F
-from support.comfy_env import node_module
+from support.comfy_env import ROOT, node_module
 from support.tiny_models import CLIP_LAYERS, FAMILIES, NEW_FAMILIES, tiny_adapter, tiny_clip
 
 import drum_core.history
@@ -427,3 +428,39 @@ def test_sd3_stack_without_some_encoders_stays_sd3(pack, adapters, present):
     assert ui["drum_conditioning"][0]["family"] == "sd3"
     assert tuple(extras["pooled_output"].shape) == (1, 2048)
     assert tuple(cond.shape) == ((1, 77, 4096) if present["clip_l"] else (1, 256, 4096))
+
+
+FAMILY_NAMES = {  # drum_core.personalizer.FAMILIES -> how the conditioner's texts name the family
+    "sd1": "SD1",
+    "sd2": "SD2",
+    "sdxl": "SDXL",
+    "sd3": "SD3",
+    "flux": "FLUX",
+    "pixart": "Chroma/PixArt",
+    "ltxv": "LTX-Video",
+    "mochi": "Mochi",
+    "hidream": "HiDream",
+}
+
+
+def test_conditioner_texts_name_every_supported_family_and_the_refusal(pack):
+    """The node's description and clip tooltip (schema, locales en and fr) and its help page list every family DrUM
+    personalizes, and say that other encoder sets are refused; a family added to FAMILIES must be named here too."""
+    assert set(FAMILY_NAMES) == set(drum_core.personalizer.FAMILIES)
+    schema = node_module("conditioner").DrUMConditioner.define_schema()
+    texts = {
+        "schema description": (schema.description, "refused"),
+        "schema clip tooltip": (next(i.tooltip for i in schema.inputs if i.id == "clip"), "refused"),
+    }
+    for lang, refused in (("en", "refused"), ("fr", "refusé")):
+        entry = json.loads((ROOT / "locales" / lang / "nodeDefs.json").read_text(encoding="utf-8"))["DrUMConditioner"]
+        texts[f"{lang} description"] = (entry["description"], refused)
+        texts[f"{lang} clip tooltip"] = (entry["inputs"]["clip"]["tooltip"], refused)
+    for where, (text, refused) in texts.items():
+        missing = [name for name in FAMILY_NAMES.values() if name not in text]
+        assert not missing and refused in text, (where, missing, text)
+    page = (ROOT / "web" / "docs" / "DrUMConditioner.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip() for line in page.splitlines() if line.startswith("| ") and not line.startswith("| model")}
+    names = [part for name in FAMILY_NAMES.values() for part in name.split("/")]
+    assert all(any(name in row for row in rows) for name in names), (names, rows)
+    assert "stops the run before anything is computed" in page
