@@ -18,12 +18,15 @@ HISTORY = "watercolor of a harbour\nink sketch of a fox\noil painting of a storm
 
 @pytest.fixture(scope="module")
 def adapters(pack, tmp_path_factory):
+    """The module's own L adapter, from a drum folder registered for this module only."""
     import folder_paths
 
     folder = tmp_path_factory.mktemp("drum_memory")
     tiny_adapter("L", seed=61).save(folder / "memory_L.safetensors")
     folder_paths.add_model_folder_path("drum", str(folder))
-    return pack["DrUMPeCALoader"].execute("memory_L.safetensors", "none", "none", "none").args[0]
+    yield pack["DrUMPeCALoader"].execute("memory_L.safetensors", "none", "none", "none").args[0]
+    # ComfyUI's folder list is process-wide: leave no adapter behind for later modules' `auto` slots
+    folder_paths.folder_names_and_paths["drum"][0].remove(str(folder))
 
 
 @pytest.fixture

@@ -74,7 +74,7 @@ def test_relevant_uses_the_most_similar_references_without_encoding_the_history_
     encoded = caches.EMBEDDINGS.computed
     got = condition(pack, sd1, adapters, picked, relevant=2)
     assert caches.EMBEDDINGS.computed == encoded  # pooled features came from the coreset profile
-    encoder = caches.first_clip_encoder(sd1)
+    encoder = caches.first_clip_encoder(node_module("clip_bridge").open_clip(sd1))
     features = picked.profile.features_of(picked.history.prompts, encoder.fingerprint)
     chosen = cosine_top(encoder.pooled_features([TEXT])[0], features, 2)
     subset = pasted(pack, [picked.history.prompts[i] for i in chosen], [picked.history.weights[i] for i in chosen])
@@ -95,7 +95,7 @@ def test_relevant_on_a_loader_history_takes_the_features_from_the_references_enc
     before = caches.EMBEDDINGS.computed
     first = condition(pack, sd1, adapters, history, relevant=3)
     assert caches.EMBEDDINGS.computed == before + len(PROMPTS)  # each history prompt through the encoder once
-    encoder = caches.first_clip_encoder(sd1)
+    encoder = caches.first_clip_encoder(node_module("clip_bridge").open_clip(sd1))
     features = caches.EMBEDDINGS.pooled_features(encoder, history.history.prompts)  # cached by that same pass
     assert caches.EMBEDDINGS.computed == before + len(PROMPTS)
     chosen = cosine_top(encoder.pooled_features([TEXT])[0], features, 3)
@@ -166,7 +166,7 @@ def test_another_clip_re_encodes_the_features(pack, sd1, profiles_folder):
     pack["DrUMProfileSave"].execute(picked, "bob", None)
     other = tiny_clip("sd1", seed=43)
     loaded = pack["DrUMProfileLoad"].execute("bob.safetensors", other).args[0]
-    encoder = node_module("caches").first_clip_encoder(other)
+    encoder = node_module("caches").first_clip_encoder(node_module("clip_bridge").open_clip(other))
     assert loaded.profile.fingerprint == encoder.fingerprint != picked.profile.fingerprint
     torch.testing.assert_close(loaded.profile.features, encoder.pooled_features(PROMPTS), rtol=0, atol=0)
     assert loaded.profile.picks == picked.profile.picks
