@@ -124,18 +124,17 @@ def detect_family(encoder_names: Iterable[str], stack: Iterable[str] | None = No
     raise UnsupportedFamilyError(f"no supported model family uses the text encoders {sorted(names)} (supported: {supported_families()})")
 
 
-def t5_length(family: str, prompt_tokens: int | None) -> int:
-    """T5 tokens of `family`'s condition for a prompt of `prompt_tokens` tokens (EOS included): the family's own
-    count, capped at the adapter's 256. FLUX and SD3 (min 256) need no count."""
+def t5_length(family: str, prompt_tokens: int | None, padding: int = 0) -> int:
+    """T5 tokens of `family`'s condition for a prompt of `prompt_tokens` tokens (EOS included) followed by `padding`
+    pad tokens (the host's min_padding, e.g. ComfyUI's T5TokenizerOptions): the family's own count, capped at the
+    adapter's 256. FLUX and SD3 (min 256) need no count."""
     conventions = FAMILIES[family].t5
     if conventions is None or conventions.min_tokens >= T5_TOKENS:
         return T5_TOKENS
     if prompt_tokens is None:
         raise ValueError(f"{FAMILIES[family].label}: the T5 length of the prompt is needed (its host encoder has no token_count)")
-    length = max(conventions.min_tokens, prompt_tokens)
-    if conventions.max_tokens is not None:
-        length = min(length, conventions.max_tokens)
-    return min(length, T5_TOKENS)
+    length = prompt_tokens if conventions.max_tokens is None else min(prompt_tokens, conventions.max_tokens)
+    return min(max(conventions.min_tokens, length + padding), T5_TOKENS)  # padding may pass the host's maximum
 
 
 @dataclass
@@ -329,7 +328,8 @@ class Personalizer:
         if conventions is None or conventions.min_tokens >= T5_TOKENS:
             return T5_TOKENS
         count = getattr(self.encoders["t5"], "token_count", None)
-        return t5_length(self.family, None if count is None else count(target))
+        padding = getattr(self.encoders["t5"], "min_padding", None)
+        return t5_length(self.family, None if count is None else count(target), 0 if padding is None else padding(target))
 
     def _assemble(self, runs: Mapping[str, _Run], batch: int, target: str, plain: bool = False) -> Condition:
         """The family's condition of `target` from each encoder's run; `plain`: the runs hold final pooled vectors (no adapter)."""

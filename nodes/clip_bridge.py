@@ -138,6 +138,20 @@ class ComfySubEncoder:
             return [ids[: T5_TOKENS - 1] + [self.module.special_tokens["end"]]]
         return [ids + [self.module.special_tokens["pad"]] * (T5_TOKENS - len(ids))]
 
+    def min_padding(self, prompt: str) -> int:
+        """Pad tokens the host appends after the EOS of `prompt`'s first chunk before its minimum length applies: its
+        `min_padding` (T5TokenizerOptions, in the CLIP's tokenizer options, else the tokenizer's own; 0 where none),
+        which ComfyUI's tokenizer gives the last chunk only (a prompt longer than HiDream's 128 tokens: none)."""
+        key = self.tokenizer.embedding_key
+        padding = self.clip.tokenizer_options.get(f"{key}_min_padding", getattr(self.tokenizer, "min_padding", None))
+        if not padding:
+            return 0
+        return (
+            int(padding)
+            if len(self.tokenizer.tokenize_with_weights(prompt, False, tokenizer_options=self.clip.tokenizer_options)) == 1
+            else 0
+        )
+
     def token_count(self, prompt: str) -> int:
         """T5 tokens of `prompt` up to and including its EOS, as the host tokenizes it (what its attention mask keeps)."""
         ids = self._family_tokens(prompt)[0]

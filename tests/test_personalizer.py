@@ -197,6 +197,21 @@ def test_t5_length_is_the_family_own_count_capped_at_256(family, count, expected
     assert t5_length(family, count) == expected
 
 
+@pytest.mark.parametrize(
+    "family, count, padding, expected",
+    [  # ComfyUI's tokenizer: cut at its maximum (EOS kept), then `padding` pad tokens, then up to its minimum length
+        ("pixart", 12, 1, 13),  # Chroma's workflow: T5TokenizerOptions min_padding 1
+        ("ltxv", 12, 1, 128),
+        ("ltxv", 127, 3, 130),
+        ("hidream", 12, 200, 212),  # padding passes HiDream's 128 (ComfyUI pads a prompt's last chunk)
+        ("hidream", 128, 0, 128),  # a longer prompt: its first chunk, which ComfyUI does not pad
+        ("pixart", 250, 20, 256),  # capped at the adapter's 256
+    ],
+)
+def test_t5_length_follows_the_host_min_padding(family, count, padding, expected):
+    assert t5_length(family, count, padding) == expected
+
+
 def test_families_declare_their_conventions():
     """docs/method.md §5 / docs/comfyui.md: what each family personalizes, pools and passes through."""
     table = {name: (set(s.encoders), s.token_encoders, s.pooled_encoders, s.passthrough) for name, s in FAMILIES.items()}

@@ -371,6 +371,41 @@ def test_new_family_conditioning_equals_an_independent_computation(new_family, a
         torch.testing.assert_close(extras["conditioning_llama3"], own_extras["conditioning_llama3"], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("padding", [1, 200])
+def test_new_family_follows_t5_min_padding(new_family, adapters, pack, padding):
+    """T5TokenizerOptions' `min_padding` (ComfyUI's Chroma workflow sets 1): the host appends that many pad tokens
+    after EOS before its minimum length applies; the condition keeps ComfyUI's own length and mask for it (200: past
+    LTX-Video's 128, capped at HiDream's 128 and the adapter's 256)."""
+    name, clip = new_family
+    padded = clip.clone()
+    padded.set_tokenizer_option("t5xxl_min_padding", padding)
+    conditioning, _ui = run_conditioner(pack, padded, adapters)
+    cond, extras = conditioning[0]
+    own_cond, own_extras = comfy_t5(padded, TEXT)
+    length = min(own_cond.shape[1], 256)
+    assert tuple(cond.shape) == (1, length, 4096), (name, tuple(cond.shape), tuple(own_cond.shape))
+    expected = t5_adapter_by_hand(clip, adapters["T5"], 0.3, HISTORY, WEIGHTS)[:, :length]  # same ids: pads to 256
+    torch.testing.assert_close(cond, expected, rtol=1e-4, atol=1e-4)
+    assert ("attention_mask" in extras) == ("attention_mask" in own_extras)
+    if "attention_mask" in extras:
+        torch.testing.assert_close(extras["attention_mask"], own_extras["attention_mask"][:, :length], rtol=0, atol=0)
+
+
+def test_new_family_padding_of_a_long_prompt_is_comfyuis(new_family, adapters, pack):
+    """A prompt past HiDream's 128 T5 tokens: ComfyUI pads only its last chunk, HiDream keeps the first (unpadded)."""
+    name, clip = new_family
+    padded = clip.clone()
+    padded.set_tokenizer_option("t5xxl_min_padding", 1)
+    text = ", ".join([TEXT] * 14)
+    conditioning, _ui = run_conditioner(pack, padded, adapters, text=text)
+    cond, extras = conditioning[0]
+    own_cond, own_extras = comfy_t5(padded, text)
+    assert own_cond.shape[1] == 128 if name == "hidream" else 128 < own_cond.shape[1] <= 256  # long, within the adapter's 256
+    assert tuple(cond.shape) == tuple(own_cond.shape), name
+    if "attention_mask" in extras:
+        torch.testing.assert_close(extras["attention_mask"], own_extras["attention_mask"], rtol=0, atol=0)
+
+
 def test_new_family_empty_history_is_clip_text_encode(new_family, adapters, pack):
     _name, clip = new_family
     conditioning, _ = run_conditioner(pack, clip, adapters, hist=history([], []))

@@ -132,7 +132,7 @@ def test_every_template_validates_and_runs_without_copying_a_file(dit_models, na
         assert probe["attention_mask"] == plain["attention_mask"] and probe["tokens_sample"] != plain["tokens_sample"]
         if FAMILIES[name] == "ltxv":  # LTXVConditioning's frame rate on the personalized conditioning, its mask kept
             assert probe["tokens"][1] == 128 and probe["attention_mask"] is not None and "frame_rate" in probe["keys"]
-        else:  # Chroma: unmasked, the prompt's own length
+        else:  # Chroma: unmasked, at ComfyUI's own length (T5TokenizerOptions' padding token included)
             assert probe["attention_mask"] is None
         note = {"note": DRUM_PART_NOTE.format(label=TITLES[name])}
     candidates = server.base.parent / "thumbnails"
