@@ -140,11 +140,13 @@ def t5_length(family: str, prompt_tokens: int | None, padding: int = 0) -> int:
 @dataclass
 class Condition:
     """tokens [B, L, D] and pooled [B, P] (None where the family has none), float32; `attention_mask` [B, L] (int64,
-    1 = prompt token) where the family's conditioning carries its T5 attention mask (LTX-Video, Mochi), else None."""
+    1 = prompt token) where the family's conditioning carries its T5 attention mask (LTX-Video, Mochi), else None;
+    `chosen` [m] (int64, ascending): the history rows that took part where `relevant` kept only some, else None (all)."""
 
     tokens: torch.Tensor
     pooled: torch.Tensor | None
     attention_mask: torch.Tensor | None = None
+    chosen: torch.Tensor | None = None
 
 
 @dataclass
@@ -245,7 +247,7 @@ class Personalizer:
         """The personalized condition of `target`; one row per alpha. Empty history: plain output.
 
         `relevant` m > 0: only the m references most similar to `target` take part (see
-        `_most_relevant_to`), exactly as if the history held just those.
+        `_most_relevant_to`), exactly as if the history held just those; `Condition.chosen` names them.
         """
         if not self.references:
             return self.plain_condition(target, batch=len(alpha) if isinstance(alpha, (list, tuple)) else 1)
@@ -259,7 +261,9 @@ class Personalizer:
             encoder = self.encoders[ranked]
             chosen = self._most_relevant_to(encoder.project(encoder.final_norm(encodings[ranked].pooled[:1]))[0], relevant)
         runs = {name: self._personalize(name, encodings[name], alphas, chosen) for name in self.encoders}
-        return self._assemble(runs, len(alphas), target)
+        condition = self._assemble(runs, len(alphas), target)
+        condition.chosen = chosen
+        return condition
 
     def _most_relevant_to(self, query: torch.Tensor, count: int) -> torch.Tensor:
         """Indices [count] (ascending) of the references whose pooled features are most similar (cosine) to the

@@ -7,11 +7,11 @@ import logging
 import torch
 from comfy_api.latest import io
 
-from drum_core.personalizer import Personalizer, check_adapter, first_clip, most_similar
+from drum_core.personalizer import Personalizer, check_adapter, first_clip
 
 from . import clip_bridge
 from .adapters import load_with_clip, resolve
-from .caches import EMBEDDINGS, first_clip_encoder, personalizer
+from .caches import EMBEDDINGS, personalizer
 from .checked import CheckedNode
 from .degree import degree_input
 from .io_types import AdapterChoice, Degrees, DrumDegreesType, DrumHistory, DrumHistoryType, DrumPeCAType
@@ -33,10 +33,11 @@ def plain_tokens(clip, text: str, batch: int) -> tuple[torch.Tensor, torch.Tenso
 
 def personalized_tokens(
     opened: clip_bridge.OpenedClip, choice: AdapterChoice, history: DrumHistory, text: str, alphas: list[float], relevant: int = 0
-) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
-    """(tokens [B, L, D], pooled [B, P] or None, extras) for one row per alpha, on ComfyUI's intermediate device;
+) -> tuple[torch.Tensor, torch.Tensor | None, dict, list[int] | None]:
+    """(tokens [B, L, D], pooled [B, P] or None, extras, chosen) for one row per alpha, on ComfyUI's intermediate device;
     extras: the family's T5 attention mask [B, L] (LTX-Video, Mochi) and the streams it passes through untouched
-    (HiDream's Llama states, from ComfyUI's own encode).
+    (HiDream's Llama states, from ComfyUI's own encode); chosen: the history rows `relevant` kept (what the node's
+    panel lists), as the Personalizer picked them, or None where every row took part.
 
     Adapters are matched and checked before anything is encoded. An empty history gives
     ComfyUI's own text-encode output (repeated per alpha). `relevant` m > 0: only the m history
@@ -47,7 +48,7 @@ def personalized_tokens(
     for name, encoder in encoders.items():
         check_adapter(name, encoder, adapters[name])
     if len(history.history) == 0:
-        return plain_tokens(clip, text, len(alphas))
+        return (*plain_tokens(clip, text, len(alphas)), None)
     extras = clip_bridge.passthrough_extras(opened, text)
     encoders = load_with_clip(opened, adapters.values(), text)  # the CLIP last: its LoRAs stay in for every encode below
     layer = clip_bridge.token_layer(clip, family)
@@ -66,17 +67,8 @@ def personalized_tokens(
     out = clip_bridge.output_device()
     if condition.attention_mask is not None:
         extras["attention_mask"] = condition.attention_mask.to(out)
-    return condition.tokens.to(out), None if condition.pooled is None else condition.pooled.to(out), extras
-
-
-def relevant_rows(opened: clip_bridge.OpenedClip, history: DrumHistory, text: str, count: int) -> list[int]:
-    """The history rows `relevant` = count keeps for `text` (what the node's panel lists): the same features and rule
-    as Personalizer.condition, all cached but the prompt's own pooled feature."""
-    encoder = first_clip_encoder(opened)
-    features = history.reference_features(encoder.fingerprint)
-    if features is None:
-        features = EMBEDDINGS.pooled_features(encoder, history.history.prompts)
-    return most_similar(encoder.pooled_features([text])[0], features, count).tolist()
+    chosen = None if condition.chosen is None else condition.chosen.tolist()
+    return condition.tokens.to(out), None if condition.pooled is None else condition.pooled.to(out), extras, chosen
 
 
 def build_conditioning(tokens: torch.Tensor, pooled: torch.Tensor | None, base: list | None, defaults: dict, own: dict) -> list:
@@ -204,11 +196,11 @@ class DrUMConditioner(CheckedNode):
         alphas = list(degrees.values) if degrees is not None else [degree]
         opened = clip_bridge.open_clip(clip, text)  # the family first: a refused encoder set stops here
         family = opened.family
-        tokens, pooled, own = personalized_tokens(opened, adapters, history, text, alphas, relevant)
+        tokens, pooled, own, chosen = personalized_tokens(opened, adapters, history, text, alphas, relevant)
         log.debug("DrUM: %s conditioning %s for degrees %s", family, list(tokens.shape), alphas)
         references = history.preview(limit=len(history.history))
-        if 0 < relevant < len(references):
-            references = [references[row] for row in relevant_rows(opened, history, text, relevant)]
+        if chosen is not None:
+            references = [references[row] for row in chosen]
         ui = {"drum_conditioning": [{"family": family, "degrees": alphas, "references": references, "adapters": adapters.files}]}
         extras = clip_bridge.hooks_extras(clip)
         entries = build_conditioning(tokens, pooled, conditioning, extras, own)

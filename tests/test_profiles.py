@@ -248,6 +248,7 @@ def test_relevant_m_equals_a_history_of_just_the_m_most_similar(family):
     encoded = cache.computed
     got = full.condition(target, [0.3, 0.7], relevant=3)
     assert cache.computed == encoded  # the references' pooled features came from the cache
+    assert got.chosen.tolist() == sorted(chosen)  # the Condition names the references that took part
     alone = Personalizer(family, encoders, adapters)
     alone.set_history([prompts[i] for i in chosen], [weights[i] for i in chosen])
     expected = alone.condition(target, [0.3, 0.7])
@@ -255,8 +256,11 @@ def test_relevant_m_equals_a_history_of_just_the_m_most_similar(family):
     if expected.pooled is not None:
         torch.testing.assert_close(got.pooled, expected.pooled, rtol=1e-5, atol=1e-5)
     everything = full.condition(target, 0.5)
+    assert everything.chosen is None
     for m in (0, 8, 20):  # 0 and m >= R: every reference
-        torch.testing.assert_close(full.condition(target, 0.5, relevant=m).tokens, everything.tokens, rtol=0, atol=0)
+        kept = full.condition(target, 0.5, relevant=m)
+        torch.testing.assert_close(kept.tokens, everything.tokens, rtol=0, atol=0)
+        assert kept.chosen is None
     assert not torch.allclose(full.condition(target, 0.5, relevant=1).tokens, everything.tokens)
     with pytest.raises(ValueError, match="relevant must be >= 0"):
         full.condition(target, 0.5, relevant=-1)

@@ -67,12 +67,22 @@ def cosine_top(query, rows, count):
 
 
 # ---------------------------------------------------------------------- relevant
-def test_relevant_uses_the_most_similar_references_without_encoding_the_history_again(pack, sd1, adapters):
+def test_relevant_uses_the_most_similar_references_without_encoding_the_history_again(pack, sd1, adapters, monkeypatch):
     caches = node_module("caches")
     picked = coreset(pack, sd1, pasted(pack))  # ratio 1: every prompt, in pick order, with the profile's features
     condition(pack, sd1, adapters, picked)  # encodes the references' states once
     encoded = caches.EMBEDDINGS.computed
+    encoder_type = node_module("clip_bridge").ComfySubEncoder
+    tokenized, passes = encoder_type._chunks, []  # every encoder pass over a prompt tokenizes it first
+
+    def counted(self, prompt):
+        passes.append(prompt)
+        return tokenized(self, prompt)
+
+    monkeypatch.setattr(encoder_type, "_chunks", counted)
     got = condition(pack, sd1, adapters, picked, relevant=2)
+    assert passes.count(TEXT) == 1  # the prompt is encoded once: the panel's pick is the Personalizer's, not re-derived
+    monkeypatch.undo()
     assert caches.EMBEDDINGS.computed == encoded  # pooled features came from the coreset profile
     encoder = caches.first_clip_encoder(node_module("clip_bridge").open_clip(sd1))
     features = picked.profile.features_of(picked.history.prompts, encoder.fingerprint)
