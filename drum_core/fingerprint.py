@@ -14,6 +14,7 @@ import hashlib
 import threading
 import uuid
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 import torch
@@ -24,23 +25,42 @@ Unreadable = Callable[[torch.Tensor], str]
 
 class Identities:
     """A token per live object: unique for the object's lifetime and never reused (an id() can be, once it dies).
-    Entries leave with their objects; objects that cannot be weakly referenced are kept alive instead (bounded by
-    what callers fingerprint by identity: patch functions, hooks)."""
 
-    def __init__(self) -> None:
+    Bounds and lifetime: an entry for an object that can be weakly referenced leaves with its object, so those
+    entries are bounded by the live objects. An object that cannot be (a slotted hook, some C types) is kept
+    alive instead, at most `limit` of them, least recently tokenized first out: an object let go that way loses its
+    token with it, so if it comes back it gets a new one (a fresh computation, never a stale cache entry) and no later
+    object can inherit its token."""
+
+    def __init__(self, limit: int = 1024) -> None:
+        self.limit = limit  # objects kept alive at most (those that cannot be weakly referenced)
         self._lock = threading.Lock()
         self._tokens: dict[int, str] = {}
-        self._kept_alive: list[object] = []
+        self._kept_alive: OrderedDict[int, object] = OrderedDict()  # id -> object, least recently tokenized first
+
+    def __len__(self) -> int:
+        """Objects that hold a token now."""
+        return len(self._tokens)
+
+    @property
+    def kept_alive(self) -> int:
+        """Objects this registry keeps alive now (at most `limit`)."""
+        return len(self._kept_alive)
 
     def token(self, obj: object) -> str:
         key = id(obj)
         with self._lock:
-            if key not in self._tokens:
+            if key in self._kept_alive:
+                self._kept_alive.move_to_end(key)
+            elif key not in self._tokens:
                 self._tokens[key] = uuid.uuid4().hex
                 try:
                     weakref.finalize(obj, self._tokens.pop, key, None)
                 except TypeError:
-                    self._kept_alive.append(obj)
+                    self._kept_alive[key] = obj
+                    while len(self._kept_alive) > self.limit:
+                        dropped, _ = self._kept_alive.popitem(last=False)
+                        del self._tokens[dropped]
             return self._tokens[key]
 
 

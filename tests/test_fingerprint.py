@@ -8,7 +8,7 @@ import torch
 from drum_core import tiny
 from drum_core.cache import EmbeddingCache
 from drum_core.encoders import HFClipBackend, HFT5Backend
-from drum_core.fingerprint import WeightsFingerprint, module_fingerprint, update_tensor, weights_fingerprint
+from drum_core.fingerprint import Identities, WeightsFingerprint, module_fingerprint, update_tensor, weights_fingerprint
 
 PROMPTS = ["a red fox in the snow", "portrait of a tabby cat, soft light"]
 
@@ -34,6 +34,32 @@ def test_an_unreadable_tensor_never_reuses_a_key():
     update_tensor(first, meta)
     update_tensor(second, meta)
     assert first.hexdigest() != second.hexdigest()  # default: a fresh token each time -> a fresh computation
+
+
+def test_identity_tokens_are_bounded_and_never_reused():
+    class Slotted:
+        __slots__ = ()  # cannot be weakly referenced: kept alive, at most `limit`
+
+    identities = Identities(limit=4)
+    hooks = [Slotted() for _ in range(10)]
+    tokens = [identities.token(hook) for hook in hooks]
+    assert len(set(tokens)) == 10 and identities.kept_alive == 4 and len(identities) == 4
+    assert [identities.token(hook) for hook in hooks[-4:]] == tokens[-4:]  # the ones kept keep their token
+    assert identities.token(hooks[0]) not in tokens  # one let go comes back with a new token (a fresh computation)
+    identities.token(hooks[7])  # kept: 8, 9, 0, 7 (a use makes it the most recent)
+    identities.token(hooks[1])  # lets hooks[8] go, the least recently used, not hooks[7], the first kept
+    assert identities.token(hooks[7]) == tokens[7] and identities.token(hooks[8]) != tokens[8]
+    assert identities.kept_alive == 4
+
+    class Hook:
+        def __call__(self):
+            return None
+
+    live = Hook()
+    token = identities.token(live)
+    for _ in range(1000):  # objects that can be weakly referenced leave with their objects
+        identities.token(Hook())
+    assert identities.token(live) == token and len(identities) == 5 and identities.kept_alive == 4
 
 
 def test_fingerprint_is_computed_once_per_weight_version():

@@ -192,6 +192,32 @@ def test_fingerprint_covers_wrappers_and_object_patches_and_reads_no_meta_tensor
     assert digest.hexdigest() == again.hexdigest() != other.hexdigest()  # the same tensor, never another one's values
 
 
+class SlottedHook:
+    __slots__ = ("n",)  # cannot be weakly referenced: the identity registry keeps it alive, within its bound
+
+    def __init__(self, n):
+        self.n = n
+
+
+def test_many_patched_clip_objects_do_not_grow_the_identity_registry(pack, sd1, bridge, monkeypatch):
+    identities = drum_core.fingerprint.IDENTITIES
+    monkeypatch.setattr(identities, "limit", 8)
+
+    def fingerprint_a_patched_clone(n):
+        patched = sd1.clone()
+        patched.patcher.add_object_patch("clip_l.drum_test_hook", lambda pairs, n=n: n)  # tokenized by identity
+        patched.patcher.add_object_patch("clip_l.drum_test_slotted", SlottedHook(n))
+        return bridge._fingerprint(patched, "clip_l", patched.cond_stage_model.clip_l, "shift0|projectedTrue")
+
+    fingerprint_a_patched_clone(-1)
+    gc.collect()
+    before = len(identities)
+    keys = {fingerprint_a_patched_clone(n) for n in range(200)}
+    gc.collect()
+    assert len(keys) == 200  # each clone's patches count
+    assert identities.kept_alive <= 8 and len(identities) <= before + 8  # the lambdas left with their CLIP objects
+
+
 # ---------------------------------------------------------------------- execution as the core does it
 def test_encoders_run_in_comfyui_device_context_on_the_load_device(pack, sd1, bridge, monkeypatch):
     """Where comfy.model_management has cuda_device_context (newer ComfyUI), every encode runs inside it."""
