@@ -56,6 +56,12 @@ def pixels(entry, server) -> list[np.ndarray]:
     return [np.asarray(Image.open(path)) for path in entry.images(server.base / "output")]
 
 
+def saved(entry, server, node: str) -> np.ndarray:
+    """The one image Save Image `node` wrote."""
+    (image,) = entry.outputs[node]["images"]
+    return np.asarray(Image.open(server.base / "output" / image.get("subfolder", "") / image["filename"]))
+
+
 def rated(text: str) -> list[tuple[str, float]]:
     """The History Loader's text box as (prompt, rating)."""
     return [(prompt, float(rating)) for prompt, rating in (line.rsplit("\t", 1) for line in text.splitlines() if line.strip())]
@@ -93,9 +99,11 @@ def test_style_mix_template_sweeps_from_a_to_b_and_t0_is_exactly_a(server):
     probes = {t: probe(graph, sampler) for t, sampler in samplers.items()}
     conditioners = {t: graph[probes[t]]["inputs"]["conditioning"][0] for t in samplers}
     side_a, side_b = graph[mixes[0]]["inputs"]["history_a"][0], graph[mixes[0]]["inputs"]["history_b"][0]
+    savers = [next(s for s in keys_of(graph, "SaveImage") if _feeds(graph, samplers[t], s)) for t in (0.0, 0.5, 1.0)]
+    assert len(set(savers)) == 3  # one Save Image per step (no deprecated Batch Latents)
     entry = run(server, graph)
-    images = pixels(entry, server)
-    assert len(images) == 3 and not np.array_equal(images[0], images[2])
+    images = [saved(entry, server, saver) for saver in savers]
+    assert len(pixels(entry, server)) == 3 and not np.array_equal(images[0], images[2])
     a, b = picks(entry, side_a), picks(entry, side_b)
     assert references(entry, conditioners[0.0]) == a and references(entry, conditioners[1.0]) == b
     total_a, total_b = sum(w for _, w in a), sum(w for _, w in b)
@@ -111,7 +119,7 @@ def test_style_mix_template_sweeps_from_a_to_b_and_t0_is_exactly_a(server):
     direct[conditioners[0.0]]["inputs"]["history"] = [side_a, 0]
     again = run(server, direct)
     assert received(again, probes[0.0]) == values[0]
-    assert np.array_equal(pixels(again, server)[0], images[0])
+    assert np.array_equal(saved(again, server, savers[0]), images[0])
 
 
 def _feeds(graph: dict, source: str, target: str) -> bool:
