@@ -1,6 +1,6 @@
 """A user's profile at a glance: the history on a 2-D PCA map, the coreset highlighted (PIL only).
 
-    render_profile(embeddings [N, D], picks, prompts, weights, size) -> PIL.Image (RGB)
+    render_profile(embeddings [N, D], picks, prompts, weights, size, degrees) -> PIL.Image (RGB)
 
 Left: every history prompt as a grey dot (area grows with its intensity p_i), the picks as
 numbered orange dots in pick order (a number is left off where it would cover another one). Right:
@@ -55,11 +55,20 @@ def _fit(text: str, font, width: int, draw: ImageDraw.ImageDraw) -> str:
     return text + "..."
 
 
-def legend(n: int, picks: Sequence[int], prompts: Sequence[str], weights: Sequence[float], rows: int) -> list[str]:
-    """The text beside the map: two heading lines, then the picks in pick order, at most `rows` lines in all; when
-    picks are left off, the last line says "+N more"."""
+def degree_text(degrees: Sequence[float]) -> str:
+    """ "degree 0.3" or "degrees 0, 0.3, 0.6": the degree alpha (alpha(s) the conditioner applies) in words."""
+    return f"degree{'s' if len(degrees) > 1 else ''} {', '.join(f'{d:g}' for d in degrees)}"
+
+
+def legend(
+    n: int, picks: Sequence[int], prompts: Sequence[str], weights: Sequence[float], rows: int, degrees: Sequence[float] | None = None
+) -> list[str]:
+    """The text beside the map: two heading lines (the first opens with the degree alpha when `degrees` is given:
+    "Taste at degree 0.3 · ..."), then the picks in pick order, at most `rows` lines in all; when picks are left off,
+    the last line says "+N more"."""
     lines = [
-        f"{n} prompts (grey), {len(picks)} picked (orange, numbered in pick order)",
+        (f"Taste at {degree_text(degrees)} · " if degrees else "")
+        + f"{n} prompts (grey), {len(picks)} picked (orange, numbered in pick order)",
         "Close dots: similar prompts. Bigger dots: more weight.",
     ]
     room = max(0, rows - len(lines))
@@ -96,8 +105,10 @@ def render_profile(
     prompts: Sequence[str],
     weights: Sequence[float] | None = None,
     size: tuple[int, int] = (1024, 512),
+    degrees: Sequence[float] | None = None,
 ) -> Image.Image:
-    """The profile picture (RGB, `size` = (width, height))."""
+    """The profile picture (RGB, `size` = (width, height)); `degrees`: the degree(s) alpha the taste goes in at, named
+    in the legend's first line (legend)."""
     n = embeddings.shape[0]
     if len(prompts) != n:
         raise ValueError(f"{len(prompts)} prompts for {n} embeddings")
@@ -139,7 +150,7 @@ def render_profile(
             draw.text(corner, str(rank), fill=TEXT, font=font, stroke_width=2, stroke_fill=BACKGROUND)
     left = 2 * margin + map_size
     line = round(font.size * 1.5) if hasattr(font, "size") else 18
-    for row, text in enumerate(legend(n, picks, prompts, weights, rows=(height - 2 * margin) // line - 1)):
+    for row, text in enumerate(legend(n, picks, prompts, weights, rows=(height - 2 * margin) // line - 1, degrees=degrees)):
         colour = MUTED if row == 1 or text.startswith("+") else TEXT
         draw.text((left, margin + line * (row + (row >= 2))), _fit(text, font, width - left - margin, draw), fill=colour, font=font)
     return image

@@ -10,15 +10,16 @@ from drum_core.profile_picture import project_2d, render_profile
 
 from . import clip_bridge
 from .checked import CheckedNode
-from .io_types import DrumHistory, DrumHistoryType
+from .io_types import Degrees, DrumDegreesType, DrumHistory, DrumHistoryType
 from .profiles import profile_of
 
 MAP_POINTS = 400  # prompts the page's map draws at most (every pick, then the first others)
 
 
-def map_output(features, picks, prompts, weights) -> dict:
+def map_output(features, picks, prompts, weights, degrees: tuple[float, ...] | None = None) -> dict:
     """The page's map of the profile: points [x, y] in 0..1 (the picture's 2-D projection), with each one's prompt,
-    intensity and pick rank (0 = not picked); `hidden` counts prompts left off (beyond MAP_POINTS)."""
+    intensity and pick rank (0 = not picked); `hidden` counts prompts left off (beyond MAP_POINTS); `degrees`: the
+    degree(s) alpha linked in (a list), or None."""
     coords = project_2d(features)
     low, high = coords.min(0).values, coords.max(0).values
     span = torch.where(high - low > 0, high - low, torch.ones_like(high))
@@ -29,7 +30,8 @@ def map_output(features, picks, prompts, weights) -> dict:
         {"x": round(unit[i][0], 4), "y": round(unit[i][1], 4), "prompt": prompts[i], "weight": float(weights[i]), "pick": rank.get(i, 0)}
         for i in shown
     ]
-    return {"points": points, "count": len(prompts), "picks": len(picks), "hidden": len(prompts) - len(shown)}
+    shape = {"points": points, "count": len(prompts), "picks": len(picks), "hidden": len(prompts) - len(shown)}
+    return {**shape, "degrees": None if degrees is None else [float(d) for d in degrees]}
 
 
 class DrUMProfilePreview(CheckedNode):
@@ -48,18 +50,25 @@ class DrUMProfilePreview(CheckedNode):
                 io.Int.Input("width", default=1024, min=256, max=4096, step=8, tooltip="Image width in pixels."),
                 io.Int.Input("height", default=512, min=256, max=4096, step=8, tooltip="Image height in pixels."),
                 io.Clip.Input("clip", optional=True, tooltip="Only needed for a history that did not come from the Coreset Sampler."),
+                DrumDegreesType.Input(
+                    "degrees",
+                    optional=True,
+                    tooltip="The DrUM Degree Slider's degrees (the ones the conditioner gets): the map and the picture say "
+                    "how much of this taste goes in.",
+                ),
             ],
             outputs=[io.Image.Output(display_name="IMAGE", tooltip="The profile picture [1, height, width, 3].")],
         )
 
     @classmethod
-    def execute(cls, history: DrumHistory, width: int, height: int, clip=None) -> io.NodeOutput:
+    def execute(cls, history: DrumHistory, width: int, height: int, clip=None, degrees: Degrees | None = None) -> io.NodeOutput:
         cls.check_inputs(width=width, height=height)
         profile = profile_of(history, clip, "DrUM Profile Preview")
         full = profile.history
-        picture = render_profile(profile.features, profile.picks, full.prompts, full.weights, (width, height))
+        alphas = None if degrees is None else degrees.values
+        picture = render_profile(profile.features, profile.picks, full.prompts, full.weights, (width, height), degrees=alphas)
         image = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255.0)[None]  # [1, H, W, 3]
-        ui = {"drum_map": [map_output(profile.features, profile.picks, full.prompts, full.weights)]}
+        ui = {"drum_map": [map_output(profile.features, profile.picks, full.prompts, full.weights, alphas)]}
         return io.NodeOutput(image.to(clip_bridge.output_device()), ui=ui)
 
 

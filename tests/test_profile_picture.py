@@ -58,3 +58,16 @@ def test_rank_labels_never_overlap():
         for u, v in boxes[k + 1 :]:
             assert x >= u + 10 or u >= x + 10 or y >= v + 14 or v >= y + 14
     assert place_labels([(0.0, 0.0), (100.0, 100.0)], (10.0, 14.0)) == [(6, -16.0), (106.0, 84.0)]
+
+
+def test_the_degree_alpha_opens_the_legend_and_changes_the_picture():
+    prompts = [f"prompt {i}" for i in range(6)]
+    weights = [1.0] * 6
+    assert legend(6, [0], prompts, weights, rows=8, degrees=[0.3])[0].startswith("Taste at degree 0.3 · 6 prompts")
+    assert legend(6, [0], prompts, weights, rows=8, degrees=[0.0, 0.45, 0.9])[0].startswith("Taste at degrees 0, 0.45, 0.9 · ")
+    assert legend(6, [0], prompts, weights, rows=8)[0].startswith("6 prompts")  # no degree given: none named
+    embeddings = torch.randn(6, 8, generator=torch.Generator().manual_seed(2))
+    plain = np.asarray(render_profile(embeddings, [0], prompts, weights, size=(640, 320)))
+    named = np.asarray(render_profile(embeddings, [0], prompts, weights, size=(640, 320), degrees=[0.3]))
+    assert not np.array_equal(plain, named)
+    assert np.array_equal(plain[:, :300], named[:, :300])  # the map itself is the same; only the legend says the degree

@@ -286,6 +286,13 @@ def test_coreset_sampler_and_profile_preview(pack, sd1):
     with pytest.raises(ValueError, match="connect a DrUM Coreset Sampler"):
         pack["DrUMProfilePreview"].execute(history, 512, 256)
     assert pack["DrUMProfilePreview"].execute(history, 512, 256, sd1).args[0].shape == (1, 256, 512, 3)
+    plain = pack["DrUMProfilePreview"].execute(picked, 512, 256)
+    assert plain.ui["drum_map"][0]["degrees"] is None
+    sweep = pack["DrUMDegreeSlider"].execute(0.3, True, 0.0, 0.9, 4).args[0]  # the slider's output, as linked
+    named = pack["DrUMProfilePreview"].execute(picked, 512, 256, None, sweep)
+    assert named.ui["drum_map"][0]["degrees"] == pytest.approx([0.0, 0.3, 0.6, 0.9], abs=1e-12)
+    assert not torch.equal(named.args[0], plain.args[0])  # the legend names the degrees
+    assert torch.equal(named.args[0][:, :, :200], plain.args[0][:, :, :200])  # the map itself is the same
 
 
 def test_sdxl_clip_l_features_ignore_its_unloaded_text_projection(pack, drum_folder):

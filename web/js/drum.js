@@ -262,7 +262,9 @@ const MAP_VIEW = {
   show(panel, output) {
     const map = output.drum_map?.[0];
     if (!map) return false;
-    panel.show(t("map.summary", { count: map.count, picks: map.picks }));
+    const summary = t("map.summary", { count: map.count, picks: map.picks });
+    const degrees = map.degrees?.length ? t("map.degree", { degrees: map.degrees.map((d) => Number(d.toFixed(3))).join(", ") }) : null;
+    panel.show(degrees ? `${degrees} · ${summary}` : summary);
     drawMap(panel, map);
     if (map.hidden > 0) panel.list.append(element("li", "drum-more", t("history.more", { count: map.hidden })));
     return true;
