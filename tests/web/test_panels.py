@@ -460,6 +460,26 @@ def test_the_profile_map_is_drawn_in_the_page_and_reads_on_hover(page, workflows
     page.screenshot(path=str(artifacts / f"profile-map-{renderer}.png"))
 
 
+def test_the_profile_map_says_the_degrees_the_images_were_drawn_at(page, workflows, renderer):
+    """drum_alpha_sweep links its Degree Slider to the Profile Preview: after a real run the map's heading names
+    every degree of the sweep (the IMAGE's legend does too: tests/test_profile_picture.py)."""
+    workflow = workflows["drum_alpha_sweep"]
+    load_workflow(page, workflow)
+    ids = {node["type"]: node["id"] for node in workflow["nodes"]}
+    set_widgets(page, ids["CheckpointLoaderSimple"], {"ckpt_name": "tiny_sd15.safetensors"})
+    set_widgets(page, ids["EmptyLatentImage"], {"width": 64, "height": 64})
+    set_widgets(page, ids["KSampler"], {"steps": 2})
+    prompts = [f"sweep map prompt {i} of the {renderer} run {RUN_TAG}" for i in range(8)]
+    set_widgets(page, ids["DrUMHistoryLoader"], {"text": "".join(f"{p}\t{1 + i % 5}\n" for i, p in enumerate(prompts))})
+    finished = run_graph(page)
+    assert finished["type"] == "execution_success", finished
+    map_root = "window.app.graph.getNodeById(id).widgets.find((w) => w.name === 'drum_map').element"
+    preview = ids["DrUMProfilePreview"]
+    page.wait_for_function(f"(id) => {map_root}.querySelectorAll('circle').length === 8", arg=preview)
+    summary = page.evaluate(f"(id) => {map_root}.querySelector('.drum-summary').textContent", preview)
+    assert summary.startswith("α 0, 0.3, 0.6, 0.9 (how much of this taste goes in) · 8 prompts"), summary
+
+
 def panel_picks(page, node: int) -> list[str]:
     return page.evaluate(
         "(id) => [...window.app.graph.getNodeById(id).widgets.find((w) => w.name === 'drum_picks').element"
