@@ -1,10 +1,13 @@
-"""Regenerate the template thumbnails (example_workflows/<name>.jpg) from real runs.
+"""Regenerate the template thumbnails (example_workflows/<name>.jpg): each template's graph and sweep as diagrams,
+with the profile map of a real run where the template makes one.
 
     .venv/bin/python tools/make_thumbnails.py [NAME ...]   # after tools/bootstrap.sh; default: every template
 
 Runs the server tier's template test (tests/server/test_server_workflows.py): every template's
-API copy goes through a real headless ComfyUI on the tests' tiny random models, and each run's
-saved images are laid out as a 512x512 thumbnail (tests/support/workflows.py: thumbnail). The
+API copy goes through a real headless ComfyUI on the tests' tiny random models; the 512x512 thumbnail
+(tests/support/workflows.py: thumbnail) draws the template's graph as labelled boxes left to right, what it
+sweeps (Degree Slider, History Mix) as frames on a 0..1 axis, and the run's wide images (the profile map);
+the generated pictures themselves, noise from random weights, are left out. The
 thumbnail of each template that ran is copied beside it, replacing any older one of any format;
 a template whose run failed keeps its old thumbnail, and the exit status is the test run's.
 """

@@ -2,7 +2,8 @@
 
 Every template in example_workflows/ validates and runs on the tiny models with nothing copied
 into ComfyUI's folders by hand (its history is in the History Loader's text box); each run's
-images also make the template's thumbnail candidate (tools/make_thumbnails.py installs them).
+images (the profile map) go on the template's thumbnail candidate beside its graph and sweep drawn
+as diagrams (tools/make_thumbnails.py installs them).
 The templates of families the tests have no tiny diffusion model for (Chroma, LTX-Video:
 support.workflows DRUM_PART_FAMILIES) are validated whole by the server, against empty stand-ins
 of their model files (the run then stops at the first loader), and their DrUM part runs on the
@@ -23,6 +24,8 @@ from support.workflows import (
     THUMBNAIL_SUFFIXES,
     TITLES,
     WORKFLOWS,
+    node_label,
+    sweep_values,
     template_note,
     thumbnail,
     tiny_template_graph,
@@ -43,7 +46,7 @@ NODE_IDS = [
 ]
 TEMPLATES = sorted(path.stem for path in WORKFLOWS.glob("*.json"))
 # saved images of a run, where not 1 (the DrUM part of Chroma and LTX-Video saves none)
-IMAGES = {"drum_sd15": 2, "drum_alpha_sweep": 4, "drum_style_mix": 3, "drum_taste_check": 2, "drum_chroma": 0, "drum_ltxv": 0}
+IMAGES = {"drum_sd15": 2, "drum_alpha_sweep": 5, "drum_style_mix": 3, "drum_taste_check": 2, "drum_chroma": 0, "drum_ltxv": 0}
 FAMILIES = {"drum_sdxl": "sdxl", "drum_sd3": "sd3", "drum_flux": "flux", "drum_chroma": "pixart", "drum_ltxv": "ltxv"}  # where not sd1
 ADAPTER_FILES = {"sd1": ["L"], "sdxl": ["L", "bigG"], "sd3": ["L", "bigG", "T5"], "flux": ["L", "T5"], "pixart": ["T5"], "ltxv": ["T5"]}
 LOADERS = ("CheckpointLoaderSimple", "UNETLoader", "CLIPLoader", "DualCLIPLoader", "TripleCLIPLoader", "VAELoader")
@@ -122,6 +125,9 @@ def test_every_template_validates_and_runs_without_copying_a_file(dit_models, na
     if name == "drum_sd15":
         profile = next(p for p in saved if "profile" in p.name)
         assert Image.open(profile).size == (1024, 512)
+    if name == "drum_alpha_sweep":  # the slider's degrees reach the profile map too
+        (profile,) = [out["drum_map"][0] for out in entry.outputs.values() if "drum_map" in out]
+        assert profile["degrees"] == pytest.approx([0.0, 0.3, 0.6, 0.9], abs=1e-9)
     conditioners = [out["drum_conditioning"][0] for out in entry.outputs.values() if "drum_conditioning" in out]
     assert conditioners and {c["family"] for c in conditioners} == {FAMILIES.get(name, "sd1")}
     note = {}
@@ -137,7 +143,9 @@ def test_every_template_validates_and_runs_without_copying_a_file(dit_models, na
         note = {"note": DRUM_PART_NOTE.format(label=TITLES[name])}
     candidates = server.base.parent / "thumbnails"
     candidates.mkdir(exist_ok=True)
-    thumbnail(images, name, **note).save(candidates / f"{name}.jpg", quality=90)
+    workflow = json.loads((WORKFLOWS / f"{name}.json").read_text(encoding="utf-8"))
+    template = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text(encoding="utf-8"))
+    thumbnail(workflow, template, name, images, **note).save(candidates / f"{name}.jpg", quality=90)
 
 
 def test_every_template_has_a_note_and_a_thumbnail():
@@ -150,6 +158,26 @@ def test_every_template_has_a_note_and_a_thumbnail():
         assert len(thumbnails) == 1, f"{name}: one thumbnail ({', '.join(THUMBNAIL_SUFFIXES)}) expected, found {thumbnails}"
         with Image.open(thumbnails[0]) as image:
             assert min(image.size) >= 256
+
+
+def test_thumbnails_draw_the_graph_and_what_the_template_sweeps():
+    """The thumbnail's words and sweep come from the template: every node's label, the Degree Slider's sweep
+    (start..end in count steps), the History Mix values; a template that sweeps nothing has no sweep diagram."""
+    assert node_label("DrUMCoresetSampler") == "Coreset Sampler" and node_label("DualCLIPLoader") == "Dual CLIP Loader"
+    assert node_label("T5TokenizerOptions") == "T5 Tokenizer Options" and node_label("KSampler") == "KSampler"
+    api = {name: json.loads((WORKFLOWS / "api" / f"{name}.json").read_text(encoding="utf-8")) for name in TEMPLATES}
+    slider = next(n["inputs"] for n in api["drum_alpha_sweep"].values() if n["class_type"] == "DrUMDegreeSlider")
+    axis, values, _ends = sweep_values(api["drum_alpha_sweep"])
+    step = (slider["end"] - slider["start"]) / (slider["count"] - 1)
+    assert axis == "degree" and values == pytest.approx([slider["start"] + i * step for i in range(slider["count"])])
+    assert sweep_values(api["drum_style_mix"])[:2] == ("mix", [0.0, 0.5, 1.0])
+    assert sweep_values(api["drum_sd15"]) is None
+    workflow = json.loads((WORKFLOWS / "drum_style_mix.json").read_text(encoding="utf-8"))
+    image = np.asarray(thumbnail(workflow, api["drum_style_mix"], "drum_style_mix"))
+    with_map = np.asarray(thumbnail(workflow, api["drum_style_mix"], "drum_style_mix", [Image.new("RGB", (1024, 512), "white")]))
+    assert image.shape == (512, 512, 3) and np.array_equal(image, with_map)  # a sweep takes the place of the map
+    boxes = np.all(image == (92, 62, 160), axis=-1).sum(), np.all(image == (62, 64, 72), axis=-1).sum()
+    assert min(boxes) > 500, boxes  # DrUM nodes and the others drawn as boxes of their colours
 
 
 def run_expecting_error(server, graph: dict) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -611,42 +612,140 @@ def template_title(name: str) -> str:
     return f"DrUM · {TITLES.get(name, name.removeprefix('drum_').replace('_', ' '))}"
 
 
-RUN_NOTE = "a run of this template on the tests' tiny random models"
+NODE_LABELS = {  # a node's words on a thumbnail where its class name split at capitals would not do
+    "CheckpointLoaderSimple": "Load Checkpoint",
+    "DrUMPeCALoader": "PeCA Loader",
+    "KSampler": "KSampler",
+    "MarkdownNote": "Read me",
+}
+DRUM_BOX, OTHER_BOX, WIRE = (92, 62, 160), (62, 64, 72), (120, 122, 132)
 
 
-def thumbnail(images: list, name: str, note: str = RUN_NOTE):
-    """A template's thumbnail [512, 512] from its run's images (PIL): a title, `note` (what ran, one line or more),
-    wide images (a profile map) one per row, then the others on a grid, nearest-upscaled so that tiny test images stay
-    sharp."""
+def node_label(class_type: str) -> str:
+    """ "DrUMCoresetSampler" -> "Coreset Sampler", "DualCLIPLoader" -> "Dual CLIP Loader": a node's words on a
+    thumbnail."""
+    if class_type in NODE_LABELS:
+        return NODE_LABELS[class_type]
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", class_type.removeprefix("DrUM"))
+
+
+def sweep_values(graph: dict) -> tuple[str, list[float], tuple[str, str]] | None:
+    """What a template sweeps, for its thumbnail: (axis name, values, (what 0 means, what 1 means)) for a Degree
+    Slider set to sweep (start..end in `count` steps) or for History Mix nodes; None when it sweeps nothing."""
+    for node in graph.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "DrUMDegreeSlider" and inputs.get("sweep"):
+            start, end, count = inputs["start"], inputs["end"], inputs["count"]
+            values = [start + (end - start) * i / (count - 1) for i in range(count)] if count > 1 else [start]
+            return "degree", values, ("the prompt alone", "all taste")
+    mixes = sorted(node["inputs"]["mix"] for node in graph.values() if node["class_type"] == "DrUMHistoryMix")
+    if mixes and all(isinstance(m, (int, float)) for m in mixes):
+        return "mix", mixes, ("history A", "history B")
+    return None
+
+
+def _wrap(draw, text: str, font, width: float) -> list[str]:
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
+def draw_graph(draw, workflow: dict, box: tuple[int, int, int, int]) -> None:
+    """A UI workflow as a diagram in `box` (x0, y0, x1, y1): its nodes as labelled boxes in the template's own columns
+    (left to right) and rows, DrUM nodes in colour, and its wires; notes left out."""
+    from PIL import ImageFont
+
+    nodes = [n for n in workflow["nodes"] if n["type"] not in NOTE_TYPES]
+    xs = sorted({n["pos"][0] for n in nodes})
+    columns: dict[int, list[dict]] = {}
+    for node in sorted(nodes, key=lambda n: n["pos"][1]):
+        columns.setdefault(xs.index(node["pos"][0]), []).append(node)
+    x0, y0, x1, y1 = box
+    column_width = (x1 - x0) / len(columns)
+    rows = max(len(c) for c in columns.values())
+    gap = 10
+    height = min(60.0, (y1 - y0) / rows - gap)
+    font = ImageFont.load_default(size=13 if column_width >= 70 else 10)
+    place: dict[int, tuple[float, float, float, float]] = {}
+    for index, column in columns.items():
+        top = y0 + ((y1 - y0) - len(column) * (height + gap)) / 2
+        for row, node in enumerate(column):
+            left = x0 + index * column_width + gap / 2
+            place[node["id"]] = (left, top + row * (height + gap), left + column_width - gap, top + row * (height + gap) + height)
+    for _id, origin, _slot, target, _target_slot, _kind in workflow["links"]:
+        if origin in place and target in place:
+            a, b = place[origin], place[target]
+            draw.line([(a[2], (a[1] + a[3]) / 2), (b[0], (b[1] + b[3]) / 2)], fill=WIRE, width=2)
+    for node in nodes:
+        left, top, right, bottom = place[node["id"]]
+        fill = DRUM_BOX if node["type"].startswith("DrUM") else OTHER_BOX
+        draw.rounded_rectangle((left, top, right, bottom), radius=5, fill=fill, outline=(200, 200, 210))
+        lines = _wrap(draw, node_label(node["type"]), font, right - left - 6)
+        draw.multiline_text(
+            ((left + right) / 2, (top + bottom) / 2),
+            "\n".join(lines),
+            fill=(245, 245, 245),
+            font=font,
+            anchor="mm",
+            align="center",
+            spacing=2,
+        )
+
+
+def draw_sweep(draw, sweep: tuple[str, list[float], tuple[str, str]], box: tuple[int, int, int, int]) -> None:
+    """A sweep as a diagram in `box`: an axis from 0 to 1, one image frame per value, the value under it."""
+    from PIL import ImageFont
+
+    name, values, (low, high) = sweep
+    x0, y0, x1, y1 = box
+    small, label = ImageFont.load_default(size=14), ImageFont.load_default(size=16)
+    axis_y = y1 - 46
+    left, right = x0 + 30, x1 - 30
+    draw.line([(left, axis_y), (right, axis_y)], fill=(200, 200, 210), width=2)
+    draw.text((left, axis_y + 22), f"0: {low}", fill=(160, 160, 170), font=small, anchor="lm")
+    draw.text((right, axis_y + 22), f"1: {high}", fill=(160, 160, 170), font=small, anchor="rm")
+    draw.text(((left + right) / 2, axis_y + 22), name, fill=(240, 240, 240), font=label, anchor="mm")
+    slot = (right - left) / max(len(values), 1)
+    size = min(slot - 14, axis_y - y0 - 60, 96)
+    for index, value in enumerate(values):  # one frame per image, evenly spaced, wired to its value on the axis
+        x, frame_x = left + (right - left) * value, left + slot * (index + 0.5)
+        frame = (frame_x - size / 2, y0 + 4, frame_x + size / 2, y0 + 4 + size)
+        shade = tuple(int(o + (d - o) * value) for o, d in zip(OTHER_BOX, DRUM_BOX, strict=True))
+        draw.line([(frame_x, frame[3]), (x, axis_y)], fill=WIRE, width=2)
+        draw.rectangle(frame, fill=shade, outline=(220, 220, 230), width=2)
+        draw.text((frame_x, (frame[1] + frame[3]) / 2), f"{value:g}", fill=(240, 240, 240), font=label, anchor="mm")
+        draw.ellipse((x - 5, axis_y - 5, x + 5, axis_y + 5), fill=(240, 200, 90))
+
+
+def thumbnail(workflow: dict, graph: dict, name: str, images: list = (), note: str = ""):
+    """A template's thumbnail [512, 512] (PIL) that shows what it does: a title, `note` (one line or more), the graph
+    as a diagram (workflow: the UI copy), then what it sweeps as a diagram (graph: the API copy; see sweep_values) and
+    the wide images of its run (a profile map). Square images (from the tests' random weights: noise) are left out."""
     from PIL import Image, ImageDraw, ImageFont
 
     canvas = Image.new("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE), (30, 30, 34))
     draw = ImageDraw.Draw(canvas)
-    title = template_title(name)
-    draw.text((20, 14), title, fill=(240, 240, 240), font=ImageFont.load_default(size=34))
-    draw.multiline_text((20, 56), note, fill=(160, 160, 170), font=ImageFont.load_default(size=17), spacing=6)
-    margin, top = 12, 90 + 23 * note.count("\n")
-
-    def paste(image, x: int, y: int, width: int, height: int) -> int:
-        """`image` fitted into the box, centred; returns the height it took."""
-        scale = min(width / image.width, height / image.height)
-        resample = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.LANCZOS
-        fitted = image.convert("RGB").resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))), resample)
-        canvas.paste(fitted, (x + (width - fitted.width) // 2, y + (height - fitted.height) // 2))
-        return fitted.height
-
+    draw.text((20, 14), template_title(name), fill=(240, 240, 240), font=ImageFont.load_default(size=34))
+    margin, top = 12, 60
+    if note:
+        draw.multiline_text((20, 56), note, fill=(160, 160, 170), font=ImageFont.load_default(size=17), spacing=6)
+        top = 90 + 23 * note.count("\n")
     wide = [image for image in images if image.width >= 1.5 * image.height]
-    square = [image for image in images if image.width < 1.5 * image.height]
-    width = THUMBNAIL_SIZE - 2 * margin
-    for image in wide:
-        top += paste(image, margin, top, width, (THUMBNAIL_SIZE - top) // (2 if square else 1) - margin) + margin
-    if square:
-        columns = min(len(square), 2 if len(square) <= 4 else 3)
-        rows = -(-len(square) // columns)
-        cell = width // columns, (THUMBNAIL_SIZE - top - margin) // rows
-        for index, image in enumerate(square):
-            x, y = margin + (index % columns) * cell[0], top + (index // columns) * cell[1]
-            paste(image, x + margin // 2, y + margin // 2, cell[0] - margin, cell[1] - margin)
+    sweep = sweep_values(graph)
+    below = (THUMBNAIL_SIZE - top) // 2 if wide or sweep else 0
+    draw_graph(draw, workflow, (margin, top, THUMBNAIL_SIZE - margin, THUMBNAIL_SIZE - margin - below))
+    if sweep:
+        draw_sweep(draw, sweep, (margin, THUMBNAIL_SIZE - below, THUMBNAIL_SIZE - margin, THUMBNAIL_SIZE - margin))
+    elif wide:
+        image = wide[0].convert("RGB")
+        width, height = THUMBNAIL_SIZE - 2 * margin, below - margin
+        scale = min(width / image.width, height / image.height)
+        fitted = image.resize((int(image.width * scale), int(image.height * scale)), Image.Resampling.LANCZOS)
+        canvas.paste(fitted, (margin + (width - fitted.width) // 2, THUMBNAIL_SIZE - below))
     return canvas
 
 
