@@ -23,12 +23,15 @@ class Encoding:
     """What one encoder pass over N prompts yields.
 
     `states[layer]`: raw states [N, T, E] of each requested layer (see `TextEncoderBackend.hidden_states`);
-    `pooled`: [N, E] the raw top-layer state at each prompt's pooling (EOS) position, before the final
-    norm, when it was asked for (else None).
+    `eos`: [N, E] the raw top-layer state at each prompt's pooling (EOS) position, before the final
+    norm, when a backend was asked for it (`encode(..., eos=True)`; else None);
+    `features`: [N, P] the pooled features, project(final_norm(eos)) (`TextEncoderBackend.pooled_features`),
+    when `EmbeddingCache.encode(..., features=True)` was asked for them (else None; a backend never sets them).
     """
 
     states: dict[int, torch.Tensor]
-    pooled: torch.Tensor | None = None
+    eos: torch.Tensor | None = None
+    features: torch.Tensor | None = None
 
 
 @runtime_checkable
@@ -44,8 +47,8 @@ class TextEncoderBackend(Protocol):
     tokens_per_prompt: int  # T: 77 (CLIP) or 256 (T5)
     fingerprint: str  # identifies weights + layer conventions; keys the embedding cache
 
-    def encode(self, prompts: Sequence[str], layers: Sequence[int] = (-1,), pooled: bool = False) -> Encoding:
-        """ONE forward pass: the raw states of every layer in `layers` and, if `pooled`, the raw
+    def encode(self, prompts: Sequence[str], layers: Sequence[int] = (-1,), eos: bool = False) -> Encoding:
+        """ONE forward pass: the raw states of every layer in `layers` and, if `eos`, the raw
         top-layer pooling states (`Encoding`). Equal to the single-layer calls, value for value.
         """
         ...
@@ -78,5 +81,5 @@ class TextEncoderBackend(Protocol):
         ...
 
     def pooled_features(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Coreset features [N, P]: project(final_norm(raw top-layer EOS state)), i.e. of `encode(..., pooled=True).pooled`."""
+        """Coreset features [N, P]: project(final_norm(raw top-layer EOS state)), i.e. of `encode(..., eos=True).eos`."""
         ...

@@ -46,12 +46,12 @@ class EmbeddingCache:
         backend: TextEncoderBackend,
         prompts: Sequence[str],
         layers: Sequence[int] = (),
-        pooled: bool = False,
+        features: bool = False,
         progress: Progress | None = None,
         cache_layers: Sequence[int] = (),
     ) -> Encoding:
-        """Raw states [N, T, E] of each of `layers` and, if `pooled`, the pooled features [N, P]
-        (`Encoding.pooled` here holds `TextEncoderBackend.pooled_features`).
+        """Raw states [N, T, E] of each of `layers` and, if `features`, the pooled features [N, P]
+        (`Encoding.features`: `TextEncoderBackend.pooled_features`; `Encoding.eos` stays None).
 
         A prompt missing any of these entries runs through the encoder once, for all of them and for
         `cache_layers`: layers cached from that same pass but not returned (the coreset's feature pass
@@ -61,7 +61,7 @@ class EmbeddingCache:
             raise ValueError("no prompts to encode")
         layers = list(dict.fromkeys(layers))
         computed_layers = list(dict.fromkeys([*layers, *cache_layers]))
-        entries = [f"layer{layer}" for layer in layers] + ([POOLED] if pooled else [])
+        entries = [f"layer{layer}" for layer in layers] + ([POOLED] if features else [])
         if not entries:
             raise ValueError("nothing to encode: no layers and no pooled features asked for")
         fingerprint = backend.fingerprint
@@ -79,10 +79,10 @@ class EmbeddingCache:
         for start in range(0, len(unique), self.batch_size):
             batch = unique[start : start + self.batch_size]
             with torch.inference_mode():
-                encoding = backend.encode(batch, computed_layers, pooled=pooled)
+                encoding = backend.encode(batch, computed_layers, eos=features)
                 outputs = {f"layer{layer}": encoding.states[layer] for layer in computed_layers}
-                if pooled:
-                    outputs[POOLED] = backend.project(backend.final_norm(encoding.pooled))
+                if features:
+                    outputs[POOLED] = backend.project(backend.final_norm(encoding.eos))
             self.computed += len(batch)
             for what, out in outputs.items():
                 out = out.detach().float().cpu()
@@ -94,7 +94,7 @@ class EmbeddingCache:
             if progress is not None:
                 progress(done, total)
         states = {layer: torch.stack([found[prompt][f"layer{layer}"] for prompt in prompts]) for layer in layers}
-        return Encoding(states, torch.stack([found[prompt][POOLED] for prompt in prompts]) if pooled else None)
+        return Encoding(states, features=torch.stack([found[prompt][POOLED] for prompt in prompts]) if features else None)
 
     def hidden_states(
         self, backend: TextEncoderBackend, prompts: Sequence[str], layer: int = -1, progress: Progress | None = None
@@ -104,7 +104,7 @@ class EmbeddingCache:
 
     def pooled_features(self, backend: TextEncoderBackend, prompts: Sequence[str], progress: Progress | None = None) -> torch.Tensor:
         """Pooled features [N, P] (see TextEncoderBackend.pooled_features)."""
-        return self.encode(backend, prompts, pooled=True, progress=progress).pooled
+        return self.encode(backend, prompts, features=True, progress=progress).features
 
     # ------------------------------------------------------------------ internals
 

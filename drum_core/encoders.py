@@ -67,15 +67,15 @@ def _apply(module: nn.Module, states: torch.Tensor) -> torch.Tensor:
 class _ClipStates:
     """What every CLIP-like backend derives from its `token_ids`, `eos_positions` and `_states`."""
 
-    def encode(self, prompts: Sequence[str], layers: Sequence[int] = (-1,), pooled: bool = False) -> Encoding:
-        """One forward pass: raw states [N, 77, E] of each of `layers` and, if `pooled`, the raw last-layer EOS states [N, E]."""
+    def encode(self, prompts: Sequence[str], layers: Sequence[int] = (-1,), eos: bool = False) -> Encoding:
+        """One forward pass: raw states [N, 77, E] of each of `layers` and, if `eos`, the raw last-layer EOS states [N, E]."""
         ids = self.token_ids(prompts)
-        states = self._states(ids, sorted(set(layers) | ({-1} if pooled else set())))
-        eos = None
-        if pooled:
+        states = self._states(ids, sorted(set(layers) | ({-1} if eos else set())))
+        at_eos = None
+        if eos:
             top = states[-1]
-            eos = top[torch.arange(top.shape[0]), self.eos_positions(ids).to(top.device)]
-        return Encoding({layer: states[layer] for layer in layers}, eos)
+            at_eos = top[torch.arange(top.shape[0]), self.eos_positions(ids).to(top.device)]
+        return Encoding({layer: states[layer] for layer in layers}, at_eos)
 
     def hidden_states(self, prompts: Sequence[str], layer: int = -1) -> torch.Tensor:
         """Raw states [N, 77, E] of `layer` (-1 = last), before the final LayerNorm."""
@@ -83,12 +83,12 @@ class _ClipStates:
 
     def raw_pooled(self, prompts: Sequence[str]) -> torch.Tensor:
         """[N, E] raw last-layer states at the pooling (EOS) positions, before the final LayerNorm."""
-        return self.encode(prompts, (), pooled=True).pooled
+        return self.encode(prompts, (), eos=True).eos
 
     def empty_query(self) -> torch.Tensor:
         """[1, 78, E]: raw last-layer states of "" and, as the 78th token, its raw EOS state."""
-        encoding = self.encode([""], (-1,), pooled=True)
-        return torch.cat([encoding.states[-1], encoding.pooled.unsqueeze(1)], 1)
+        encoding = self.encode([""], (-1,), eos=True)
+        return torch.cat([encoding.states[-1], encoding.eos.unsqueeze(1)], 1)
 
     def _check_layers(self, layers: Sequence[int]) -> None:
         for layer in layers:
@@ -192,17 +192,17 @@ class HFT5Backend:
         ids[full, -1] = self.tokenizer.eos_token_id
         return ids
 
-    def encode(self, prompts: Sequence[str], layers: Sequence[int] = (-1,), pooled: bool = False) -> Encoding:
+    def encode(self, prompts: Sequence[str], layers: Sequence[int] = (-1,), eos: bool = False) -> Encoding:
         """One forward pass: last_hidden_state [N, 256, E] under every key of `layers` (T5 has one output) and,
-        if `pooled`, the state at each prompt's EOS [N, E]."""
+        if `eos`, the state at each prompt's EOS [N, E]."""
         ids = self.token_ids(prompts)
         with torch.inference_mode():
             states = self.model(ids.to(self.device)).last_hidden_state.float()
-        eos = None
-        if pooled:
+        at_eos = None
+        if eos:
             positions = (ids == self.tokenizer.eos_token_id).int().argmax(-1)
-            eos = states[torch.arange(states.shape[0]), positions.to(states.device)]
-        return Encoding({layer: states for layer in layers}, eos)
+            at_eos = states[torch.arange(states.shape[0]), positions.to(states.device)]
+        return Encoding({layer: states for layer in layers}, at_eos)
 
     def hidden_states(self, prompts: Sequence[str], layer: int = -1) -> torch.Tensor:
         """[N, 256, E] last_hidden_state (final RMSNorm applied); `layer` is ignored."""
@@ -222,7 +222,7 @@ class HFT5Backend:
 
     def pooled_features(self, prompts: Sequence[str]) -> torch.Tensor:
         """[N, E] the state at each prompt's EOS (T5 has no pooled output; never used by a family)."""
-        return self.encode(prompts, (), pooled=True).pooled
+        return self.encode(prompts, (), eos=True).eos
 
 
 class OpenClipBackend(_ClipStates):

@@ -235,9 +235,9 @@ class Personalizer:
             report = (lambda done, _n, offset=offset: self.progress(offset + done, total)) if self.progress else None
             layers = self._layers(name)
             wants_features = name == first and self._features is None
-            encoding = self.cache.encode(self.encoders[name], self.references, layers, pooled=wants_features, progress=report)
+            encoding = self.cache.encode(self.encoders[name], self.references, layers, features=wants_features, progress=report)
             if wants_features:
-                self._features = encoding.pooled
+                self._features = encoding.features
             adapter = self.adapters[name]
             for layer in layers:
                 self._reference_states[(name, layer)] = adapter.encode_references(encoding.states[layer].to(adapter.device))
@@ -255,11 +255,11 @@ class Personalizer:
         if relevant < 0:
             raise ValueError(f"relevant must be >= 0 (0 = every reference), got {relevant}")
         ranked = first_clip(self.encoders) if 0 < relevant < len(self.references) else None
-        encodings = {name: self._encode_target(name, target, pooled=name == ranked) for name in self.encoders}  # one pass each
+        encodings = {name: self._encode_target(name, target, eos=name == ranked) for name in self.encoders}  # one pass each
         chosen = None
         if ranked is not None:
             encoder = self.encoders[ranked]
-            chosen = self._most_relevant_to(encoder.project(encoder.final_norm(encodings[ranked].pooled[:1]))[0], relevant)
+            chosen = self._most_relevant_to(encoder.project(encoder.final_norm(encodings[ranked].eos[:1]))[0], relevant)
         runs = {name: self._personalize(name, encodings[name], alphas, chosen) for name in self.encoders}
         condition = self._assemble(runs, len(alphas), target)
         condition.chosen = chosen
@@ -282,21 +282,21 @@ class Personalizer:
         for name, encoder in self.encoders.items():
             uses_tokens = self._reads_tokens(name)  # pooled-only encoders need no token states
             layers = self._layers(name)[:1] if uses_tokens else []
-            encoding = self._encode_target(name, target, pooled=name in self.spec.pooled_encoders, layers=layers)
+            encoding = self._encode_target(name, target, eos=name in self.spec.pooled_encoders, layers=layers)
             tokens = encoding.states[layers[0]].reshape(1, -1, encoder.width).expand(batch, -1, -1) if uses_tokens else None
-            pooled = None if encoding.pooled is None else encoder.project(encoder.final_norm(encoding.pooled[:1])).expand(batch, -1)
+            pooled = None if encoding.eos is None else encoder.project(encoder.final_norm(encoding.eos[:1])).expand(batch, -1)
             runs[name] = _Run(tokens, pooled)
         return self._assemble(runs, batch, target, plain=True)
 
-    def _encode_target(self, name: str, target: str, pooled: bool = False, layers: Sequence[int] | None = None) -> Encoding:
+    def _encode_target(self, name: str, target: str, eos: bool = False, layers: Sequence[int] | None = None) -> Encoding:
         """One encoder pass over `target` for all `layers` (default: the family's): states [C, T, E] float32, one row per
-        77-token chunk where the host splits long prompts (else C = 1); `pooled`: raw EOS states [C, E] (ComfyUI pools the first)."""
+        77-token chunk where the host splits long prompts (else C = 1); `eos`: raw EOS states [C, E] (ComfyUI pools the first)."""
         encoder = self.encoders[name]
         layers = self._layers(name) if layers is None else layers
         chunked = getattr(encoder, "prompt_chunks", None)
         if chunked is not None and encoder.kind == "clip":
-            return chunked(target, layers, pooled)
-        return encoder.encode([target], layers, pooled)
+            return chunked(target, layers, eos)
+        return encoder.encode([target], layers, eos)
 
     def _query(self, name: str) -> torch.Tensor:
         if name not in self._queries:

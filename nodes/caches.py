@@ -56,7 +56,7 @@ def pooled_history_features(opened: clip_bridge.OpenedClip, prompts: Sequence[st
     encoders, family = opened.encoders, opened.family
     name = first_clip(encoders)
     layers = encoder_layers(family, name, encoders[name].kind, clip_bridge.token_layer(encoders[name].clip, family))
-    return EMBEDDINGS.encode(encoders[name], prompts, pooled=True, progress=clip_bridge.progress_reporter(), cache_layers=layers).pooled
+    return EMBEDDINGS.encode(encoders[name], prompts, features=True, progress=clip_bridge.progress_reporter(), cache_layers=layers).features
 
 
 @contextlib.contextmanager

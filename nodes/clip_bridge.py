@@ -180,11 +180,11 @@ class ComfySubEncoder:
             if settable:
                 self.module.set_clip_options({"execution_device": previous})
 
-    def _pass(self, chunks: list[list[int]], layers: Sequence[int], pooled: bool = False, pooled_layer: int = -1) -> Encoding:
+    def _pass(self, chunks: list[list[int]], layers: Sequence[int], eos: bool = False, eos_layer: int = -1) -> Encoding:
         """ONE transformer pass over N token lists: raw states [N, T, E] (float32, CPU) of every backend layer in
-        `layers` and, if `pooled`, the raw state of `pooled_layer` at each EOS [N, E] (T5: its output)."""
+        `layers` and, if `eos`, the raw state of `eos_layer` at each EOS [N, E] (T5: its output)."""
         sub = self.module
-        wanted = set(layers) | ({pooled_layer} if pooled else set())
+        wanted = set(layers) | ({eos_layer} if eos else set())
         with self._executing() as device:
             embeds, mask, num_tokens, info = sub.process_tokens(chunks, device)
             if self.kind == "t5":
@@ -194,10 +194,10 @@ class ComfySubEncoder:
                 states = dict.fromkeys(wanted, out[0].float().cpu())
             else:
                 states = self._clip_states(embeds, num_tokens, info, wanted)
-        eos = None
-        if pooled:
-            eos = states[pooled_layer][torch.arange(len(num_tokens)), torch.tensor(num_tokens) - 1]
-        return Encoding({layer: states[layer] for layer in layers}, eos)
+        at_eos = None
+        if eos:
+            at_eos = states[eos_layer][torch.arange(len(num_tokens)), torch.tensor(num_tokens) - 1]
+        return Encoding({layer: states[layer] for layer in layers}, at_eos)
 
     def _clip_states(self, embeds, num_tokens, info, layers: set[int]) -> dict[int, torch.Tensor]:
         """{backend layer: raw states} from one pass of the CLIP transformer.
@@ -236,25 +236,25 @@ class ComfySubEncoder:
         return {layer: value.float().cpu() for layer, value in states.items()}
 
     # ------------------------------------------------------------------ TextEncoderBackend
-    def encode(self, prompts: Sequence[str], layers: Sequence[int] = (-1,), pooled: bool = False) -> Encoding:
+    def encode(self, prompts: Sequence[str], layers: Sequence[int] = (-1,), eos: bool = False) -> Encoding:
         """One pass: raw states [N, T, E] of each of `layers`, raw EOS states [N, E] if `pooled`; a long CLIP prompt keeps
         its first 77-token chunk."""
-        return self._pass([self._chunks(p)[0] for p in prompts], layers, pooled)
+        return self._pass([self._chunks(p)[0] for p in prompts], layers, eos)
 
     def hidden_states(self, prompts: Sequence[str], layer: int = -1) -> torch.Tensor:
         """Raw states [N, T, E]; a long CLIP prompt keeps its first 77-token chunk."""
         return self.encode(prompts, (layer,)).states[layer]
 
-    def prompt_chunks(self, prompt: str, layers: Sequence[int] = (-1,), pooled: bool = False) -> Encoding:
+    def prompt_chunks(self, prompt: str, layers: Sequence[int] = (-1,), eos: bool = False) -> Encoding:
         """One pass over every 77-token chunk of a (long) CLIP prompt: states [C, 77, E] per layer, EOS states [C, E]."""
-        return self._pass(self._chunks(prompt), layers, pooled)
+        return self._pass(self._chunks(prompt), layers, eos)
 
     def empty_query(self) -> torch.Tensor:
         """CLIP [1, 78, E] (raw states of "" + raw EOS state); T5 [1, 256, E]."""
         if self.kind == "t5":
             return self.hidden_states([""])
-        encoding = self.encode([""], (-1,), pooled=True)
-        return torch.cat([encoding.states[-1], encoding.pooled[:, None]], 1)
+        encoding = self.encode([""], (-1,), eos=True)
+        return torch.cat([encoding.states[-1], encoding.eos[:, None]], 1)
 
     def final_norm(self, states: torch.Tensor) -> torch.Tensor:
         """The final LayerNorm ([..., E]), computed on the execution device; float32 on the states' device; identity for T5."""
@@ -275,7 +275,7 @@ class ComfySubEncoder:
 
     def pooled_features(self, prompts: Sequence[str]) -> torch.Tensor:
         """[N, P] = project(final_norm(raw top-layer EOS state)): ComfyUI's pooled_output."""
-        return self.project(self.final_norm(self.encode(prompts, (), pooled=True).pooled))
+        return self.project(self.final_norm(self.encode(prompts, (), eos=True).eos))
 
     # ------------------------------------------------------------------ host self-check
     def check_host(self) -> None:
@@ -304,7 +304,7 @@ class ComfySubEncoder:
                 compared["tokens"] = (self.final_norm(states) if spec.normalize_tokens else states, comfy_tokens)
             if self.name in spec.pooled_encoders:  # others' pooled is discarded (SDXL's CLIP-L projection is not even loaded)
                 top = -1 - self.layer_shift  # ComfyUI's last layer, which it pools
-                eos = self._pass(tokens[:1], (), pooled=True, pooled_layer=top).pooled
+                eos = self._pass(tokens[:1], (), eos=True, eos_layer=top).eos
                 compared["pooled"] = (self.project(self.final_norm(eos)), comfy_pooled)
         for what, (ours, theirs) in compared.items():
             theirs = theirs.float().cpu()

@@ -89,14 +89,15 @@ def test_no_prompts_is_an_error(backend):
 
 def test_every_layer_and_the_pooled_features_come_from_one_pass_per_prompt(tmp_path, backend):
     cache = EmbeddingCache(tmp_path)
-    encoding = cache.encode(backend, PROMPTS, [-2, -1], pooled=True)
+    encoding = cache.encode(backend, PROMPTS, [-2, -1], features=True)
     assert cache.computed == 5 and len(entry_files(tmp_path)) == 15  # one pass per prompt, three entries each
-    direct = backend.encode(PROMPTS, (-2, -1), pooled=True)
+    direct = backend.encode(PROMPTS, (-2, -1), eos=True)
     for layer in (-2, -1):
         torch.testing.assert_close(encoding.states[layer], direct.states[layer], rtol=0, atol=0)
         torch.testing.assert_close(cache.hidden_states(backend, PROMPTS, layer), backend.hidden_states(PROMPTS, layer), rtol=0, atol=0)
-    torch.testing.assert_close(encoding.pooled, backend.pooled_features(PROMPTS), rtol=0, atol=0)
-    torch.testing.assert_close(cache.pooled_features(backend, PROMPTS), encoding.pooled, rtol=0, atol=0)
+    torch.testing.assert_close(encoding.features, backend.pooled_features(PROMPTS), rtol=0, atol=0)
+    torch.testing.assert_close(cache.pooled_features(backend, PROMPTS), encoding.features, rtol=0, atol=0)
+    assert encoding.eos is None and direct.features is None  # a cache gives features, a backend its raw EOS states
     assert cache.computed == 5  # each entry served from the cache
     cache.encode(backend, PROMPTS[:2], [-3, -1])  # a missing entry: those prompts run once more, for all asked
     assert cache.computed == 7
@@ -105,14 +106,14 @@ def test_every_layer_and_the_pooled_features_come_from_one_pass_per_prompt(tmp_p
 def test_cache_layers_come_from_the_same_pass_and_are_not_returned(backend):
     """The coreset's feature pass: pooled features returned, the references' layers only cached."""
     cache = EmbeddingCache()
-    encoding = cache.encode(backend, PROMPTS, pooled=True, cache_layers=[-2, -1])
+    encoding = cache.encode(backend, PROMPTS, features=True, cache_layers=[-2, -1])
     assert encoding.states == {} and cache.computed == 5
-    torch.testing.assert_close(encoding.pooled, backend.pooled_features(PROMPTS), rtol=0, atol=0)
+    torch.testing.assert_close(encoding.features, backend.pooled_features(PROMPTS), rtol=0, atol=0)
     states = cache.encode(backend, PROMPTS[1:3], [-2, -1]).states  # the picked references: no new pass
     assert cache.computed == 5
     for layer in (-2, -1):
         torch.testing.assert_close(states[layer], backend.hidden_states(PROMPTS[1:3], layer), rtol=0, atol=0)
-    cache.encode(backend, PROMPTS, pooled=True, cache_layers=[-3])  # all asked-for entries cached: nothing runs
+    cache.encode(backend, PROMPTS, features=True, cache_layers=[-3])  # all asked-for entries cached: nothing runs
     assert cache.computed == 5
 
 

@@ -153,16 +153,16 @@ def test_one_clip_pass_gives_every_layer_and_the_pooled_state_exactly(clip):
     model, backend = clip
     calls, hook = forward_calls(model)
     try:
-        encoding = backend.encode(PROMPTS, (-2, -1), pooled=True)
+        encoding = backend.encode(PROMPTS, (-2, -1), eos=True)
     finally:
         hook.remove()
     assert len(calls) == 1 and sorted(encoding.states) == [-2, -1]
     for layer in (-2, -1):
         torch.testing.assert_close(encoding.states[layer], backend.hidden_states(PROMPTS, layer), rtol=0, atol=0)
-    torch.testing.assert_close(encoding.pooled, backend.raw_pooled(PROMPTS), rtol=0, atol=0)
-    features = backend.project(backend.final_norm(encoding.pooled))
+    torch.testing.assert_close(encoding.eos, backend.raw_pooled(PROMPTS), rtol=0, atol=0)
+    features = backend.project(backend.final_norm(encoding.eos))
     torch.testing.assert_close(features, backend.pooled_features(PROMPTS), rtol=0, atol=0)
-    assert backend.encode(PROMPTS, (-2,)).pooled is None
+    assert backend.encode(PROMPTS, (-2,)).eos is None
     with pytest.raises(ValueError, match="CLIP layer -4 out of range"):
         backend.encode(PROMPTS, (-1, -4))
 
@@ -171,9 +171,9 @@ def test_one_t5_pass_gives_the_states_and_eos_state(t5):
     model, backend = t5
     calls, hook = forward_calls(model)
     try:
-        encoding = backend.encode(PROMPTS, (-1,), pooled=True)
+        encoding = backend.encode(PROMPTS, (-1,), eos=True)
     finally:
         hook.remove()
     assert len(calls) == 1
     torch.testing.assert_close(encoding.states[-1], backend.hidden_states(PROMPTS), rtol=0, atol=0)
-    torch.testing.assert_close(encoding.pooled, backend.pooled_features(PROMPTS), rtol=0, atol=0)
+    torch.testing.assert_close(encoding.eos, backend.pooled_features(PROMPTS), rtol=0, atol=0)

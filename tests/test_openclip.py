@@ -223,7 +223,7 @@ def test_one_pass_gives_every_layer_and_the_pooled_state_exactly(encoder):
         for i, block in enumerate(model_tower(model).transformer.resblocks)
     ]
     try:
-        encoding = backend.encode(PROMPTS, (-3, -2, -1), pooled=True)
+        encoding = backend.encode(PROMPTS, (-3, -2, -1), eos=True)
         assert blocks == [0, 1, 2]  # every block ran once
         blocks.clear()
         shallow = backend.encode(PROMPTS, (-3,))
@@ -234,8 +234,8 @@ def test_one_pass_gives_every_layer_and_the_pooled_state_exactly(encoder):
     for layer in (-3, -2, -1):
         torch.testing.assert_close(encoding.states[layer], backend.hidden_states(PROMPTS, layer), rtol=0, atol=0)
     torch.testing.assert_close(shallow.states[-3], encoding.states[-3], rtol=0, atol=0)
-    torch.testing.assert_close(encoding.pooled, backend.raw_pooled(PROMPTS), rtol=0, atol=0)
-    torch.testing.assert_close(backend.project(backend.final_norm(encoding.pooled)), backend.pooled_features(PROMPTS), rtol=0, atol=0)
+    torch.testing.assert_close(encoding.eos, backend.raw_pooled(PROMPTS), rtol=0, atol=0)
+    torch.testing.assert_close(backend.project(backend.final_norm(encoding.eos)), backend.pooled_features(PROMPTS), rtol=0, atol=0)
 
 
 def test_backend_equals_a_float64_forward_through_the_layers(encoder):

@@ -266,7 +266,7 @@ def test_degree_zero_is_the_adapter_reconstruction(family, adapters, pack):
 
 @pytest.mark.parametrize("layers", [(-1,), (-2, -1), (-3, -2, -1)])
 def test_bridge_reads_every_layer_and_the_pooled_state_from_one_pass(family, layers):
-    """encode(prompts, layers, pooled) equals the single-layer reads exactly, from ONE transformer pass (also per chunk)."""
+    """encode(prompts, layers, eos) equals the single-layer reads exactly, from ONE transformer pass (also per chunk)."""
     _name, clip = family
     bridge = node_module("clip_bridge")
     bridge.prepare(clip)
@@ -277,15 +277,15 @@ def test_bridge_reads_every_layer_and_the_pooled_state_from_one_pass(family, lay
         passes = []
         hook = encoder.module.transformer.register_forward_pre_hook(lambda *_, passes=passes: passes.append(1))
         try:
-            encoding = encoder.encode(prompts, layers, pooled=True)
-            chunks = encoder.prompt_chunks(TEXT, layers, pooled=True)
+            encoding = encoder.encode(prompts, layers, eos=True)
+            chunks = encoder.prompt_chunks(TEXT, layers, eos=True)
         finally:
             hook.remove()
         assert len(passes) == 2 and sorted(encoding.states) == sorted(layers)
         for layer in layers:
             torch.testing.assert_close(encoding.states[layer], encoder.hidden_states(prompts, layer), rtol=0, atol=0)
             torch.testing.assert_close(chunks.states[layer], encoder.hidden_states([TEXT], layer), rtol=0, atol=0)
-        features = encoder.project(encoder.final_norm(encoding.pooled))
+        features = encoder.project(encoder.final_norm(encoding.eos))
         torch.testing.assert_close(features, encoder.pooled_features(prompts), rtol=0, atol=0)
 
 
@@ -429,11 +429,11 @@ def test_host_check_sees_a_t5_path_without_the_family_mask(pack, monkeypatch):
 
 
 def unmasked_pass(original):
-    def run(self, chunks, layers, pooled=False, pooled_layer=-1):
+    def run(self, chunks, layers, eos=False, eos_layer=-1):
         previous = self.module.enable_attention_masks
         self.module.enable_attention_masks = False
         try:
-            return original(self, chunks, layers, pooled, pooled_layer)
+            return original(self, chunks, layers, eos, eos_layer)
         finally:
             self.module.enable_attention_masks = previous
 

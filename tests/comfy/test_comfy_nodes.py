@@ -305,7 +305,7 @@ def test_sdxl_clip_l_features_ignore_its_unloaded_text_projection(pack, drum_fol
     bridge.prepare(clip)
     encoder = bridge.open_clip(clip).encoders["l"]
     prompts = ["watercolor of a harbour", "ink sketch of a fox"]
-    eos = encoder.encode(prompts, (), pooled=True).pooled
+    eos = encoder.encode(prompts, (), eos=True).eos
     features = encoder.pooled_features(prompts)
     norm = clip.cond_stage_model.clip_l.transformer.text_model.final_layer_norm
     expected = torch.nn.functional.layer_norm(eos.double(), norm.weight.shape, norm.weight.double(), norm.bias.double(), norm.eps)
