@@ -452,11 +452,22 @@ def test_the_profile_map_is_drawn_in_the_page_and_reads_on_hover(page, workflows
     assert f"pick 1: {picked[0]}" in shown["titles"]
     assert "PCA" not in shown["summary"] and "p=" not in shown["summary"]
 
+    radii = page.evaluate(f"(id) => [...{map_root}.querySelectorAll('circle')].map((c) => Number(c.getAttribute('r')))", preview)
+    assert radii == sorted(radii, reverse=True)  # larger dots first: no dot is hidden under a larger one drawn after it
+
     bring_on_screen(page, preview)
-    dot = page.locator(f'[data-drum-panel="drum_map"] circle[data-prompt="{prompts[5]}"]')
-    dot.hover()
+    # the first prompt whose dot is the topmost element at its own centre (with random weights two dots can coincide)
+    hovered = page.evaluate(
+        f"""(id) => [...{map_root}.querySelectorAll('circle')].find((c) => {{
+            const box = c.getBoundingClientRect();
+            return document.elementFromPoint(box.x + box.width / 2, box.y + box.height / 2) === c;
+        }})?.dataset.prompt""",
+        preview,
+    )
+    assert hovered in prompts
+    page.locator(f'[data-drum-panel="drum_map"] circle[data-prompt="{hovered}"]').hover()
     readout = page.locator('[data-drum-panel="drum_map"] .drum-map-readout')
-    assert prompts[5] in readout.inner_text()
+    assert hovered in readout.inner_text()
     page.screenshot(path=str(artifacts / f"profile-map-{renderer}.png"))
 
 

@@ -229,11 +229,14 @@ function drawMap(panel, map) {
   box.append(svgElement("rect", { x: 0, y: 0, width: 100, height: 100, class: "drum-map-frame" }));
   const readout = element("div", "drum-map-readout", t("map.hover"));
   const top = Math.max(...map.points.map((point) => point.weight), 1e-9);
-  const ordered = [...map.points].sort((a, b) => Boolean(a.pick) - Boolean(b.pick)); // picks drawn on top
+  const radius = (point) => (1.2 + 1.8 * (point.weight / top)) * (point.pick ? 1.4 : 1);
+  // larger dots first, so a smaller dot is never hidden under a larger one (a pick's dot is larger): every prompt can be
+  // hovered; at equal size picks go on top
+  const ordered = [...map.points].sort((a, b) => radius(b) - radius(a) || Boolean(a.pick) - Boolean(b.pick));
   for (const point of ordered) {
     const x = 6 + point.x * 88;
     const y = 94 - point.y * 88;
-    const dot = svgElement("circle", { cx: x.toFixed(2), cy: y.toFixed(2), r: (1.2 + 1.8 * (point.weight / top)) * (point.pick ? 1.4 : 1) });
+    const dot = svgElement("circle", { cx: x.toFixed(2), cy: y.toFixed(2), r: radius(point) });
     dot.classList.add("drum-map-dot");
     if (point.pick) dot.classList.add("drum-map-pick");
     const label = point.pick ? t("map.pick", { rank: point.pick, prompt: point.prompt }) : point.prompt;
