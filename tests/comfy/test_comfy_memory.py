@@ -8,7 +8,7 @@ load_models_gpu call unloads every model it does not itself bring in.
 import pytest
 import torch
 from support.comfy_env import node_module
-from support.tiny_models import tiny_adapter, tiny_clip
+from support.tiny_models import bypass_lora, tiny_adapter, tiny_clip
 
 pytestmark = pytest.mark.comfy
 
@@ -52,27 +52,6 @@ def weight_patch_lora(clip, seed):
     key = "clip_l.transformer.text_model.encoder.layers.0.mlp.fc1.weight"
     delta = torch.randn(lora.cond_stage_model.state_dict()[key].shape, generator=torch.Generator().manual_seed(seed)) * 0.5
     assert lora.add_patches({key: ("diff", (delta,))}, 1.0) == [key]
-    return lora
-
-
-def bypass_lora(clip, seed):
-    """A bypass LoRA: an injection (patcher.set_injections) adding h(x) to a layer's output while the CLIP is loaded."""
-    from comfy.patcher_extension import PatcherInjection
-
-    lora = clip.clone()
-    layer = lora.cond_stage_model.clip_l.transformer.text_model.encoder.layers[1].mlp.fc2
-    generator = torch.Generator().manual_seed(seed)
-    down, up = torch.randn(4, layer.in_features, generator=generator) * 0.3, torch.randn(layer.out_features, 4, generator=generator) * 0.3
-    original = []
-
-    def inject(_patcher):
-        original.append(layer.forward)
-        layer.forward = lambda x, *args, **kwargs: original[0](x, *args, **kwargs) + x @ down.T @ up.T
-
-    def eject(_patcher):
-        layer.forward = original.pop()
-
-    lora.patcher.set_injections("bypass_lora", [PatcherInjection(inject, eject)])
     return lora
 
 

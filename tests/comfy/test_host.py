@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 from support.comfy_env import node_module
-from support.tiny_models import FAMILIES, tiny_adapter, tiny_clip
+from support.tiny_models import FAMILIES, bypass_lora, tiny_adapter, tiny_clip
 
 import drum_core.fingerprint
 import drum_core.history
@@ -138,24 +138,10 @@ def test_clip_lora_loaded_by_comfyui_applies_on_the_pack_path(pack, sd1, bridge)
 
 def test_bypass_style_injection_changes_the_fingerprint_and_applies_on_the_pack_path(pack, sd1, bridge):
     """An injection (how bypass LoRAs are attached: patcher.set_injections) that adds h(x) to a layer's output."""
-    from comfy.patcher_extension import PatcherInjection
-
-    clone = sd1.clone()
-    layer = clone.cond_stage_model.clip_l.transformer.text_model.encoder.layers[1].mlp.fc2
-    generator = torch.Generator().manual_seed(8)
-    down, up = torch.randn(4, layer.in_features, generator=generator) * 0.3, torch.randn(layer.out_features, 4, generator=generator) * 0.3
     original = []
-
-    def inject(_patcher):
-        original.append(layer.forward)
-        layer.forward = lambda x, *args, **kwargs: original[0](x, *args, **kwargs) + x @ down.T @ up.T
-
-    def eject(_patcher):
-        layer.forward = original.pop()
-
+    clone = bypass_lora(sd1, seed=8, injected=original)
     plain = pack_sd1_tokens(bridge, sd1)
     fingerprint = bridge.open_clip(sd1).encoders["l"].fingerprint
-    clone.patcher.set_injections("bypass_lora", [PatcherInjection(inject, eject)])
     try:
         injected = pack_sd1_tokens(bridge, clone)
         assert original, "ComfyUI injected when loading the clone"

@@ -173,3 +173,26 @@ def tiny_adapter(name: str, seed: int = 0, layers: int = 2):
             block.attn.proj.weight.mul_(0.5)
             block.ff[2].weight.mul_(0.5)
     return randomize_constants(adapter, seed).eval()
+
+
+def bypass_lora(clip, seed: int, injected: list | None = None):
+    """A clone of `clip` with a bypass LoRA as ComfyUI attaches one: an injection (patcher.set_injections) that adds a
+    random rank-4 h(x) to the output of clip_l's layer-1 fc2 while the CLIP is loaded. `injected`, if given, holds the
+    layer's own forward while the injection is in (empty again once ComfyUI ejects it)."""
+    from comfy.patcher_extension import PatcherInjection
+
+    lora = clip.clone()
+    layer = lora.cond_stage_model.clip_l.transformer.text_model.encoder.layers[1].mlp.fc2
+    generator = torch.Generator().manual_seed(seed)
+    down, up = torch.randn(4, layer.in_features, generator=generator) * 0.3, torch.randn(layer.out_features, 4, generator=generator) * 0.3
+    original = injected if injected is not None else []
+
+    def inject(_patcher):
+        original.append(layer.forward)
+        layer.forward = lambda x, *args, **kwargs: original[0](x, *args, **kwargs) + x @ down.T @ up.T
+
+    def eject(_patcher):
+        layer.forward = original.pop()
+
+    lora.patcher.set_injections("bypass_lora", [PatcherInjection(inject, eject)])
+    return lora
