@@ -179,6 +179,16 @@ def text_box_height(page, node: int) -> float:
     )
 
 
+def open_on_tiny_models(page, workflow: dict) -> dict:
+    """Open an SD1.5 template in the page set to run on the tests' tiny checkpoint (64 px, 2 steps); its node ids by type."""
+    load_workflow(page, workflow)
+    ids = {node["type"]: node["id"] for node in workflow["nodes"]}
+    set_widgets(page, ids["CheckpointLoaderSimple"], {"ckpt_name": "tiny_sd15.safetensors"})
+    set_widgets(page, ids["EmptyLatentImage"], {"width": 64, "height": 64})
+    set_widgets(page, ids["KSampler"], {"steps": 2})
+    return ids
+
+
 @pytest.mark.parametrize("name", TEMPLATES)
 def test_long_outputs_never_push_nodes_over_each_other(page, workflows, artifacts, renderer, name):
     load_workflow(page, workflows[name])
@@ -203,11 +213,7 @@ def test_long_outputs_never_push_nodes_over_each_other(page, workflows, artifact
 
 def test_a_real_run_on_a_long_history_keeps_the_layout(page, workflows, artifacts, renderer):
     workflow = workflows["drum_sd15"]
-    load_workflow(page, workflow)
-    ids = {node["type"]: node["id"] for node in workflow["nodes"]}
-    set_widgets(page, ids["CheckpointLoaderSimple"], {"ckpt_name": "tiny_sd15.safetensors"})
-    set_widgets(page, ids["EmptyLatentImage"], {"width": 64, "height": 64})
-    set_widgets(page, ids["KSampler"], {"steps": 2})
+    ids = open_on_tiny_models(page, workflow)
     set_widgets(page, ids["DrUMHistoryLoader"], {"text": LONG_HISTORY})
     before = text_box_height(page, ids["DrUMHistoryLoader"])
     finished = run_graph(page)
@@ -321,11 +327,7 @@ def stale_text(page, node: int, widget: str) -> str | None:
 
 def test_panels_say_when_an_input_changed_since_their_run(page, workflows, renderer):
     workflow = workflows["drum_sd15"]
-    load_workflow(page, workflow)
-    ids = {node["type"]: node["id"] for node in workflow["nodes"]}
-    set_widgets(page, ids["CheckpointLoaderSimple"], {"ckpt_name": "tiny_sd15.safetensors"})
-    set_widgets(page, ids["EmptyLatentImage"], {"width": 64, "height": 64})
-    set_widgets(page, ids["KSampler"], {"steps": 2})
+    ids = open_on_tiny_models(page, workflow)
     finished = run_graph(page)
     assert finished["type"] == "execution_success", finished
     loader, sampler, conditioner = ids["DrUMHistoryLoader"], ids["DrUMCoresetSampler"], ids["DrUMConditioner"]
@@ -381,11 +383,7 @@ def inner_panel(page, subgraph_node: int, node_type: str, widget: str) -> dict:
 
 def test_panels_inside_a_subgraph_are_filled_and_refilled(page, workflows, renderer):
     workflow = workflows["drum_sd15"]
-    load_workflow(page, workflow)
-    ids = {node["type"]: node["id"] for node in workflow["nodes"]}
-    set_widgets(page, ids["CheckpointLoaderSimple"], {"ckpt_name": "tiny_sd15.safetensors"})
-    set_widgets(page, ids["EmptyLatentImage"], {"width": 64, "height": 64})
-    set_widgets(page, ids["KSampler"], {"steps": 2})
+    ids = open_on_tiny_models(page, workflow)
     set_widgets(
         page, ids["DrUMHistoryLoader"], {"text": f"a prompt only the subgraph run has, {renderer} {RUN_TAG}\t3\n" + LONG_HISTORY[:2000]}
     )
@@ -420,11 +418,7 @@ def test_panels_inside_a_subgraph_are_filled_and_refilled(page, workflows, rende
 
 def test_the_profile_map_is_drawn_in_the_page_and_reads_on_hover(page, workflows, artifacts, renderer):
     workflow = workflows["drum_sd15"]
-    load_workflow(page, workflow)
-    ids = {node["type"]: node["id"] for node in workflow["nodes"]}
-    set_widgets(page, ids["CheckpointLoaderSimple"], {"ckpt_name": "tiny_sd15.safetensors"})
-    set_widgets(page, ids["EmptyLatentImage"], {"width": 64, "height": 64})
-    set_widgets(page, ids["KSampler"], {"steps": 2})
+    ids = open_on_tiny_models(page, workflow)
     prompts = [f"map prompt {i} of the {renderer} run {RUN_TAG}" for i in range(12)]
     set_widgets(page, ids["DrUMHistoryLoader"], {"text": "".join(f"{p}\t{1 + i % 5}\n" for i, p in enumerate(prompts))})
     finished = run_graph(page)
@@ -475,11 +469,7 @@ def test_the_profile_map_says_the_degrees_the_images_were_drawn_at(page, workflo
     """drum_alpha_sweep links its Degree Slider to the Profile Preview: after a real run the map's heading names
     every degree of the sweep (the IMAGE's legend does too: tests/test_profile_picture.py)."""
     workflow = workflows["drum_alpha_sweep"]
-    load_workflow(page, workflow)
-    ids = {node["type"]: node["id"] for node in workflow["nodes"]}
-    set_widgets(page, ids["CheckpointLoaderSimple"], {"ckpt_name": "tiny_sd15.safetensors"})
-    set_widgets(page, ids["EmptyLatentImage"], {"width": 64, "height": 64})
-    set_widgets(page, ids["KSampler"], {"steps": 2})
+    ids = open_on_tiny_models(page, workflow)
     prompts = [f"sweep map prompt {i} of the {renderer} run {RUN_TAG}" for i in range(8)]
     set_widgets(page, ids["DrUMHistoryLoader"], {"text": "".join(f"{p}\t{1 + i % 5}\n" for i, p in enumerate(prompts))})
     finished = run_graph(page)
