@@ -109,9 +109,7 @@ def randomize_constants(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     return module
 
 
-def clip_text_model(
-    tokenizer, width: int, projection: bool = False, hidden_act: str = "quick_gelu", seed: int = 0, random_constants: bool = True
-):
+def clip_text_model(tokenizer, width: int, projection: bool = False, hidden_act: str = "quick_gelu", seed: int = 0):
     """A random CLIPTextModel (or ...WithProjection) of `width`, 3 layers, 77 positions."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -130,10 +128,10 @@ def clip_text_model(
     )
     torch.manual_seed(seed)
     model = (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
-    return (randomize_constants(model, seed) if random_constants else model).eval()
+    return randomize_constants(model, seed).eval()
 
 
-def t5_encoder(tokenizer, seed: int = 0, random_constants: bool = True):
+def t5_encoder(tokenizer, seed: int = 0):
     """A random T5EncoderModel of the real width 4096 with tiny inner sizes (about 1.6M parameters)."""
     from transformers import T5Config, T5EncoderModel
 
@@ -150,7 +148,7 @@ def t5_encoder(tokenizer, seed: int = 0, random_constants: bool = True):
     )
     torch.manual_seed(seed)
     model = T5EncoderModel(config)
-    return (randomize_constants(model, seed) if random_constants else model).eval()
+    return randomize_constants(model, seed).eval()
 
 
 def adapter(kind: str, encoder_width: int, seed: int = 0) -> PeCA:
@@ -226,10 +224,9 @@ def _ddim():
     )
 
 
-def pipeline(family: str = "sd1", seed: int = 0, random_constants: bool = True):
-    """A tiny random diffusers pipeline of `family` (32x32 images), float32 on the CPU. `random_constants`: the
-    encoders' norms and biases random too (randomize_constants); False keeps transformers' init (1 / 0), for
-    tests whose expected numbers were measured on those models."""
+def pipeline(family: str = "sd1", seed: int = 0):
+    """A tiny random diffusers pipeline of `family` (32x32 images), float32 on the CPU; the encoders' norms and
+    biases random too (randomize_constants)."""
     import diffusers
 
     if family not in FAMILIES:
@@ -244,7 +241,6 @@ def pipeline(family: str = "sd1", seed: int = 0, random_constants: bool = True):
                 H_WIDTH if sd2 else L_WIDTH,
                 hidden_act="gelu" if sd2 else "quick_gelu",
                 seed=seed,
-                random_constants=random_constants,
             )
             return diffusers.StableDiffusionPipeline(
                 vae=_vae(),
@@ -257,22 +253,20 @@ def pipeline(family: str = "sd1", seed: int = 0, random_constants: bool = True):
                 requires_safety_checker=False,
             )
         tokenizer = clip_tokenizer()
-        l_encoder = clip_text_model(tokenizer, L_WIDTH, projection=family == "sd3", seed=seed, random_constants=random_constants)
+        l_encoder = clip_text_model(tokenizer, L_WIDTH, projection=family == "sd3", seed=seed)
         if family == "sdxl":
             tokenizer_2 = clip_tokenizer("!")
             return diffusers.StableDiffusionXLPipeline(
                 vae=_vae(),
                 text_encoder=l_encoder,
-                text_encoder_2=clip_text_model(
-                    tokenizer_2, G_WIDTH, projection=True, hidden_act="gelu", seed=seed + 1, random_constants=random_constants
-                ),
+                text_encoder_2=clip_text_model(tokenizer_2, G_WIDTH, projection=True, hidden_act="gelu", seed=seed + 1),
                 tokenizer=tokenizer,
                 tokenizer_2=tokenizer_2,
                 unet=_unet(L_WIDTH + G_WIDTH, sdxl=True),
                 scheduler=_ddim(),
             )
         t5_tok = t5_tokenizer()
-        t5 = t5_encoder(t5_tok, seed=seed + 2, random_constants=random_constants)
+        t5 = t5_encoder(t5_tok, seed=seed + 2)
         scheduler = diffusers.FlowMatchEulerDiscreteScheduler()
         dit = dict(in_channels=4, num_layers=1, num_attention_heads=2, joint_attention_dim=T5_WIDTH)  # both tiny transformers
         if family == "sd3":
@@ -293,9 +287,7 @@ def pipeline(family: str = "sd1", seed: int = 0, random_constants: bool = True):
                 vae=_vae(4, flow=True),
                 text_encoder=l_encoder,
                 tokenizer=tokenizer,
-                text_encoder_2=clip_text_model(
-                    tokenizer_2, G_WIDTH, projection=True, hidden_act="gelu", seed=seed + 1, random_constants=random_constants
-                ),
+                text_encoder_2=clip_text_model(tokenizer_2, G_WIDTH, projection=True, hidden_act="gelu", seed=seed + 1),
                 tokenizer_2=tokenizer_2,
                 text_encoder_3=t5,
                 tokenizer_3=t5_tok,

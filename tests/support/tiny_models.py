@@ -43,7 +43,7 @@ REFUSED = {
 }
 
 
-def randomize(module: torch.nn.Module, seed: int, random_constants: bool = True) -> None:
+def randomize(module: torch.nn.Module, seed: int) -> None:
     """Embeddings N(0, 0.02), matrices N(0, 1/fan_in); norms around 1/0 and biases around 0, random too
     (drum_core.tiny.randomize_constants), so a LayerNorm applied or skipped shows."""
     generator = torch.Generator().manual_seed(seed)
@@ -57,8 +57,7 @@ def randomize(module: torch.nn.Module, seed: int, random_constants: bool = True)
                 p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
             else:
                 p.copy_(torch.randn(p.shape, generator=generator) / math.sqrt(p.shape[-1]))
-    if random_constants:
-        randomize_constants(module, seed)
+    randomize_constants(module, seed)
 
 
 def clip_target(family: str):
@@ -153,14 +152,12 @@ def model_options(family: str) -> dict:
     return options
 
 
-def tiny_clip(family: str, seed: int = 0, random_constants: bool = True):
-    """A random-weight comfy.sd.CLIP of `family` (a supported family or a key of REFUSED; float32, CPU).
-    `random_constants=False`: norms 1/0 and zero biases, for tests whose expected behaviour was measured on those
-    models (the taste check's)."""
+def tiny_clip(family: str, seed: int = 0):
+    """A random-weight comfy.sd.CLIP of `family` (a supported family or a key of REFUSED; float32, CPU)."""
     import comfy.sd
 
     clip = comfy.sd.CLIP(clip_target(family), model_options=model_options(family))
-    randomize(clip.cond_stage_model, seed, random_constants)
+    randomize(clip.cond_stage_model, seed)
     return clip
 
 
