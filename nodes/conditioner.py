@@ -169,7 +169,12 @@ class DrUMConditioner(CheckedNode):
             outputs=[
                 io.Conditioning.Output(
                     display_name="CONDITIONING", tooltip="The personalized conditioning; a batch when several degrees are given."
-                )
+                ),
+                DrumDegreesType.Output(
+                    display_name="degrees",
+                    tooltip="The degree(s) alpha this conditioning was made with; connect to a DrUM Profile Preview's degrees "
+                    "so its map says how much of this taste goes in.",
+                ),
             ],
         )
 
@@ -193,7 +198,8 @@ class DrUMConditioner(CheckedNode):
         end_percent: float = 1.0,
     ) -> io.NodeOutput:
         cls.check_inputs(text=text, degree=degree, relevant=relevant, start_percent=start_percent, end_percent=end_percent)
-        alphas = list(degrees.values) if degrees is not None else [degree]
+        used = degrees if degrees is not None else Degrees((float(degree),))  # the alpha(s) of this conditioning: its second output
+        alphas = list(used.values)
         opened = clip_bridge.open_clip(clip, text)  # the family first: a refused encoder set stops here
         family = opened.family
         tokens, pooled, own, chosen = personalized_tokens(opened, adapters, history, text, alphas, relevant)
@@ -208,7 +214,7 @@ class DrUMConditioner(CheckedNode):
             plain_cond, plain_pooled, plain_own = plain_tokens(clip, text, len(alphas))
             plain = build_conditioning(plain_cond, plain_pooled, conditioning, extras, plain_own)
             entries = with_timestep_range(entries, plain, start_percent, end_percent)
-        return io.NodeOutput(entries, ui=ui)
+        return io.NodeOutput(entries, used, ui=ui)
 
 
 NODES = [DrUMConditioner]

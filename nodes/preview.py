@@ -43,7 +43,8 @@ class DrUMProfilePreview(CheckedNode):
             category="conditioning/DrUM",
             description=(
                 "Draws the history as a 2-D map (PCA of the pooled CLIP text features) with the coreset picks numbered in "
-                "pick order and listed with their intensities. Connect a Preview Image or Save Image node."
+                "pick order and listed with their intensities. Connect a Preview Image or Save Image node, and the DrUM Conditioner's "
+                "degrees output to name the degree alpha."
             ),
             inputs=[
                 DrumHistoryType.Input("history", tooltip="A DrUM Coreset Sampler output (or any history, with a CLIP)."),
@@ -53,8 +54,8 @@ class DrUMProfilePreview(CheckedNode):
                 DrumDegreesType.Input(
                     "degrees",
                     optional=True,
-                    tooltip="The DrUM Degree Slider's degrees (the ones the conditioner gets): the map and the picture say "
-                    "how much of this taste goes in.",
+                    tooltip="The degree(s) alpha the taste goes in at: the DrUM Conditioner's degrees output (or the Degree "
+                    "Slider's it gets); the map and the picture say them.",
                 ),
             ],
             outputs=[io.Image.Output(display_name="IMAGE", tooltip="The profile picture [1, height, width, 3].")],

@@ -242,6 +242,24 @@ def test_degree_sweep_gives_one_condition_per_degree(pack, sd1, drum_folder):
     assert pack["DrUMDegreeSlider"].execute(0.7, False, 0.0, 1.0, 3).args == (node_module("io_types").Degrees((0.7,)), 1)
 
 
+def test_the_conditioner_gives_the_degrees_it_used_to_the_profile_preview(pack, sd1, drum_folder):
+    """The Conditioner's second output is the alpha(s) of its conditioning: its own 'degree' widget, or the linked
+    degrees that override it; linked to the Profile Preview, the map and the picture name exactly those."""
+    Degrees = node_module("io_types").Degrees
+    adapters, history = load_adapters(pack), pasted(pack)
+    conditioner = pack["DrUMConditioner"]
+    own = conditioner.execute(sd1, adapters, history, TEXT, 0.45).args
+    assert own[1] == Degrees((0.45,)) and type(own[1].values[0]) is float
+    sweep = pack["DrUMDegreeSlider"].execute(0.3, True, 0.0, 1.0, 3).args[0]
+    linked = conditioner.execute(sd1, adapters, history, TEXT, 0.45, None, sweep).args
+    assert linked[1] == sweep and linked[0][0][0].shape[0] == 3  # the widget is overridden: the output says so too
+    picked = pack["DrUMCoresetSampler"].execute(history, sd1, 0.5, 0, 10, 42).args[0]
+    shown = pack["DrUMProfilePreview"].execute(picked, 512, 256, None, own[1])
+    assert shown.ui["drum_map"][0]["degrees"] == [0.45]
+    other = pack["DrUMProfilePreview"].execute(picked, 512, 256, None, Degrees((0.3,)))
+    assert not torch.equal(shown.args[0], other.args[0])  # the picture's legend says the alpha
+
+
 def test_history_is_encoded_once_then_reused(pack, sd1, drum_folder):
     caches = node_module("caches")
     adapters, history = load_adapters(pack), pasted(pack, "prompt one for caching\nprompt two for caching\n")

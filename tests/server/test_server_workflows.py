@@ -125,9 +125,11 @@ def test_every_template_validates_and_runs_without_copying_a_file(dit_models, na
     if name == "drum_sd15":
         profile = next(p for p in saved if "profile" in p.name)
         assert Image.open(profile).size == (1024, 512)
+    maps = [out["drum_map"][0] for out in entry.outputs.values() if "drum_map" in out]
     if name == "drum_alpha_sweep":  # the slider's degrees reach the profile map too
-        (profile,) = [out["drum_map"][0] for out in entry.outputs.values() if "drum_map" in out]
-        assert profile["degrees"] == pytest.approx([0.0, 0.3, 0.6, 0.9], abs=1e-9)
+        assert [profile["degrees"] for profile in maps] == [pytest.approx([0.0, 0.3, 0.6, 0.9], abs=1e-9)]
+    if name == "drum_sd15":  # the Conditioner's own degree widget reaches the map (its degrees output)
+        assert [profile["degrees"] for profile in maps] == [[node_of(graph, "DrUMConditioner")["inputs"]["degree"]]]
     conditioners = [out["drum_conditioning"][0] for out in entry.outputs.values() if "drum_conditioning" in out]
     assert conditioners and {c["family"] for c in conditioners} == {FAMILIES.get(name, "sd1")}
     note = {}
@@ -146,6 +148,23 @@ def test_every_template_validates_and_runs_without_copying_a_file(dit_models, na
     workflow = json.loads((WORKFLOWS / f"{name}.json").read_text(encoding="utf-8"))
     template = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text(encoding="utf-8"))
     thumbnail(workflow, template, name, images, **note).save(candidates / f"{name}.jpg", quality=90)
+
+
+def test_the_map_names_the_degree_the_conditioner_runs_at_after_it_moved(server):
+    """drum_sd15 has no Degree Slider: the Profile Preview gets the Conditioner's own degree (its degrees output).
+    Moved between two runs, the degree reaches the map and the saved picture: nothing is served from the cache."""
+    graph = tiny_graph("drum_sd15")
+    preview = next(key for key, node in graph.items() if node["class_type"] == "DrUMProfilePreview")
+    saver = next(key for key, node in graph.items() if node["inputs"].get("images") == [preview, 0])
+    pictures = {}
+    for degree in (0.35, 0.55):  # neither is the template's 0.3, which an earlier test may have run (cached: no outputs)
+        node_of(graph, "DrUMConditioner")["inputs"]["degree"] = degree
+        entry = server.run(graph)
+        assert entry.status == "success", entry.error or entry.messages
+        assert entry.outputs[preview]["drum_map"][0]["degrees"] == [degree]
+        (image,) = entry.outputs[saver]["images"]
+        pictures[degree] = np.asarray(Image.open(server.base / "output" / image.get("subfolder", "") / image["filename"]))
+    assert pictures[0.35].shape == pictures[0.55].shape and not np.array_equal(pictures[0.35], pictures[0.55])  # the legend
 
 
 def test_every_template_has_a_note_and_a_thumbnail():

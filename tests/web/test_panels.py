@@ -442,7 +442,8 @@ def test_the_profile_map_is_drawn_in_the_page_and_reads_on_hover(page, workflows
     picked = panel_picks(page, ids["DrUMCoresetSampler"])
     assert shown["prompts"] == sorted(prompts)
     assert shown["picks"] == len(picked) > 0 and sorted(shown["ranks"]) == list(range(1, len(picked) + 1))
-    assert shown["summary"].startswith(f"12 prompts · {len(picked)} picked")
+    # drum_sd15 has no Degree Slider: the map names the Conditioner's own degree (its degrees output, linked)
+    assert shown["summary"].startswith(f"α 0.3 (how much of this taste goes in) · 12 prompts · {len(picked)} picked"), shown["summary"]
     assert f"pick 1: {picked[0]}" in shown["titles"]
     assert "PCA" not in shown["summary"] and "p=" not in shown["summary"]
 
@@ -463,6 +464,13 @@ def test_the_profile_map_is_drawn_in_the_page_and_reads_on_hover(page, workflows
     readout = page.locator('[data-drum-panel="drum_map"] .drum-map-readout')
     assert hovered in readout.inner_text()
     page.screenshot(path=str(artifacts / f"profile-map-{renderer}.png"))
+
+    # α moved on the Conditioner after the run: the map (its α, its picture) is from the previous run
+    assert stale_text(page, preview, "drum_map") is None
+    bring_on_screen(page, ids["DrUMConditioner"])
+    page.locator(".drum-degree:not(.drum-inactive) .drum-degree-slider").fill("0.75")
+    page.wait_for_function(f"(id) => {map_root}.classList.contains('drum-stale-output')", arg=preview)
+    assert stale_text(page, preview, "drum_map") == "From the previous run: DrUM Conditioner changed since."
 
 
 def test_the_profile_map_says_the_degrees_the_images_were_drawn_at(page, workflows, renderer):

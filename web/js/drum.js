@@ -266,8 +266,9 @@ const MAP_VIEW = {
     const map = output.drum_map?.[0];
     if (!map) return false;
     const summary = t("map.summary", { count: map.count, picks: map.picks });
-    const degrees = map.degrees?.length ? t("map.degree", { degrees: map.degrees.map((d) => Number(d.toFixed(3))).join(", ") }) : null;
-    panel.show(degrees ? `${degrees} · ${summary}` : summary);
+    // the α of the Preview's degrees input (the Conditioner's degrees output): nothing linked, nothing guessed
+    const degrees = map.degrees?.length ? t("map.degree", { degrees: map.degrees.map((d) => Number(d.toFixed(3))).join(", ") }) : t("map.no_degree");
+    panel.show(`${degrees} · ${summary}`);
     drawMap(panel, map);
     if (map.hidden > 0) panel.list.append(element("li", "drum-more", t("history.more", { count: map.hidden })));
     return true;
