@@ -28,7 +28,7 @@ NOTE_TYPES = ("MarkdownNote", "Note")  # frontend-only nodes: not in /object_inf
 # Layout (graph units, px at zoom 1): columns left to right by depth, nodes sized to their content as the Vue
 # "Nodes 2.0" renderer draws it (it grows a node to its content; the classic canvas grows it to computeSize), with
 # room between nodes for the title bars and the node badges. The web extension's widgets have fixed heights
-# (web/js/drum.js, web/css/drum.css): PAGE_WIDGETS below. tests/web/test_panels.py checks that no two nodes overlap.
+# (web/js/drum.js, web/js/styles.js): PAGE_WIDGETS below. tests/web/test_panels.py checks that no two nodes overlap.
 TITLE_HEIGHT, SLOT_HEIGHT, WIDGET_HEIGHT, TEXT_HEIGHT, IMAGE_HEIGHT = 48, 24, 30, 130, 300
 COLUMN_GAP, ROW_GAP = 70, 70
 NODE_WIDTH, WIDE_NODE_WIDTH = 300, 380

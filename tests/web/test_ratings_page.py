@@ -70,6 +70,9 @@ def show_node(page, node_id: int) -> None:
     next_frames(page)
 
 
+ROW_BUTTONS = ":scope > .drum-rate-pair .drum-rate-button"  # the row's own pairs (the bar shown over the image is in it too)
+
+
 def row(page, node_id: int):
     """The like / dislike row of an image node (its DOM widget's element)."""
     return page.locator(f"#{row_id(page, node_id)}")
@@ -89,9 +92,9 @@ def row_id(page, node_id: int) -> str:
 def pressed(page, node_id: int, expected: list[str] | None = None) -> list[str]:
     """The ratings shown pressed on a node's row (once it shows `expected`, when given: the state may still be loading)."""
     element = row_id(page, node_id)
-    page.wait_for_function("(id) => document.getElementById(id)?.querySelectorAll('.drum-rate-button').length > 0", arg=element)
+    page.wait_for_function(f"(id) => document.getElementById(id)?.querySelectorAll('{ROW_BUTTONS}').length > 0", arg=element)
     script = (
-        "(id) => Array.from(document.getElementById(id).querySelectorAll('.drum-rate-button[aria-pressed=true]'), (b) => b.dataset.rating)"
+        f"(id) => Array.from(document.getElementById(id).querySelectorAll('{ROW_BUTTONS}[aria-pressed=true]'), (b) => b.dataset.rating)"
     )
     if expected is not None:
         try:
@@ -114,7 +117,7 @@ def click_rating(page, node_id: int, word: str) -> dict:
     """Clicks the node's like / dislike button as a user does; the route's answer."""
     show_node(page, node_id)
     with page.expect_response(lambda r: r.url.endswith("/drum/ratings") and r.request.method == "POST") as answer:
-        row(page, node_id).locator(f".drum-rate-{word}").click()
+        row(page, node_id).locator(f"{ROW_BUTTONS}.drum-rate-{word}").click()
     assert answer.value.ok, answer.value.text()
     return answer.value.json()
 
@@ -138,6 +141,12 @@ def test_click_stores_the_rating_with_the_prompt_and_shows_it_after_a_reload(pag
         point_at_image(page)
         bar = page.locator(".drum-rate-hover")
         bar.wait_for(state="visible")
+        # a popover kept in the node's row, drawn in the top layer at the image's bottom left corner, inside the image
+        image = page.locator(f'[data-node-id="{SAVER}"] img[src*="/view"]').first.bounding_box()
+        shown = bar.bounding_box()
+        assert bar.evaluate("(b) => b.matches(':popover-open') && b.closest('.drum-rate-row') !== null")
+        assert image["x"] <= shown["x"] and shown["x"] + shown["width"] <= image["x"] + image["width"], (image, shown)
+        assert image["y"] <= shown["y"] and shown["y"] + shown["height"] <= image["y"] + image["height"], (image, shown)
         assert bar.locator(".drum-rate-button[aria-pressed=true]").evaluate_all("(b) => b.map((x) => x.dataset.rating)") == ["like"]
         for word in ("dislike", "like"):  # a click on the bar rates the image too; the node's row follows
             point_at_image(page)

@@ -7,6 +7,7 @@
 import { api } from "../../../scripts/api.js";
 import { app } from "../../../scripts/app.js";
 import { loadStrings, t } from "./strings.js";
+import { addStyle, PAGE_STYLE } from "./styles.js";
 
 const HISTORY_EXTENSIONS = [".txt", ".csv", ".tsv", ".json", ".jsonl"];
 const DEGREE_NODES = new Set(["DrUMDegreeSlider", "DrUMConditioner"]);
@@ -66,6 +67,7 @@ class PromptPanel {
     this.summary = element("div", "drum-summary", emptyText);
     this.list = element("ol", "drum-list");
     this.root.append(this.stale, this.summary, this.list);
+    addStyle(this.root, PAGE_STYLE);
     this.version = 0; // bumped by every change: a late answer from /history must not replace a newer one
     this.basis = null; // Map execution id -> inputs (JSON) of the run shown, upstream of the node: what makes it stale
   }
@@ -261,7 +263,7 @@ function drawMap(panel, map) {
 const MAP_VIEW = {
   widget: "drum_map",
   empty: "map.empty",
-  height: { min: 240, max: 300 }, // web/css/drum.css: the same height in the Vue renderer
+  height: { min: 240, max: 300 }, // web/js/styles.js: the same height in the Vue renderer
   show(panel, output) {
     const map = output.drum_map?.[0];
     if (!map) return false;
@@ -599,6 +601,7 @@ function setUpDegree(node) {
   const sweep = element("span", "drum-degree-sweep");
   readout.append(number, sweep);
   root.append(row, readout);
+  addStyle(root, PAGE_STYLE);
 
   // The slider mirrors the widgets: they may change from elsewhere (undo, workflow load, a script).
   const refresh = () => {
@@ -653,8 +656,6 @@ function currentLocale() {
 app.registerExtension({
   name: "DrUM.Page",
   async init() {
-    const link = Object.assign(document.createElement("link"), { rel: "stylesheet", href: new URL("../css/drum.css", import.meta.url).href });
-    document.head.append(link);
     try {
       await loadStrings(currentLocale());
     } catch (error) {

@@ -3,15 +3,19 @@
 //   - Save Image / Preview Image nodes (and the animated savers) get a row of 👍 / 👎 buttons under their
 //     widgets, one pair per image of their last run: a DOM widget, so it works in the classic canvas renderer
 //     and in the Vue "Nodes 2.0" one alike.
-//   - Any other output image drawn as an <img> from /view (the assets and job history side panels, the image
-//     viewer, Vue node previews) shows the same pair while the pointer is over it.
+//   - The node's own image, where the page draws it as an <img> from /view (the Vue renderer's node preview), shows
+//     the same pair while the pointer is over it.
+// Everything the pack adds stays inside the node's own DOM widget (the pair over the image is a popover there) and
+// every listener is on an element of that node: nothing in the shared document (comfy-test, docs/shipping.md).
 // After a reload the nodes get their last run's images back from /history (the page keeps no outputs).
-// The buttons show the stored state (read from GET /drum/ratings when the page opens and after every click);
-// clicking the pressed button again clears the rating. File names are user data: set as textContent only.
+// The buttons show the stored state (read from GET /drum/ratings when the page opens, when the pointer comes onto a
+// row, and after every click); clicking the pressed button again clears the rating. File names are user data: set
+// as textContent only.
 
 import { api } from "../../../scripts/api.js";
 import { app } from "../../../scripts/app.js";
 import { t } from "./strings.js";
+import { addStyle, RATINGS_STYLE } from "./styles.js";
 
 const ROUTE = "/drum/ratings";
 const RATED_NODES = new Set(["SaveImage", "PreviewImage", "SaveAnimatedWEBP", "SaveAnimatedPNG"]);
@@ -25,6 +29,7 @@ const BUTTONS = [
 const THUMB = ["M7 10v12", "M15 5.88 14 10h5.83a2 2 0 0 1 1.92 2.56l-2.33 8A2 2 0 0 1 17.5 22H4a2 2 0 0 1-2-2v-8a2 2 0 0 1 2-2h2.76a2 2 0 0 0 1.79-1.11L12 2a3.13 3.13 0 0 1 3 3.88Z"];
 const HISTORY_ITEMS = 32; // how far back /history is searched for this workflow's last run after a reload
 const SAVED = { like: () => t("ratings.saved_like"), dislike: () => t("ratings.saved_dislike") };
+const RELOAD_AFTER_MS = 2000; // the pointer coming onto a row reads the ratings again, at most this often
 
 function element(tag, className, text) {
   const node = document.createElement(tag);
@@ -64,6 +69,8 @@ class RatingBook {
   constructor() {
     this.ratings = new Map();
     this.views = new Set();
+    this.loaded = null; // when refresh() last read the stored ratings (ms)
+    this.version = 0; // bumped by every click: a read that was under way then must not put back the older state
   }
 
   get(image) {
@@ -79,10 +86,20 @@ class RatingBook {
     for (const view of this.views) view();
   }
 
+  /** Reads the stored ratings again unless that was done in the last RELOAD_AFTER_MS (another tab may have rated). */
+  refresh() {
+    const now = Date.now();
+    if (now - (this.loaded ?? -Infinity) < RELOAD_AFTER_MS) return;
+    this.loaded = now;
+    this.load().catch((error) => console.warn("DrUM: could not read the ratings", error));
+  }
+
   async load() {
+    const version = this.version;
     const response = await api.fetchApi(ROUTE);
     if (!response.ok) throw new Error(`GET ${ROUTE} answered ${response.status}`);
     const { ratings } = await response.json();
+    if (version !== this.version) return;
     this.ratings.clear();
     for (const entry of ratings ?? []) {
       const image = imageOf(entry);
@@ -93,12 +110,14 @@ class RatingBook {
 
   /** Stores `word` ("like", "dislike", "clear") for the image; the server's answer sets the state shown. */
   async rate(image, word) {
+    this.version += 1;
     const response = await api.fetchApi(ROUTE, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ image, rating: word }),
     });
     const answer = await response.json().catch(() => ({}));
+    this.version += 1; // and a read started while the server was storing it
     if (!response.ok) throw new Error(answer.error ?? `${response.status} ${response.statusText}`);
     this.set(image, answer.rating);
     this.changed();
@@ -168,10 +187,11 @@ function ratingButtons(getImage) {
   return { pair, update };
 }
 
-/** The row of buttons on an image node: one pair per image of its last run. */
+/** The row of buttons on an image node: one pair per image of its last run, and the pair over the node's own image. */
 function addRatingRow(node) {
   const root = element("div", "drum-rate-row");
-  root.append(element("span", "drum-rate-empty", t("ratings.empty")));
+  const style = addStyle(root, RATINGS_STYLE);
+  const hover = new ImageHover();
   let images = [];
   let pairs = [];
   const show = (references) => {
@@ -182,18 +202,27 @@ function addRatingRow(node) {
       pair.title = image.filename;
       return { pair, update };
     });
-    root.replaceChildren(...(pairs.length ? pairs.map(({ pair }) => pair) : [element("span", "drum-rate-empty", t("ratings.empty"))]));
+    const shown = pairs.length ? pairs.map(({ pair }) => pair) : [element("span", "drum-rate-empty", t("ratings.empty"))];
+    root.replaceChildren(style, hover.bar, ...shown);
     node.drumRatedImages = images;
   };
   const widget = node.addDOMWidget(WIDGET, WIDGET, root, { serialize: false, hideOnZoom: false, getMinHeight: () => 34, getMaxHeight: () => 64 });
   widget.serialize = false;
+  root.addEventListener("pointerenter", () => book.refresh());
   const view = () => {
     for (const { update } of pairs) update();
+    hover.update();
   };
   book.views.add(view);
+  // The row sits in the node's element when the Vue renderer draws the node (the image's <img> is there too); the
+  // renderer may draw it anew: follow the row each time it comes onto or leaves the screen.
+  const placed = new IntersectionObserver(() => hover.follow(root.closest("[data-node-id]")));
+  placed.observe(root);
   const removed = node.onRemoved;
   node.onRemoved = function (...args) {
     book.views.delete(view);
+    placed.disconnect();
+    hover.follow(null);
     return removed?.apply(this, args);
   };
   const executed = node.onExecuted;
@@ -222,36 +251,51 @@ function outputImageAt(target, x, y) {
   return null;
 }
 
-/** The pair shown over any other output image (<img> from /view) under the pointer. */
-function followImages() {
-  let current = null;
-  const { pair, update } = ratingButtons(() => current && imageOfAddress(current.currentSrc || current.src));
-  const bar = element("div", "drum-rate-hover");
-  bar.append(pair);
-  bar.hidden = true;
-  document.body.append(bar);
-  book.views.add(update);
-  const hide = () => {
-    bar.hidden = true;
-    current = null;
-  };
-  const place = (img) => {
-    const box = img.getBoundingClientRect();
-    if (box.width < 48 || box.height < 32) return hide();
-    current = img;
-    update();
-    bar.hidden = false;
-    bar.style.left = `${Math.round(box.left + 4)}px`;
-    bar.style.top = `${Math.round(box.bottom - bar.offsetHeight - 4)}px`;
-  };
-  document.addEventListener("pointerover", (event) => {
-    if (bar.contains(event.target)) return;
+/** The pair shown over an image node's own output image while the pointer is on it: a popover (drawn above the
+ * canvas, outside the node's zoom transform) kept in the node's rating row, with listeners on the node's element. */
+class ImageHover {
+  constructor() {
+    this.current = null; // the <img> the bar is over
+    this.host = null; // the node's element the listeners are on
+    const { pair, update } = ratingButtons(() => this.current && imageOfAddress(this.current.currentSrc || this.current.src));
+    this.update = update;
+    this.bar = element("div", "drum-rate-hover");
+    this.bar.popover = "manual";
+    this.bar.append(pair);
+    const hide = () => this.hide();
+    this.listeners = {
+      pointerover: (event) => this.pointAt(event),
+      pointermove: (event) => this.pointAt(event),
+      pointerleave: hide,
+      wheel: hide, // the canvas zooms or pans under a still pointer
+    };
+  }
+
+  /** Listens on `host` (the node's element, or null: none) instead of the element listened on until now. */
+  follow(host) {
+    if (host === this.host) return;
+    for (const [type, listener] of Object.entries(this.listeners)) this.host?.removeEventListener(type, listener);
+    this.hide();
+    this.host = host;
+    for (const [type, listener] of Object.entries(this.listeners)) this.host?.addEventListener(type, listener, { passive: true });
+  }
+
+  pointAt(event) {
+    if (this.bar.contains(event.target)) return;
     const img = outputImageAt(event.target, event.clientX, event.clientY);
-    if (img) place(img);
-    else if (current) hide();
-  });
-  document.addEventListener("scroll", hide, true);
-  window.addEventListener("resize", hide);
+    const box = img?.getBoundingClientRect();
+    if (!img || !this.bar.isConnected || box.width < 48 || box.height < 32) return this.hide();
+    this.current = img;
+    this.update();
+    if (!this.bar.matches(":popover-open")) this.bar.showPopover();
+    this.bar.style.left = `${Math.round(box.left + 4)}px`;
+    this.bar.style.top = `${Math.round(box.bottom - this.bar.offsetHeight - 4)}px`;
+  }
+
+  hide() {
+    this.current = null;
+    if (this.bar.matches(":popover-open")) this.bar.hidePopover();
+  }
 }
 
 /**
@@ -275,16 +319,8 @@ async function refillFromHistory() {
 
 app.registerExtension({
   name: "DrUM.Ratings",
-  init() {
-    const link = Object.assign(document.createElement("link"), { rel: "stylesheet", href: new URL("../css/ratings.css", import.meta.url).href });
-    document.head.append(link);
-  },
   setup() {
-    followImages();
-    book.load().catch((error) => console.warn("DrUM: could not read the ratings", error));
-    document.addEventListener("visibilitychange", () => {
-      if (document.visibilityState === "visible") book.load().catch((error) => console.warn("DrUM: could not read the ratings", error));
-    });
+    book.refresh();
   },
   nodeCreated(node) {
     if (RATED_NODES.has(node.comfyClass)) addRatingRow(node);

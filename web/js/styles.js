@@ -1,5 +1,12 @@
-/* DrUM page widgets; colours come from the ComfyUI theme variables. */
+// DrUM's styles. They travel inside the pack's own DOM widgets: every widget element the pack makes starts with a
+// <style> element holding one of these sheets (addStyle), instead of a stylesheet added to the shared document's
+// <head> (comfy-test's isolation rules, docs/shipping.md). CSS in a <style> applies page-wide wherever the element
+// sits, so every selector names one of the pack's own "drum-" classes or attributes (comfy-test checks each one), and
+// each widget carries its own copy: it is styled while it is on the page, whatever else was removed. Colours come
+// from the ComfyUI theme variables. Static text only: nothing here is built from data.
 
+/** The page widgets of web/js/drum.js: prompt panels, the profile map, the degree slider. */
+export const PAGE_STYLE = `<style>
 .drum-panel {
   box-sizing: border-box;
   display: flex;
@@ -198,4 +205,106 @@
 
 .lg-node-widget .drum-panel[data-drum-panel="drum_map"] {
   height: 280px;
+}
+</style>`;
+
+/** The like / dislike buttons of web/js/ratings.js. */
+export const RATINGS_STYLE = `<style>
+.drum-rate-row {
+  box-sizing: border-box;
+  display: flex;
+  flex-wrap: wrap;
+  align-items: center;
+  gap: 4px 10px;
+  height: 100%;
+  padding: 2px 6px;
+  overflow: hidden;
+  color: var(--input-text);
+  font: 12px/1.35 sans-serif;
+}
+
+.drum-rate-empty {
+  color: var(--descrip-text);
+}
+
+.drum-rate-pair {
+  display: inline-flex;
+  align-items: center;
+  gap: 3px;
+}
+
+.drum-rate-label {
+  color: var(--descrip-text);
+  margin-right: 2px;
+}
+
+.drum-rate-button {
+  padding: 1px 6px;
+  border: 1px solid var(--border-color);
+  border-radius: 6px;
+  background: var(--comfy-input-bg);
+  color: var(--input-text);
+  cursor: pointer;
+  opacity: 0.7;
+}
+
+.drum-rate-button:hover {
+  opacity: 1;
+}
+
+.drum-rate-button.drum-rate-on {
+  opacity: 1;
+  border-color: var(--p-primary-color, #4a9eff);
+  background: var(--comfy-menu-secondary-bg, var(--comfy-input-bg));
+}
+
+.drum-rate-button:disabled {
+  cursor: default;
+  opacity: 0.3;
+}
+
+/* A popover (the top layer): placed by web/js/ratings.js at the image's bottom left corner. */
+.drum-rate-hover {
+  position: fixed;
+  inset: auto;
+  margin: 0;
+  padding: 2px;
+  border: none;
+  border-radius: 8px;
+  background: rgb(0 0 0 / 55%);
+}
+
+.drum-rate-button svg {
+  display: block;
+  width: 15px;
+  height: 15px;
+  fill: none;
+  stroke: currentColor;
+  stroke-width: 2;
+  stroke-linecap: round;
+  stroke-linejoin: round;
+}
+
+.drum-rate-dislike svg {
+  transform: rotate(180deg);
+}
+
+.drum-rate-button.drum-rate-on svg {
+  fill: currentColor;
+  fill-opacity: 0.35;
+}
+
+.drum-rate-like.drum-rate-on {
+  color: #4caf50;
+}
+
+.drum-rate-dislike.drum-rate-on {
+  color: #e57373;
+}
+</style>`;
+
+/** Puts `style` (PAGE_STYLE or RATINGS_STYLE) first in `root`, a widget element the pack made; returns the <style>. */
+export function addStyle(root, style) {
+  root.insertAdjacentHTML("afterbegin", style);
+  return root.firstElementChild;
 }
