@@ -125,3 +125,39 @@ def test_french_page_shows_french_names_and_texts(french_page, workflows, locale
     degree = french_page.locator(".drum-degree").first.inner_text()
     assert texts["degree"]["target"] in degree and texts["degree"]["history"] in degree
     assert page_errors == []
+
+
+def template_browser(page, label: str) -> list[str]:
+    """Opens the frontend's template browser on the entry `label` of its Extensions list; the titles of its cards.
+    Frontend 1.58.1 titles a custom node's templates by their file names (docs/comfyui.md, The template browser)."""
+    page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+    dialog = page.locator("[role=dialog]").last
+    dialog.get_by_text(label, exact=True).first.click()
+    heading = dialog.locator("h2", has_text=label).first
+    heading.wait_for()
+    dialog.locator("h3", has_text="drum_").first.wait_for()
+    # the cards' titles: the <h3>s of the pane that holds the heading (the list on the left has <h3>s of its own)
+    shown = heading.evaluate(
+        """(heading) => {
+            let pane = heading.parentElement;
+            while (pane && !pane.querySelector("h3")) pane = pane.parentElement;
+            return Array.from(pane?.querySelectorAll("h3") ?? [], (title) => title.innerText.trim());
+        }"""
+    )
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="hidden")
+    return sorted(shown)
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_template_browser_names_the_pack_in_the_page_language(request, locales, renderer, language):
+    """The pack's entry in the template browser is titled from its locales (templateWorkflows.category.<folder>),
+    not by the folder it is installed in, and lists every template of example_workflows."""
+    if renderer != "classic":
+        pytest.skip("the template browser is the same in both renderers")
+    page = request.getfixturevalue("page" if language == "en" else "french_page")
+    labels = read(locales, language, "main.json")["templateWorkflows"]["category"]
+    assert sorted(labels) == ["ComfyUI-DrUM", "comfyui-drum"]  # a clone's folder, and the Registry's (comfy node install)
+    assert len(set(labels.values())) == 1
+    templates = sorted(path.stem for path in (ROOT / "example_workflows").glob("*.json"))
+    assert template_browser(page, labels["ComfyUI-DrUM"]) == templates
