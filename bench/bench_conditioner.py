@@ -174,14 +174,14 @@ def history_encode(prompts: list[str], adapter_path: Path) -> tuple[list[tuple[s
     comfy_env.load_pack()
     import comfy.sd
 
-    from drum_core.cache import EmbeddingCache
     from drum_core.history import History
     from drum_core.peca import PeCA
     from drum_core.personalizer import Personalizer, first_clip
 
-    caches, coreset, clip_bridge, io_types = (
-        sys.modules[f"{comfy_env.PACKAGE}.nodes.{name}"] for name in ("caches", "coreset", "clip_bridge", "io_types")
+    coreset, clip_bridge, io_types, state_module = (
+        sys.modules[f"{comfy_env.PACKAGE}.nodes.{name}"] for name in ("coreset", "clip_bridge", "io_types", "state")
     )
+    state = state_module.DrumState()  # the bench's own pack state (nodes/state.py)
 
     clip = comfy.sd.load_checkpoint_guess_config(str(checkpoint("sd15")), output_vae=False, output_clipvision=False)[1]
     adapter = PeCA.from_file(adapter_path)
@@ -196,11 +196,11 @@ def history_encode(prompts: list[str], adapter_path: Path) -> tuple[list[tuple[s
         return time.perf_counter() - start
 
     def ours() -> tuple[float, Personalizer]:
-        caches.EMBEDDINGS = EmbeddingCache()  # empty: the first run
+        state.clear()  # empty: the first run
         start = time.perf_counter()
-        picked = coreset.sample(history, clip, RATIO, 0, 10, 42)  # features of all prompts (+ their states, same pass)
-        encoders = clip_bridge.open_clip(clip).encoders
-        personalizer = Personalizer("sd1", encoders, {"l": adapter}, caches.EMBEDDINGS)
+        picked = coreset.sample(state, history, clip, RATIO, 0, 10, 42)  # features of all prompts (+ their states, same pass)
+        encoders = clip_bridge.open_clip(state, clip).encoders
+        personalizer = Personalizer("sd1", encoders, {"l": adapter}, state.embeddings)
         personalizer.set_history(picked.history.prompts, picked.history.weights)  # the references' states and keys/values
         return time.perf_counter() - start, personalizer
 
@@ -218,7 +218,7 @@ def history_encode(prompts: list[str], adapter_path: Path) -> tuple[list[tuple[s
         ),
         ("first run / ComfyUI text encode", f"**{our_seconds / comfy_seconds:.2f}x**", "<= 1.1x"),
     ]
-    return rows, {"personalizer": personalizer, "features": caches.EMBEDDINGS.pooled_features(encoder, prompts)}
+    return rows, {"personalizer": personalizer, "features": state.embeddings.pooled_features(encoder, prompts)}
 
 
 def storage_bytes(tensors) -> int:

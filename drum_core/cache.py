@@ -41,6 +41,11 @@ class EmbeddingCache:
         self.computed = 0  # prompts actually run through an encoder (for tests and stats)
 
     # ------------------------------------------------------------------ public
+    def clear(self) -> None:
+        """Forget every entry held in memory (files in `directory` stay: they are read back when asked for)."""
+        self._memory.clear()
+        self._memory_bytes = 0
+
     def encode(
         self,
         backend: TextEncoderBackend,

@@ -64,9 +64,6 @@ class Identities:
             return self._tokens[key]
 
 
-IDENTITIES = Identities()
-
-
 def fresh_token(_tensor: torch.Tensor) -> str:
     """The default key part of an unreadable tensor: new every time (no cache entry can match it)."""
     return uuid.uuid4().hex
@@ -107,10 +104,10 @@ def module_fingerprint(module: torch.nn.Module, unreadable: Unreadable = fresh_t
     return weights_fingerprint(module.state_dict(keep_vars=True).items(), unreadable)
 
 
-def _versions(named: list[tuple[str, torch.Tensor]]) -> tuple | None:
+def _versions(named: list[tuple[str, torch.Tensor]], identities: Identities) -> tuple | None:
     """(name, identity token, version counter) of each tensor, or None when a counter cannot be read (inference tensors)."""
     try:
-        return tuple((name, IDENTITIES.token(tensor), tensor._version) for name, tensor in named)
+        return tuple((name, identities.token(tensor), tensor._version) for name, tensor in named)
     except RuntimeError:
         return None
 
@@ -118,7 +115,8 @@ def _versions(named: list[tuple[str, torch.Tensor]]) -> tuple | None:
 class WeightsFingerprint:
     """A module's fingerprint, computed again only when a tensor was replaced or changed in place (its version
     counter moved): one pass over the weights per weight version, however often a run asks. Kept on the module it
-    describes (one entry), so it lives and dies with it."""
+    describes (one entry), so it lives and dies with it, and so do the identity tokens of its tensors (its own
+    `Identities`: entries leave with their tensors)."""
 
     ATTRIBUTE = "_drum_weights_fingerprint"
 
@@ -126,6 +124,7 @@ class WeightsFingerprint:
         self.versions: tuple | None = None
         self.value = ""
         self.computed = 0  # passes over the weights (for tests)
+        self.identities = Identities()  # tokens of the module's tensors (a replaced tensor gets a new one)
 
     @classmethod
     def of(cls, module: torch.nn.Module, unreadable: Unreadable = fresh_token) -> str:
@@ -134,7 +133,7 @@ class WeightsFingerprint:
             memo = cls()
             module.__dict__[cls.ATTRIBUTE] = memo
         named = list(module.state_dict(keep_vars=True).items())
-        versions = _versions(named)
+        versions = _versions(named, memo.identities)
         if versions is None or versions != memo.versions:
             memo.value = weights_fingerprint(named, unreadable)
             memo.versions = versions

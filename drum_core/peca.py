@@ -27,7 +27,7 @@ from .adapter_names import PUBLISHED_SIZES, published_name
 from .atomic import save_safetensors
 from .defaults import ALPHA
 from .intensities import check_intensities
-from .threads import ThreadChooser
+from .threads import ThreadChooser, ThreadMemory
 
 HEAD_WIDTH = 64
 FORMAT_TAG = "drum-peca"  # the "format" metadata of files written by PeCA.save (the release's files carry none)
@@ -291,6 +291,8 @@ class PeCA(nn.Module):
             self.pre_proj = nn.Linear(config.encoder_width, d)
             self.post_proj = nn.Linear(d, config.encoder_width)
         self.tf = nn.ModuleList(Block(d, config.ffn_width, dropout) for _ in range(config.layers))
+        self.source: str | None = None  # the file it was read from (from_file)
+        self.thread_memory = ThreadMemory()  # this adapter's last CPU thread choice, where its next run starts (threads.py)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -360,7 +362,7 @@ class PeCA(nn.Module):
         self._check_states("references", references)
         context = self._context(references)
         pairs = []
-        with ThreadChooser(context.device) as chooser:  # the thread count that is faster now (CPU contention)
+        with ThreadChooser(context.device, self.thread_memory) as chooser:  # the thread count that is faster now (CPU contention)
             for block in self.tf:
                 with chooser.step():
                     pairs.append(block.attn.reference_keys_values(context))
@@ -408,7 +410,8 @@ class PeCA(nn.Module):
         target_share = 1.0 - alphas if reference_weights is not None else torch.ones_like(alphas)
         x = self._context(query).expand(b, -1, -1)
         context = self._context(target)
-        with ThreadChooser(x.device, probe_step=1) as chooser:  # block 0 may reuse its reference mix: block 1 is the probe
+        # block 0 may reuse its reference mix: block 1 is the probe
+        with ThreadChooser(x.device, self.thread_memory, probe_step=1) as chooser:
             for i, block in enumerate(self.tf):
                 with chooser.step():
                     x = block(x, context, references, i, target_share, alphas, reference_weights, guidance, shared_query=i == 0)

@@ -7,8 +7,12 @@ two of its blocks (busy time of the CPUs this process may run on, minus its own)
 processes held at least one of those cores (0.6 of one, rounded), and the run's threads plus those
 cores exceed them, the rest of the run uses the cores left free. Only the process's CPUs count (its
 affinity), so work pinned elsewhere on a larger host takes nothing from it. The next run starts with
-that choice (contention tends to last) and its own probe corrects it either way. The thread count is
-restored after each run.
+that choice (contention tends to last: `ThreadMemory`, one per adapter) and its own probe corrects it
+either way.
+
+Lifetime of the thread count: `torch.set_num_threads` is process-wide, so a chooser sets it only inside
+its `with` block and restores the caller's count when the block ends: normally, on an exception, and
+on an interruption (KeyboardInterrupt, ComfyUI's InterruptProcessingException).
 
 The process's own CPU time over wall time would not do: a run's serial parts keep it at 1.5-1.7
 cores of 2 on an idle machine in ComfyUI's server, as low as under contention. The system's busy
@@ -27,7 +31,6 @@ import psutil
 import torch
 
 PROBE_STEPS = 2
-_STARTING_THREADS: dict[int, int] = {}  # the caller's thread count -> the last run's choice, where the next run starts
 HELD_FROM = 0.6  # cores used by other processes, on average over the probe, that count as one held
 
 
@@ -54,37 +57,67 @@ def system_busy_seconds(cpus: list[int] | None = None) -> float:
     return sum(sum(times) - sum(getattr(times, name, 0.0) for name in not_busy) for times in per_cpu)
 
 
+class ThreadMemory:
+    """The last run's choice per caller thread count, where the next run of the same owner starts (an adapter keeps
+    one: `PeCA.thread_memory`). Bounded: one entry per thread count a caller ran with, at most `limit`."""
+
+    def __init__(self, limit: int = 8) -> None:
+        self.limit = limit
+        self._chosen: dict[int, int] = {}  # the caller's thread count -> the last run's choice
+
+    def start(self, threads: int) -> int:
+        """The thread count a run of `threads` starts with: the last run's choice, else `threads`."""
+        return self._chosen.get(threads, threads)
+
+    def remember(self, threads: int, chosen: int) -> None:
+        self._chosen.pop(threads, None)
+        self._chosen[threads] = chosen
+        while len(self._chosen) > self.limit:
+            del self._chosen[next(iter(self._chosen))]  # the oldest first
+
+    def clear(self) -> None:
+        self._chosen.clear()
+
+    def __len__(self) -> int:
+        return len(self._chosen)
+
+
 class ThreadChooser:
     """Measures other processes' CPU use during the probe steps of a run of equal steps and sets
     the thread count of the rest to the cores they leave free.
 
-        with ThreadChooser(device, probe_step=1) as chooser:
+        with ThreadChooser(device, memory, probe_step=1) as chooser:
             for block in blocks:
                 with chooser.step():
                     ...
 
-    A no-op off the CPU or with one thread. `probe_step`: the index of the first full, typical step
-    (it and the next are the probes). `chosen`: the thread count of the steps run now (the last run's
-    choice before the probes, this run's after).
+    A no-op off the CPU or with one thread. `memory`: where the last run's choice is read and this
+    run's kept (None: every run starts with the caller's count). `probe_step`: the index of the first
+    full, typical step (it and the next are the probes). `chosen`: the thread count of the steps run
+    now (the last run's choice before the probes, this run's after). The count changes only inside the
+    `with` block and is restored however the block ends (module docstring).
     """
 
-    def __init__(self, device: torch.device | str, probe_step: int = 0):
+    def __init__(self, device: torch.device | str, memory: ThreadMemory | None = None, probe_step: int = 0):
         self.threads = torch.get_num_threads()
         self.active = torch.device(device).type == "cpu" and self.threads > 1
+        self.memory = memory
         self.probe_step = probe_step
         self.cores_held: float | None = None  # other processes' CPU seconds on this process's CPUs / wall seconds of the probes
-        self.chosen = _STARTING_THREADS.get(self.threads, self.threads) if self.active else self.threads
-        if self.chosen != self.threads:
-            torch.set_num_threads(self.chosen)  # the last run's choice, until this run's probes decide
+        self.chosen = self.threads
         self._steps = 0
         self._cpus = usable_cpus() if self.active else None
         self._start: tuple[float, float, float] | None = None  # wall, own CPU, system busy at the first probe
 
     def __enter__(self) -> ThreadChooser:
+        if self.active and self.memory is not None:
+            self.chosen = self.memory.start(self.threads)
+            if self.chosen != self.threads:
+                torch.set_num_threads(self.chosen)  # the last run's choice, until this run's probes decide
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.active and self.chosen != self.threads:
+        if torch.get_num_threads() != self.threads:  # however the block ended, BaseException included
             torch.set_num_threads(self.threads)
 
     @contextlib.contextmanager
@@ -107,7 +140,9 @@ class ThreadChooser:
         chosen = threads_left(self.threads, cpus, self.cores_held)
         if chosen != self.chosen:
             torch.set_num_threads(chosen)
-        self.chosen = _STARTING_THREADS[self.threads] = chosen
+        self.chosen = chosen
+        if self.memory is not None:
+            self.memory.remember(self.threads, chosen)
 
 
 def threads_left(threads: int, cpus: int, cores_held: float) -> int:

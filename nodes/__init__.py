@@ -23,22 +23,32 @@ from . import (
     ratings_route,
     taste,
 )
+from .state import DrumState
 
 
 class DrUMExtension(ComfyExtension):
+    """The pack as ComfyUI loads it: the owner of the pack's state (nodes/state.py), whose node classes are bound to it."""
+
+    def __init__(self, state: DrumState) -> None:
+        self.state = state
+        self.nodes = [node.bound(state) for node in NODE_CLASSES]
+
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [
-            *history.NODES,
-            *outputs_history.NODES,
-            *history_tools.NODES,
-            *coreset.NODES,
-            *adapters.NODES,
-            *conditioner.NODES,
-            *degree.NODES,
-            *preview.NODES,
-            *profiles.NODES,
-            *taste.NODES,
-        ]
+        return list(self.nodes)
+
+
+NODE_CLASSES = (  # the module classes (unbound); ComfyUI gets them bound to the extension's state
+    *history.NODES,
+    *outputs_history.NODES,
+    *history_tools.NODES,
+    *coreset.NODES,
+    *adapters.NODES,
+    *conditioner.NODES,
+    *degree.NODES,
+    *preview.NODES,
+    *profiles.NODES,
+    *taste.NODES,
+)
 
 
 def register_model_folder(folder: str) -> None:
@@ -65,15 +75,16 @@ def register_migrations() -> None:
         server.add_on_prompt_handler(upgrade_queued_prompt)
 
 
-def watch_uploads() -> None:
-    """Add the History Loader's upload watch to the running server's middlewares (before it starts), once."""
+def watch_uploads(state: DrumState) -> None:
+    """Add the History Loader's upload watch (of `state`'s file list) to the running server's middlewares (before it
+    starts), once."""
     from server import PromptServer
 
     app = getattr(getattr(PromptServer, "instance", None), "app", None)
-    if app is None or history.forget_history_files_on_upload in app.middlewares:
+    if app is None or any(getattr(middleware, "drum_upload_watch", False) for middleware in app.middlewares):
         return
     try:
-        app.middlewares.append(history.forget_history_files_on_upload)
+        app.middlewares.append(history.upload_watch(state.history_files))
     except RuntimeError:  # already started (frozen): the folders' mtimes still refresh the list
         logging.getLogger(__name__).info("DrUM: server already started, history file list refreshed by folder mtimes only")
 
@@ -84,5 +95,6 @@ def extension() -> DrUMExtension:
     register_migrations()
     ratings_route.register_routes()
     history_check.register_routes()
-    watch_uploads()
-    return DrUMExtension()
+    state = DrumState.for_comfyui()
+    watch_uploads(state)
+    return DrUMExtension(state)

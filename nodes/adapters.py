@@ -6,15 +6,15 @@ add more (`drum: path/to/adapters`). Only `.safetensors` files are listed (never
 Loaded adapters live under ComfyUI's model management, like its CLIP vision models: each gets a
 `comfy.model_patcher.ModelPatcher` (load device: the text encoders'; offload device: theirs) and
 is brought in with `load_models_gpu` right before use, so ComfyUI offloads it when the diffusion
-model needs the memory. At most ADAPTERS_KEPT files stay cached (published fp32 sizes: L 107 MB,
-H 189 MB, bigG 296 MB, T5 287 MB).
+model needs the memory. The pack's state keeps the last ADAPTERS_KEPT adapters, each with its
+file stamp and its patcher (nodes/state.py; published fp32 sizes: L 107 MB, H 189 MB, bigG 296 MB,
+T5 287 MB).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections import OrderedDict
 from collections.abc import Iterable
 
 import comfy.model_management
@@ -31,13 +31,10 @@ from drum_core.weights import adapter_files
 from . import clip_bridge
 from .checked import CheckedNode
 from .io_types import AUTO, NONE, AdapterChoice, DrumPeCAType
+from .state import DrumState, KeptAdapter
 
 log = logging.getLogger(__name__)
 FOLDER = "drum"
-
-
-ADAPTERS_KEPT = 4  # files cached at once: one per slot (L, H, bigG, T5)
-_loaded: OrderedDict[str, tuple[tuple[int, int], PeCA]] = OrderedDict()  # path -> ((size, mtime), adapter), least recent first
 
 
 def adapter_path(name: str) -> str:
@@ -48,19 +45,16 @@ def adapter_path(name: str) -> str:
     return path
 
 
-def load_adapter(name: str, slot: str | None = None) -> PeCA:
-    """Adapter file `name` of the drum folder (cached by path, size and mtime); checked against `slot`."""
+def load_adapter(state: DrumState, name: str, slot: str | None = None) -> PeCA:
+    """Adapter file `name` of the drum folder (kept in `state.adapters` by path, size and mtime); checked against `slot`."""
     path = adapter_path(name)
     stat = os.stat(path)
     stamp = (stat.st_size, stat.st_mtime_ns)
-    if path not in _loaded or _loaded[path][0] != stamp:
-        _loaded[path] = (stamp, PeCA.from_file(path))
-    _loaded.move_to_end(path)
-    while len(_loaded) > ADAPTERS_KEPT:
-        _loaded.popitem(last=False)
-    adapter = _loaded[path][1]
-    check_slot(name, adapter.config, slot)
-    return adapter
+    kept = state.adapters.get(path)
+    if kept is None or kept.stamp != stamp:
+        kept = state.adapters.put(path, KeptAdapter(stamp, PeCA.from_file(path)))
+    check_slot(name, kept.adapter.config, slot)
+    return kept.adapter
 
 
 def check_slot(name: str, config: PeCAConfig, slot: str | None) -> None:
@@ -79,29 +73,38 @@ class ManagedAdapter(torch.nn.Module):
         self.adapter = adapter
 
 
-def model_patcher(adapter: PeCA) -> comfy.model_patcher.ModelPatcher:
-    """The adapter's ModelPatcher (made once, kept on the adapter): ComfyUI loads it to the text-encoder device and offloads it."""
-    patcher = getattr(adapter, "comfy_patcher", None)
-    if patcher is None:
-        patcher = comfy.model_patcher.ModelPatcher(
+def kept_adapter(state: DrumState, adapter: PeCA) -> KeptAdapter:
+    """`adapter`'s entry in `state.adapters` (now the most recently used); an adapter handed in without a file (a test's,
+    or one whose entry left) gets an entry keyed by its identity, which the entry keeps alive (so it stays unique)."""
+    for key, kept in state.adapters.items():
+        if kept.adapter is adapter:
+            return state.adapters.get(key)
+    return state.adapters.put(("handed in", id(adapter)), KeptAdapter(None, adapter))
+
+
+def model_patcher(state: DrumState, adapter: PeCA) -> comfy.model_patcher.ModelPatcher:
+    """The adapter's ModelPatcher (made once, kept in its `state.adapters` entry): ComfyUI loads it to the text-encoder
+    device and offloads it. ComfyUI's model management holds it weakly: it lives as long as that entry."""
+    kept = kept_adapter(state, adapter)
+    if kept.patcher is None:
+        kept.patcher = comfy.model_patcher.ModelPatcher(
             ManagedAdapter(adapter),
             load_device=comfy.model_management.text_encoder_device(),
             offload_device=comfy.model_management.text_encoder_offload_device(),
         )
-        adapter.comfy_patcher = patcher
-    return patcher
+    return kept.patcher
 
 
-def load_to_device(adapters: Iterable[PeCA]) -> None:
+def load_to_device(state: DrumState, adapters: Iterable[PeCA]) -> None:
     """Bring the adapters onto their load device through ComfyUI's model management (freeing other models if needed).
 
     Fully: the adapters' plain torch layers cannot run partially offloaded. ComfyUI may offload
     them again whenever another model needs the memory; they come back at the next use.
     """
-    comfy.model_management.load_models_gpu([model_patcher(adapter) for adapter in adapters], force_full_load=True)
+    comfy.model_management.load_models_gpu([model_patcher(state, adapter) for adapter in adapters], force_full_load=True)
 
 
-def load_with_clip(opened: clip_bridge.OpenedClip, adapters: Iterable[PeCA], text: str = "") -> dict:
+def load_with_clip(state: DrumState, opened: clip_bridge.OpenedClip, adapters: Iterable[PeCA], text: str = "") -> dict:
     """Bring the adapters in, THEN the opened CLIP, and return its encoders (clip_bridge.open_clip, checked again).
 
     In this order loading the CLIP may offload the adapters (they still run, on their offload device) but
@@ -109,8 +112,8 @@ def load_with_clip(opened: clip_bridge.OpenedClip, adapters: Iterable[PeCA], tex
     LoRAs) and ejects its injections (bypass LoRAs). Call it right before encoding, with no other load in between
     (docs/comfyui.md "Memory order").
     """
-    load_to_device(adapters)
-    return clip_bridge.open_clip(opened.clip, text).encoders
+    load_to_device(state, adapters)
+    return clip_bridge.open_clip(state, opened.clip, text).encoders
 
 
 def auto_files(slot: str) -> list[str]:
@@ -118,12 +121,12 @@ def auto_files(slot: str) -> list[str]:
     return adapter_files(folder_paths.get_filename_list(FOLDER), slot)
 
 
-def auto_adapter(slot: str) -> PeCA:
+def auto_adapter(state: DrumState, slot: str) -> PeCA:
     """The first file of `auto_files(slot)` that really is a `slot` adapter."""
     rejected = []
     for file in auto_files(slot):
         try:
-            adapter = load_adapter(file, slot)
+            adapter = load_adapter(state, file, slot)
         except (PeCAFormatError, AdapterMismatchError) as error:
             rejected.append(str(error))
             continue
@@ -135,7 +138,7 @@ def auto_adapter(slot: str) -> PeCA:
     )
 
 
-def resolve(choice: AdapterChoice, encoder_names) -> dict[str, PeCA]:
+def resolve(state: DrumState, choice: AdapterChoice, encoder_names) -> dict[str, PeCA]:
     """The adapter of every encoder present (Personalizer names "l", "h", "g", "t5"); named errors."""
     adapters = {}
     for name in encoder_names:
@@ -145,7 +148,7 @@ def resolve(choice: AdapterChoice, encoder_names) -> dict[str, PeCA]:
             raise AdapterMismatchError(
                 f"the CLIP has the {slot} text encoder but the PeCA Loader's {slot} slot is 'none': choose the {slot} adapter"
             )
-        adapters[name] = auto_adapter(slot) if value == AUTO else value
+        adapters[name] = auto_adapter(state, slot) if value == AUTO else value
     return adapters
 
 
@@ -196,7 +199,7 @@ class DrUMPeCALoader(CheckedNode):
         cls.check_inputs(L=L, H=H, bigG=bigG, T5=T5)
         slots, files = {}, {}
         for slot, value in zip(ADAPTER_NAMES, (L, H, bigG, T5)):
-            slots[slot] = value if value in (AUTO, NONE) else load_adapter(value, slot)
+            slots[slot] = value if value in (AUTO, NONE) else load_adapter(cls.state(), value, slot)
             files[slot] = value
         return io.NodeOutput(AdapterChoice(slots, files))
 

@@ -1,45 +1,27 @@
-"""Process-wide caches of the node pack (ComfyUI nodes are stateless classes).
+"""How the nodes use the caches of the pack's state (nodes/state.py, DrumState).
 
-- EMBEDDINGS: encoder outputs per (encoder fingerprint, layer, prompt). In memory; also on disk
-  when the environment variable DRUM_CACHE_DIR names a folder ("user" = ComfyUI's user folder
+- `state.embeddings`: encoder outputs per (encoder fingerprint, layer, prompt). In memory; also on
+  disk when the environment variable DRUM_CACHE_DIR names a folder ("user" = ComfyUI's user folder
   + /drum-cache). Changing only the target text or the degree re-encodes no history prompt.
-- personalizers: the last PERSONALIZERS_KEPT Personalizers (their reference keys/values), keyed by
-  (adapters, history, encoder fingerprints, layer). Their keys/values sit on the adapters' device
-  only while in use and on the text encoders' offload device between runs, so a cached history
-  never pins GPU memory. Cost per history prompt (fp32, published adapters): L 4.7 MB, H 6.3 MB,
-  bigG 7.9 MB, T5 21 MB per layer read (SDXL reads L once and bigG twice, SD3 L and bigG twice).
+- `state.personalizers`: the last PERSONALIZERS_KEPT Personalizers (their reference keys/values),
+  keyed by (adapters, history, encoder fingerprints, layer). Their keys/values sit on the adapters'
+  device only while in use and on the text encoders' offload device between runs, so a cached
+  history never pins GPU memory. Cost per history prompt (fp32, published adapters): L 4.7 MB, H
+  6.3 MB, bigG 7.9 MB, T5 21 MB per layer read (SDXL reads L once and bigG twice, SD3 L and bigG twice).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Sequence
 
 import comfy.model_management
-import folder_paths
 import torch
 
-from drum_core.cache import EmbeddingCache
 from drum_core.personalizer import Personalizer, encoder_layers, first_clip
 
 from . import clip_bridge
-
-PERSONALIZERS_KEPT = 2
-
-
-def _cache_directory() -> str | None:
-    setting = os.environ.get("DRUM_CACHE_DIR", "").strip()
-    if not setting:
-        return None
-    if setting == "user":
-        return os.path.join(folder_paths.get_user_directory(), "drum-cache")
-    return setting
-
-
-EMBEDDINGS = EmbeddingCache(_cache_directory())
-_personalizers: OrderedDict[Hashable, Personalizer] = OrderedDict()
+from .state import DrumState
 
 
 def first_clip_encoder(opened: clip_bridge.OpenedClip) -> clip_bridge.ComfySubEncoder:
@@ -47,7 +29,7 @@ def first_clip_encoder(opened: clip_bridge.OpenedClip) -> clip_bridge.ComfySubEn
     return opened.encoders[first_clip(opened.encoders)]
 
 
-def pooled_history_features(opened: clip_bridge.OpenedClip, prompts: Sequence[str]) -> torch.Tensor:
+def pooled_history_features(state: DrumState, opened: clip_bridge.OpenedClip, prompts: Sequence[str]) -> torch.Tensor:
     """[N, P] pooled features of `prompts` from the CLIP's first CLIP encoder (the coreset's), cached, with progress.
 
     The same encoder pass caches that encoder's states at the layers the family's adapter reads, so the
@@ -56,25 +38,23 @@ def pooled_history_features(opened: clip_bridge.OpenedClip, prompts: Sequence[st
     encoders, family = opened.encoders, opened.family
     name = first_clip(encoders)
     layers = encoder_layers(family, name, encoders[name].kind, clip_bridge.token_layer(encoders[name].clip, family))
-    return EMBEDDINGS.encode(encoders[name], prompts, features=True, progress=clip_bridge.progress_reporter(), cache_layers=layers).features
+    return state.embeddings.encode(
+        encoders[name], prompts, features=True, progress=clip_bridge.progress_reporter(), cache_layers=layers
+    ).features
 
 
 @contextlib.contextmanager
-def personalizer(key: Hashable, build: Callable[[], Personalizer]) -> Iterator[Personalizer]:
-    """The cached Personalizer for `key`, else `build()` (which encodes the history) kept for later.
+def personalizer(state: DrumState, key: Hashable, build: Callable[[], Personalizer]) -> Iterator[Personalizer]:
+    """The Personalizer `state` keeps for `key`, else `build()` (which encodes the history) kept for later.
 
     Inside the block its reference keys/values are on the adapters' device; afterwards they go
     back to the offload device (also when the run fails or is interrupted).
     """
-    if key in _personalizers:
-        _personalizers.move_to_end(key)
-        chosen = _personalizers[key]
+    chosen = state.personalizers.get(key)
+    if chosen is not None:
         chosen.place_references(lambda name: chosen.adapters[name].device)
     else:
-        chosen = build()
-        _personalizers[key] = chosen
-        while len(_personalizers) > PERSONALIZERS_KEPT:
-            _personalizers.popitem(last=False)
+        chosen = state.personalizers.put(key, build())
     try:
         yield chosen
     finally:

@@ -7,13 +7,19 @@ twice with the same rules and the same messages: `validate_inputs` (None = linke
 `check_inputs` at the top of `execute`. `validate_inputs(**values)` also tells ComfyUI to leave
 range and option checks to the node (execution.validate_inputs), so constants and links meet
 exactly the same rules. docs/comfyui.md "Widgets fed by links".
+
+CheckedNode is also where a node finds the pack's state: ComfyUI registers the classes the extension
+binds to its DrumState (`bound`), and a node's classmethods read it with `cls.state()` (nodes/state.py).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from comfy_api.latest import io
+
+if TYPE_CHECKING:
+    from .state import DrumState
 
 
 class DrUMInputError(ValueError):
@@ -44,6 +50,23 @@ class CheckedNode(io.ComfyNode):
     and call `cls.check_inputs(...)` first thing in `execute` with every input value."""
 
     LISTED_ELSEWHERE: ClassVar[tuple[str, ...]] = ()  # folder-listing combos checked by `input_error` (e.g. a file that exists)
+    _state: ClassVar[DrumState | None] = None  # set only on the bound classes the extension hands to ComfyUI
+
+    @classmethod
+    def bound(cls, state: DrumState) -> type[CheckedNode]:
+        """This node class for the extension that owns `state`: a subclass (same name, module and schema) whose
+        `state()` is `state`. The module's own class stays unbound."""
+        attributes = {"_state": state, "__module__": cls.__module__, "__qualname__": cls.__qualname__, "__doc__": cls.__doc__}
+        return type(cls.__name__, (cls,), attributes)
+
+    @classmethod
+    def state(cls) -> DrumState:
+        """The pack's state this node class was bound to (RuntimeError for a class ComfyUI did not get from the extension)."""
+        if cls._state is None:
+            raise RuntimeError(
+                f"DrUM: {cls.__qualname__} is not bound to the pack's state: use the classes DrUMExtension.get_node_list returns"
+            )
+        return cls._state
 
     @classmethod
     def input_error(cls, values: dict[str, Any]) -> str | None:

@@ -18,7 +18,9 @@ option and inside `comfy.model_management.cuda_device_context` where it exists; 
 gets the tokens where it takes them. Under dynamic VRAM the weights stay on the offload device and
 LoRAs are applied as ComfyUI casts them for the load device, so computing anywhere else would drop
 them. Before an encoder's states are used, `check_host` verifies once per fingerprint that this
-path reproduces ComfyUI's own encode (HostMismatchError otherwise).
+path reproduces ComfyUI's own encode (HostMismatchError otherwise); the pack's state remembers the
+fingerprints that passed (`DrumState.host_checked`, bounded) and the identity tokens fingerprints
+use (`DrumState.identities`): this module keeps nothing between calls.
 """
 
 from __future__ import annotations
@@ -28,15 +30,19 @@ import hashlib
 import inspect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import comfy.model_management
 import comfy.utils
 import torch
 
 from drum_core.backend import CLIP_TOKENS, T5_TOKENS, Encoding
-from drum_core.fingerprint import IDENTITIES, WeightsFingerprint, update_tensor
+from drum_core.fingerprint import Identities, WeightsFingerprint, update_tensor
 from drum_core.personalizer import FAMILIES, T5Conventions, UnsupportedFamilyError, detect_family, supported_families
 from drum_core.project import ISSUES_URL
+
+if TYPE_CHECKING:
+    from .state import DrumState
 
 try:
     from comfyui_version import __version__ as COMFYUI_VERSION
@@ -91,9 +97,10 @@ def require_in_process(clip) -> None:
 
 
 class ComfySubEncoder:
-    """One ComfyUI sub-encoder seen as a TextEncoderBackend (float32 results; states on the CPU), at `family`'s conventions."""
+    """One ComfyUI sub-encoder seen as a TextEncoderBackend (float32 results; states on the CPU), at `family`'s conventions.
+    `identities`: the tokens its fingerprint gives patches, hooks and unreadable tensors (the pack state's)."""
 
-    def __init__(self, clip, attribute: str, family: str):
+    def __init__(self, clip, attribute: str, family: str, identities: Identities):
         self.clip = clip
         self.attribute = attribute
         self.name = STREAMS[attribute][0]  # Personalizer name: "l", "h", "g", "t5"
@@ -108,7 +115,7 @@ class ComfySubEncoder:
         # loaded (SDXL checkpoints carry no CLIP-L text projection: ComfyUI leaves it uninitialized). Its coreset
         # features stay unprojected, like the diffusers encoder's (CLIPTextModel, no projection).
         self.projects_pooled = self.kind == "clip" and self.module.return_projected_pooled and self.name in FAMILIES[family].pooled_encoders
-        self.fingerprint = _fingerprint(clip, attribute, self.module, self.conventions())
+        self.fingerprint = _fingerprint(clip, attribute, self.module, self.conventions(), identities)
 
     def conventions(self) -> str:
         """What decides this encoder's outputs besides its weights: the layer shift, the pooled projection, and for T5
@@ -319,49 +326,47 @@ class ComfySubEncoder:
                 )
 
 
-_checked: set[tuple[str, str]] = set()  # (family, fingerprint) pairs that passed check_host in this process
-
-
-def _digest_value(digest, value: object, depth: int = 0) -> None:
+def _digest_value(digest, value: object, identities: Identities, depth: int = 0) -> None:
     """Feed a patch, wrapper or injection: tensors by content, plain values by repr, containers item by item,
-    weight adapters (`.weights`) by their tensors, anything else (functions, hooks) by identity."""
+    weight adapters (`.weights`) by their tensors, anything else (functions, hooks) by identity (`identities`)."""
     if isinstance(value, torch.Tensor):
-        update_tensor(digest, value, IDENTITIES.token)
+        update_tensor(digest, value, identities.token)
     elif value is None or isinstance(value, (bool, int, float, str, torch.dtype, torch.device)):
         digest.update(repr(value).encode())
     elif isinstance(value, (list, tuple)):
         digest.update(f"[{len(value)}".encode())
         for item in value:
-            _digest_value(digest, item, depth + 1)
+            _digest_value(digest, item, identities, depth + 1)
     elif isinstance(value, dict):
         digest.update(f"{{{len(value)}".encode())
         for key in sorted(value, key=str):
             digest.update(str(key).encode())
-            _digest_value(digest, value[key], depth + 1)
+            _digest_value(digest, value[key], identities, depth + 1)
     elif depth < 4 and isinstance(getattr(value, "weights", None), (list, tuple, torch.Tensor)):
         digest.update(type(value).__qualname__.encode())
-        _digest_value(digest, value.weights, depth + 1)
+        _digest_value(digest, value.weights, identities, depth + 1)
     else:
-        digest.update(f"{type(value).__qualname__}#{IDENTITIES.token(value)}".encode())
+        digest.update(f"{type(value).__qualname__}#{identities.token(value)}".encode())
 
 
-def _fingerprint(clip, attribute: str, module: torch.nn.Module, conventions: str) -> str:
+def _fingerprint(clip, attribute: str, module: torch.nn.Module, conventions: str, identities: Identities) -> str:
     """Everything that decides this encoder's outputs: its conventions (ComfySubEncoder.conventions), weights, and the
-    patcher's patches (LoRAs), weight wrappers, object patches, injections (bypass LoRAs) and forced hooks."""
+    patcher's patches (LoRAs), weight wrappers, object patches, injections (bypass LoRAs) and forced hooks; what has no
+    value to read counts by its token in `identities`."""
     digest = hashlib.sha256(f"comfy|{attribute}|{type(module).__name__}|{conventions}".encode())
-    digest.update(WeightsFingerprint.of(module, IDENTITIES.token).encode())  # drum_core's rule; one pass per weight version
+    digest.update(WeightsFingerprint.of(module, identities.token).encode())  # drum_core's rule; one pass per weight version
     patcher = clip.patcher
     prefix = f"{attribute}."
     for name, patches in (("patches", patcher.patches), ("wrappers", getattr(patcher, "weight_wrapper_patches", {}))):
         for key in sorted(k for k in patches if k.startswith(prefix)):  # patches stay out of the weights under lowvram
             digest.update(f"{name}|{key}".encode())
-            _digest_value(digest, patches[key])
+            _digest_value(digest, patches[key], identities)
     digest.update(b"object_patches")
-    _digest_value(digest, getattr(patcher, "object_patches", {}))
+    _digest_value(digest, getattr(patcher, "object_patches", {}), identities)
     digest.update(b"injections")  # injections (bypass LoRAs) may touch any sub-encoder: all of them count
-    _digest_value(digest, getattr(patcher, "injections", {}))
+    _digest_value(digest, getattr(patcher, "injections", {}), identities)
     digest.update(b"forced_hooks")
-    _digest_value(digest, getattr(patcher, "forced_hooks", None))
+    _digest_value(digest, getattr(patcher, "forced_hooks", None), identities)
     return digest.hexdigest()[:32]
 
 
@@ -463,18 +468,20 @@ def family_of(clip) -> str:
         ) from None
 
 
-def open_clip(clip, text: str = "") -> OpenedClip:
+def open_clip(state: DrumState, clip, text: str = "") -> OpenedClip:
     """The family and its sub-encoders by Personalizer name ("l", "h", "g", "t5"): the family first (a refused set stops
-    here, before anything is loaded or computed), then `prepare(clip, text)`, each encoder's fingerprint once, and the
-    host self-check where not yet passed."""
+    here, before anything is loaded or computed), then `prepare(clip, text)`, each encoder's fingerprint once (with
+    `state.identities`), and the host self-check where `state.host_checked` does not hold it yet."""
     family = family_of(clip)
     prepare(clip, text)
     present, _slots = host_encoders(clip)
-    encoders = {name: ComfySubEncoder(clip, present[name], family) for name in FAMILIES[family].encoders if name in present}
+    encoders = {
+        name: ComfySubEncoder(clip, present[name], family, state.identities) for name in FAMILIES[family].encoders if name in present
+    }
     for encoder in encoders.values():
-        if (family, encoder.fingerprint) not in _checked:
+        if state.host_checked.get((family, encoder.fingerprint)) is None:
             encoder.check_host()
-            _checked.add((family, encoder.fingerprint))
+            state.host_checked.put((family, encoder.fingerprint), True)
     return OpenedClip(clip, family, encoders)
 
 

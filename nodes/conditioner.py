@@ -11,10 +11,11 @@ from drum_core.personalizer import Personalizer, check_adapter, first_clip
 
 from . import clip_bridge
 from .adapters import load_with_clip, resolve
-from .caches import EMBEDDINGS, personalizer
+from .caches import personalizer
 from .checked import CheckedNode
 from .degree import degree_input
 from .io_types import AdapterChoice, Degrees, DrumDegreesType, DrumHistory, DrumHistoryType, DrumPeCAType
+from .state import DrumState
 
 log = logging.getLogger(__name__)
 TOKEN_KEYS = ("attention_mask",)  # extras that describe the old tokens: dropped when the tokens change, or replaced
@@ -32,7 +33,13 @@ def plain_tokens(clip, text: str, batch: int) -> tuple[torch.Tensor, torch.Tenso
 
 
 def personalized_tokens(
-    opened: clip_bridge.OpenedClip, choice: AdapterChoice, history: DrumHistory, text: str, alphas: list[float], relevant: int = 0
+    state: DrumState,
+    opened: clip_bridge.OpenedClip,
+    choice: AdapterChoice,
+    history: DrumHistory,
+    text: str,
+    alphas: list[float],
+    relevant: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict, list[int] | None]:
     """(tokens [B, L, D], pooled [B, P] or None, extras, chosen) for one row per alpha, on ComfyUI's intermediate device;
     extras: the family's T5 attention mask [B, L] (LTX-Video, Mochi) and the streams it passes through untouched
@@ -44,24 +51,24 @@ def personalized_tokens(
     prompts most similar to `text` are references (their features from the history's profile or the cache).
     """
     encoders, family, clip = opened.encoders, opened.family, opened.clip
-    adapters = resolve(choice, encoders)
+    adapters = resolve(state, choice, encoders)
     for name, encoder in encoders.items():
         check_adapter(name, encoder, adapters[name])
     if len(history.history) == 0:
         return (*plain_tokens(clip, text, len(alphas)), None)
     extras = clip_bridge.passthrough_extras(opened, text)
-    encoders = load_with_clip(opened, adapters.values(), text)  # the CLIP last: its LoRAs stay in for every encode below
+    encoders = load_with_clip(state, opened, adapters.values(), text)  # the CLIP last: its LoRAs stay in for every encode below
     layer = clip_bridge.token_layer(clip, family)
 
     def build() -> Personalizer:
-        built = Personalizer(family, encoders, adapters, EMBEDDINGS, layer, clip_bridge.progress_reporter())
+        built = Personalizer(family, encoders, adapters, state.embeddings, layer, clip_bridge.progress_reporter())
         clips = any(encoder.kind == "clip" for encoder in encoders.values())  # T5-only families have no pooled features
         features = history.reference_features(encoders[first_clip(encoders)].fingerprint) if clips else None  # None: from their pass
         built.set_history(history.history.prompts, history.history.weights, features=features)
         return built
 
     key = (family, layer, history.digest, tuple((n, e.fingerprint, id(adapters[n])) for n, e in sorted(encoders.items())))
-    with personalizer(key, build) as chosen:
+    with personalizer(state, key, build) as chosen:
         chosen.rebind(encoders)  # a cached one may hold an earlier, identical CLIP object
         condition = chosen.condition(text, alphas, relevant=relevant)
     out = clip_bridge.output_device()
@@ -200,9 +207,10 @@ class DrUMConditioner(CheckedNode):
         cls.check_inputs(text=text, degree=degree, relevant=relevant, start_percent=start_percent, end_percent=end_percent)
         used = degrees if degrees is not None else Degrees((float(degree),))  # the alpha(s) of this conditioning: its second output
         alphas = list(used.values)
-        opened = clip_bridge.open_clip(clip, text)  # the family first: a refused encoder set stops here
+        state = cls.state()
+        opened = clip_bridge.open_clip(state, clip, text)  # the family first: a refused encoder set stops here
         family = opened.family
-        tokens, pooled, own, chosen = personalized_tokens(opened, adapters, history, text, alphas, relevant)
+        tokens, pooled, own, chosen = personalized_tokens(state, opened, adapters, history, text, alphas, relevant)
         log.debug("DrUM: %s conditioning %s for degrees %s", family, list(tokens.shape), alphas)
         references = history.preview(limit=len(history.history))
         if chosen is not None:

@@ -12,10 +12,19 @@ from . import clip_bridge
 from .caches import first_clip_encoder, pooled_history_features
 from .checked import CheckedNode
 from .io_types import DrumHistory, DrumHistoryType, Profile
+from .state import DrumState
 
 
 def sample(
-    history: DrumHistory, clip, ratio: float, max_count: int, k: int, seed: int, mode: str = "published", half_life_days: float = 0.0
+    state: DrumState,
+    history: DrumHistory,
+    clip,
+    ratio: float,
+    max_count: int,
+    k: int,
+    seed: int,
+    mode: str = "published",
+    half_life_days: float = 0.0,
 ) -> DrumHistory:
     """The picked prompts with their effective intensities (recency-decayed when half_life_days > 0)
     and, as profile, the full history (effective intensities) with its features."""
@@ -24,8 +33,8 @@ def sample(
     if len(history.history) == 0:
         return history
     full = history.history.reweighted(recency_weights(history.history, half_life_days))
-    opened = clip_bridge.open_clip(clip)
-    embeddings = pooled_history_features(opened, full.prompts)  # [N, P]
+    opened = clip_bridge.open_clip(state, clip)
+    embeddings = pooled_history_features(state, opened, full.prompts)  # [N, P]
     count = sample_count(len(full), ratio, max_count=max_count)
     picks = coreset_sample(embeddings, full.weights, n=count, k=k, seed=seed, diverse=mode == "diverse").tolist()
     settings = {"ratio": ratio, "max_count": max_count, "k": k, "seed": seed, "mode": mode, "half_life_days": half_life_days}
@@ -112,7 +121,7 @@ class DrUMCoresetSampler(CheckedNode):
         half_life_days: float = 0.0,
     ) -> io.NodeOutput:
         cls.check_inputs(ratio=ratio, max_count=max_count, k=k, seed=seed, mode=mode, half_life_days=half_life_days)
-        picked = sample(history, clip, ratio, max_count, k, seed, mode, half_life_days)
+        picked = sample(cls.state(), history, clip, ratio, max_count, k, seed, mode, half_life_days)
         return io.NodeOutput(picked, ui={"drum_picks": picked.preview(limit=len(picked.history))})
 
 

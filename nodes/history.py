@@ -36,7 +36,7 @@ def walk_history_files(root: str) -> tuple[list[str], dict[str, int]]:
 
 
 class HistoryFileListing:
-    """The History Loader's file list, kept between schema builds (the validate_prompt of ComfyUI 0.38.1 builds every queued node's
+    """The History Loader's file list (one, kept by the pack's state: `DrumState.history_files`), kept between schema builds (the validate_prompt of ComfyUI 0.38.1 builds every queued node's
     schema on every queue). Walked again when the input folder moves, when any folder walked changed its mtime (a file
     added, removed or renamed there, an upload included), or after `invalidate()` (the upload route calls it)."""
 
@@ -65,21 +65,19 @@ class HistoryFileListing:
             self._root = None
 
 
-HISTORY_FILES = HistoryFileListing()
+def upload_watch(listing: HistoryFileListing):
+    """An aiohttp middleware that invalidates `listing` after ComfyUI's upload route (/upload/image, also under /api)
+    wrote into the input folder; marked `drum_upload_watch` so the extension adds one only."""
 
+    @web.middleware
+    async def forget_history_files_on_upload(request: web.Request, handler):
+        response = await handler(request)
+        if request.method == "POST" and request.path.endswith("/upload/image"):
+            listing.invalidate()
+        return response
 
-@web.middleware
-async def forget_history_files_on_upload(request: web.Request, handler):
-    """aiohttp middleware: ComfyUI's upload route (/upload/image, also under /api) wrote into the input folder."""
-    response = await handler(request)
-    if request.method == "POST" and request.path.endswith("/upload/image"):
-        HISTORY_FILES.invalidate()
-    return response
-
-
-def history_files() -> list[str]:
-    """History files in ComfyUI's input folder and its sub-folders (walk_history_files), from HISTORY_FILES."""
-    return HISTORY_FILES.files()
+    forget_history_files_on_upload.drum_upload_watch = True
+    return forget_history_files_on_upload
 
 
 def resolve_history_file(name: str) -> str:
@@ -116,12 +114,12 @@ def read_history(file: str, text: str) -> History:
     return load_input_history(file)
 
 
-def history_file_input() -> io.Combo.Input:
-    """The `file` widget. Its options carry the history file extensions (drum_core.history.HISTORY_EXTENSIONS) as
+def history_file_input(files: list[str]) -> io.Combo.Input:
+    """The `file` widget offering `files` (HistoryFileListing.files). Its options carry the history file extensions (drum_core.history.HISTORY_EXTENSIONS) as
     `drum_history_extensions`, so the page's upload and drop checks read the core's tuple from /object_info."""
     combo = io.Combo.Input(
         "file",
-        options=[NONE, *history_files()],
+        options=[NONE, *files],
         default=NONE,
         tooltip="History file in ComfyUI's input folder; 'none' to use the text box only.",
     )
@@ -144,7 +142,7 @@ class DrUMHistoryLoader(CheckedNode):
                 "preference intensities p_i. With no file and no text the history is empty and DrUM leaves prompts unchanged."
             ),
             inputs=[
-                history_file_input(),
+                history_file_input(cls.state().history_files.files()),
                 io.String.Input(
                     "text",
                     multiline=True,

@@ -6,9 +6,10 @@ sub-folders, the root first), adds the prompts of the server's queue history tha
 (`include_queue`), attaches the ratings the user clicked on the page, and shows what was read and
 skipped in its panel.
 
-State with an owner and a bound: `OUTPUTS` (one `OutputsReader`) holds the folder list (rebuilt only
-when a listed folder changed, at most FOLDERS_LISTED) and the scan cache (drum_core ScanCache, an LRU
-of at most SCAN_CACHE_ENTRIES images, persisted in the pack's System User folder beside the ratings).
+State with an owner and a bound: one `OutputsReader`, kept by the pack's state (`DrumState.outputs`,
+nodes/state.py), holds the folder list (rebuilt only when a listed folder changed, at most
+FOLDERS_LISTED) and the scan cache (drum_core ScanCache, an LRU of at most SCAN_CACHE_ENTRIES images,
+persisted in the pack's System User folder beside the ratings).
 """
 
 from __future__ import annotations
@@ -161,9 +162,6 @@ class OutputsReader:
         return digest.hexdigest()
 
 
-OUTPUTS = OutputsReader()
-
-
 # ------------------------------------------------------------------ queue history
 def prompt_queue():
     """ComfyUI's prompt queue, or None where no server runs (scripts, the in-process test tier)."""
@@ -260,19 +258,22 @@ def since_time(since_days: float, now: float | None = None) -> float | None:
     return None if since_days <= 0 else (time.time() if now is None else now) - since_days * SECONDS_PER_DAY
 
 
-def read_outputs(folder: str, since_days: float, dedupe: bool, include_queue: bool) -> tuple[History, ImageScan, int]:
-    """(history, the scan, number of queue prompts added). The ratings clicked on the page (ratings_route) rate the
-    images they name; a ratings file that cannot be read stops the run with its error (never read as empty)."""
-    path = OUTPUTS.resolve(folder)
+def read_outputs(
+    reader: OutputsReader, folder: str, since_days: float, dedupe: bool, include_queue: bool
+) -> tuple[History, ImageScan, int]:
+    """(history, the scan, number of queue prompts added), through `reader`'s folder list and scan cache. The ratings
+    clicked on the page (ratings_route) rate the images they name; a ratings file that cannot be read stops the run
+    with its error (never read as empty)."""
+    path = reader.resolve(folder)
     since = since_time(since_days)
     ratings = load_ratings(ratings_file())
-    cache = OUTPUTS.scan_cache()
+    cache = reader.scan_cache()
     try:
         scan = scan_images(
-            [path], since=since, dedupe=dedupe, cache=cache, ratings=ratings, root=OUTPUTS.root(), progress=progress_reporter()
+            [path], since=since, dedupe=dedupe, cache=cache, ratings=ratings, root=reader.root(), progress=progress_reporter()
         )
     finally:
-        OUTPUTS.save_cache()  # what was read before an interruption is kept
+        reader.save_cache()  # what was read before an interruption is kept
     queued = []
     if include_queue:
         queue = prompt_queue()
@@ -281,7 +282,7 @@ def read_outputs(folder: str, since_days: float, dedupe: bool, include_queue: bo
 
 
 class DrUMOutputsHistory(CheckedNode):
-    LISTED_ELSEWHERE = ("folder",)  # checked by OUTPUTS.resolve
+    LISTED_ELSEWHERE = ("folder",)  # checked by OutputsReader.resolve
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -298,7 +299,7 @@ class DrUMOutputsHistory(CheckedNode):
             inputs=[
                 io.Combo.Input(
                     "folder",
-                    options=OUTPUTS.folders(),
+                    options=cls.state().outputs.folders(),
                     default=ROOT_FOLDER,
                     tooltip=f"Sub-folder of ComfyUI's output folder to read (with its sub-folders); {ROOT_FOLDER} = all of it.",
                 ),
@@ -329,7 +330,7 @@ class DrUMOutputsHistory(CheckedNode):
         if values.get("folder") is None:  # linked: checked at execution
             return None
         try:
-            OUTPUTS.resolve(values["folder"])
+            cls.state().outputs.resolve(values["folder"])
         except OutputsError as error:
             return str(error).removeprefix("DrUM History from Outputs: ")  # error_of names the node
         return None
@@ -338,7 +339,7 @@ class DrUMOutputsHistory(CheckedNode):
     def fingerprint_inputs(cls, folder: str, since_days: float = 0.0, dedupe: bool = False, include_queue: bool = True) -> str:
         if folder is None:  # linked, not computed yet
             return ""
-        digest = hashlib.sha256(OUTPUTS.fingerprint(folder).encode())
+        digest = hashlib.sha256(cls.state().outputs.fingerprint(folder).encode())
         digest.update(repr(ratings_stamp(ratings_file())).encode())  # a click on thumbs up / down changes it
         if since_days is not None and since_days > 0:
             digest.update(f"{time.time() // 3600}".encode())  # the window moves: at least hourly
@@ -350,7 +351,7 @@ class DrUMOutputsHistory(CheckedNode):
     @classmethod
     def execute(cls, folder: str, since_days: float = 0.0, dedupe: bool = False, include_queue: bool = True) -> io.NodeOutput:
         cls.check_inputs(folder=folder, since_days=since_days, dedupe=dedupe, include_queue=include_queue)
-        history, scan, queued = read_outputs(folder, since_days, dedupe, include_queue)
+        history, scan, queued = read_outputs(cls.state().outputs, folder, since_days, dedupe, include_queue)
         loaded = DrumHistory(history)
         newest = history.most_recent(NEWEST_SHOWN)
         panel = {

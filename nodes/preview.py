@@ -64,7 +64,7 @@ class DrUMProfilePreview(CheckedNode):
     @classmethod
     def execute(cls, history: DrumHistory, width: int, height: int, clip=None, degrees: Degrees | None = None) -> io.NodeOutput:
         cls.check_inputs(width=width, height=height)
-        profile = profile_of(history, clip, "DrUM Profile Preview")
+        profile = profile_of(cls.state(), history, clip, "DrUM Profile Preview")
         full = profile.history
         alphas = None if degrees is None else degrees.values
         picture = render_profile(profile.features, profile.picks, full.prompts, full.weights, (width, height), degrees=alphas)

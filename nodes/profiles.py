@@ -16,15 +16,16 @@ from comfy_api.latest import io
 from drum_core.profiles import Profile, ProfileFormatError
 
 from . import clip_bridge
-from .caches import EMBEDDINGS, first_clip_encoder, pooled_history_features
+from .caches import first_clip_encoder, pooled_history_features
 from .checked import CheckedNode
 from .io_types import DrumHistory, DrumHistoryType
+from .state import DrumState
 
 FOLDER = "drum_profiles"
 EXTENSION = ".safetensors"
 
 
-def profile_of(history: DrumHistory, clip, node: str) -> Profile:
+def profile_of(state: DrumState, history: DrumHistory, clip, node: str) -> Profile:
     """The history's profile (Coreset Sampler, Profile Load), else one of its own features from `clip`, nothing picked."""
     if history.profile is not None:
         return history.profile
@@ -32,8 +33,10 @@ def profile_of(history: DrumHistory, clip, node: str) -> Profile:
         raise ValueError(f"{node}: connect a DrUM Coreset Sampler output, or a CLIP to encode this history")
     if len(history.history) == 0:
         raise ValueError(f"{node}: the history is empty")
-    opened = clip_bridge.open_clip(clip)
-    return Profile(history.history, pooled_history_features(opened, history.history.prompts), [], first_clip_encoder(opened).fingerprint)
+    opened = clip_bridge.open_clip(state, clip)
+    return Profile(
+        history.history, pooled_history_features(state, opened, history.history.prompts), [], first_clip_encoder(opened).fingerprint
+    )
 
 
 def save_path(name: str) -> tuple[str, str]:
@@ -101,7 +104,7 @@ class DrUMProfileSave(CheckedNode):
     @classmethod
     def execute(cls, history: DrumHistory, name: str, clip=None) -> io.NodeOutput:
         cls.check_inputs(name=name)
-        profile = profile_of(history, clip, "DrUM Profile Save")
+        profile = profile_of(cls.state(), history, clip, "DrUM Profile Save")
         path, name = save_path(name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         profile.save(path)
@@ -162,7 +165,10 @@ class DrUMProfileLoad(CheckedNode):
     def execute(cls, file: str, clip) -> io.NodeOutput:
         cls.check_inputs(file=file)
         saved = Profile.load(profile_file(file))
-        profile = saved.for_encoder(first_clip_encoder(clip_bridge.open_clip(clip)), EMBEDDINGS, clip_bridge.progress_reporter())
+        state = cls.state()
+        profile = saved.for_encoder(
+            first_clip_encoder(clip_bridge.open_clip(state, clip)), state.embeddings, clip_bridge.progress_reporter()
+        )
         coreset = DrumHistory(profile.references, profile)
         return io.NodeOutput(coreset, DrumHistory(profile.history, profile), ui={"drum_picks": coreset.preview(limit=len(coreset.history))})
 

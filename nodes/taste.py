@@ -13,7 +13,6 @@ from drum_core.taste import TasteSettings, degree_sweep, render_taste, taste_che
 
 from . import clip_bridge
 from .adapters import load_with_clip, resolve
-from .caches import EMBEDDINGS
 from .checked import CheckedNode
 from .io_types import AdapterChoice, DrumHistory, DrumHistoryType, DrumPeCAType
 
@@ -130,14 +129,15 @@ class DrUMTasteCheck(CheckedNode):
         height: int = 512,
     ) -> io.NodeOutput:
         cls.check_inputs(held_out=held_out, start=start, end=end, count=count, max_target_loss=max_target_loss, width=width, height=height)
-        opened = clip_bridge.open_clip(clip)
+        state = cls.state()
+        opened = clip_bridge.open_clip(state, clip)
         encoders, family = opened.encoders, opened.family
-        chosen = resolve(adapters, encoders)
+        chosen = resolve(state, adapters, encoders)
         for name, encoder in encoders.items():
             check_adapter(name, encoder, chosen[name])
         settings = TasteSettings(held_out=held_out, max_target_loss=max_target_loss, **coreset_settings(history))
-        encoders = load_with_clip(opened, chosen.values())  # the CLIP last: its LoRAs stay in for every encode below
-        personalizer = Personalizer(family, encoders, chosen, EMBEDDINGS, clip_bridge.token_layer(clip, family))
+        encoders = load_with_clip(state, opened, chosen.values())  # the CLIP last: its LoRAs stay in for every encode below
+        personalizer = Personalizer(family, encoders, chosen, state.embeddings, clip_bridge.token_layer(clip, family))
         try:
             report = taste_check(
                 personalizer,

@@ -1,4 +1,5 @@
-"""ThreadChooser: other processes' CPU use during the probe steps decides the thread count of the rest; always restored."""
+"""ThreadChooser: other processes' CPU use during the probe steps decides the thread count of the rest; always restored
+(also when a PeCA run fails or is interrupted mid-forward)."""
 
 import os
 import time
@@ -7,16 +8,15 @@ import psutil
 import pytest
 import torch
 from support.contention import spinning_process
+from support.tiny_models import tiny_adapter
 
 from drum_core import threads
-from drum_core.threads import ThreadChooser, threads_left
+from drum_core.threads import ThreadChooser, ThreadMemory, threads_left
 
 
 @pytest.fixture
-def all_cpus(monkeypatch):
-    """torch on every logical CPU, so that one more busy process oversubscribes the machine; no
-    choice remembered from earlier runs, and none left for later tests."""
-    monkeypatch.setattr(threads, "_STARTING_THREADS", {})
+def all_cpus():
+    """torch on every logical CPU, so that one more busy process oversubscribes the machine."""
     before = torch.get_num_threads()
     torch.set_num_threads(psutil.cpu_count())
     yield psutil.cpu_count()
@@ -110,9 +110,10 @@ def test_no_probe_off_the_cpu_or_with_one_thread():
 
 @pytest.mark.skipif(psutil.cpu_count() < 2, reason="needs two CPUs")
 def test_the_next_run_starts_with_the_last_choice(all_cpus, busy_process):
+    memory = ThreadMemory()
     for run in range(2):
         seen = []
-        with ThreadChooser("cpu") as chooser:
+        with ThreadChooser("cpu", memory) as chooser:
             for _step in range(3):
                 with chooser.step():
                     seen.append(torch.get_num_threads())
@@ -155,3 +156,54 @@ def test_work_pinned_to_other_cpus_holds_none_of_this_process(all_cpus, busy_on_
     machine_wide = ((threads.system_busy_seconds() - busy) - (time.process_time() - own)) / wall
     assert machine_wide - chooser.cores_held >= 0.6
     assert chooser.chosen == threads_left(all_cpus, 1, chooser.cores_held)
+
+
+def test_thread_memory_is_bounded_and_clears():
+    memory = ThreadMemory(limit=2)
+    for threads_asked in (8, 4, 2):
+        memory.remember(threads_asked, threads_asked - 1)
+    assert len(memory) == 2 and memory.start(8) == 8  # the oldest left: a run of 8 starts with all its threads
+    assert (memory.start(4), memory.start(2)) == (3, 1)
+    memory.clear()
+    assert len(memory) == 0 and memory.start(4) == 4
+
+
+class Stop(Exception):
+    """Raised by a hook in the middle of a PeCA run."""
+
+
+@pytest.mark.skipif(psutil.cpu_count() < 2, reason="needs two CPUs")
+@pytest.mark.parametrize("raised", [Stop, KeyboardInterrupt])
+@pytest.mark.parametrize("call", ["forward", "encode_references"])
+def test_a_peca_run_that_fails_mid_forward_restores_the_thread_count(raised, call, monkeypatch):
+    """The adapter's last choice (1 thread of 2) holds inside its run only: after an exception or an interruption
+    raised in block 1, the caller's count is back (torch.set_num_threads is process-wide)."""
+    adapter = tiny_adapter("L", seed=5)
+    generator = torch.Generator().manual_seed(5)
+    query, states = (torch.randn(n, tokens, adapter.config.encoder_width, generator=generator) for n, tokens in ((1, 78), (2, 77)))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        adapter.thread_memory.remember(2, 1)
+        seen = []
+
+        def fail(*_args):
+            seen.append(torch.get_num_threads())
+            raise raised("stopped mid-run")
+
+        with pytest.raises(raised, match="stopped mid-run"), monkeypatch.context() as patched:
+            if call == "forward":
+                hook = adapter.tf[1].register_forward_pre_hook(fail)
+                adapter(query, states[:1], states[1:], [1.0], 0.3)
+            else:  # block 1's reference keys/values (a plain method, no module call to hook)
+                patched.setattr(adapter.tf[1].attn, "reference_keys_values", fail)
+                adapter.encode_references(states[1:])
+        if call == "forward":
+            hook.remove()
+        assert seen == [1]  # the chooser had set the adapter's last choice
+        assert torch.get_num_threads() == 2  # restored
+        adapter(query, states[:1], states[1:], [1.0], 0.3)  # a normal run: restored too
+        assert torch.get_num_threads() == 2
+        assert tiny_adapter("L", seed=6).thread_memory.start(2) == 2  # the choice is the adapter's own
+    finally:
+        torch.set_num_threads(before)

@@ -35,7 +35,8 @@ class NoGuidance(PeCA):
         self.base_query = adapter.base_query
         for name, module in adapter.named_children():
             self.add_module(name, module)
-        self.source = f"{getattr(adapter, 'source', adapter.config.name)} (no guidance)"
+        self.source = f"{adapter.source or adapter.config.name} (no guidance)"
+        self.thread_memory = adapter.thread_memory
 
     def forward(self, query, target, references=None, weights=None, alpha=ALPHA, guidance=False, pooled_only=False):
         """As PeCA.forward, always without guidance."""

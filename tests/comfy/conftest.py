@@ -14,3 +14,9 @@ from support import comfy_env  # noqa: E402
 def pack():
     """{node_id: node class} of the pack, loaded into an in-process ComfyUI (CPU)."""
     return comfy_env.load_pack()
+
+
+@pytest.fixture(scope="session")
+def state(pack):
+    """The pack's DrumState (nodes/state.py): the one object its node classes are bound to."""
+    return next(iter(pack.values())).state()

@@ -100,12 +100,12 @@ def adapter_by_hand(encoder, adapter, layer, alpha, prompts, weights, text=TEXT)
     return tokens.float(), None if pooled is None else pooled.float()
 
 
-def condition_by_hand(name, clip, adapters, alpha, prompts=HISTORY, weights=WEIGHTS):
+def condition_by_hand(state, name, clip, adapters, alpha, prompts=HISTORY, weights=WEIGHTS):
     """The personalized (cond [1, L, D], pooled [1, P]) assembled per docs/method.md §5 from adapters run by hand;
     final LayerNorm and projection are the host's (the bridge's final_norm / project, checked against ComfyUI above)."""
     bridge = node_module("clip_bridge")
     bridge.prepare(clip)
-    encoders = bridge.open_clip(clip).encoders
+    encoders = bridge.open_clip(state, clip).encoders
     slots = drum_core.personalizer.ENCODER_ADAPTERS
 
     def run(encoder, layer):
@@ -123,11 +123,11 @@ def condition_by_hand(name, clip, adapters, alpha, prompts=HISTORY, weights=WEIG
     return tokens, pooled
 
 
-def test_bridge_raw_states_equal_a_hand_path_through_the_transformer(family):
+def test_bridge_raw_states_equal_a_hand_path_through_the_transformer(state, family):
     name, clip = family
     bridge = node_module("clip_bridge")
     bridge.prepare(clip)
-    encoders = bridge.open_clip(clip).encoders
+    encoders = bridge.open_clip(state, clip).encoders
     assert set(encoders) == ENCODERS[name]
     for key, encoder in encoders.items():
         if encoder.kind == "t5":
@@ -143,13 +143,13 @@ def test_bridge_raw_states_equal_a_hand_path_through_the_transformer(family):
         torch.testing.assert_close(query[0, 77], top[0, 1], rtol=0, atol=1e-5)  # "" = BOS, EOS: the EOS sits at 1
 
 
-def test_plain_assembly_equals_comfyui_encode(family, adapters):
+def test_plain_assembly_equals_comfyui_encode(state, family, adapters):
     """Raw states -> final LN / projection / concatenation as the family expects = ComfyUI's own output."""
     name, clip = family
     bridge = node_module("clip_bridge")
     Personalizer = drum_core.personalizer.Personalizer
     bridge.prepare(clip)
-    encoders = bridge.open_clip(clip).encoders
+    encoders = bridge.open_clip(state, clip).encoders
     slots = drum_core.personalizer.ENCODER_ADAPTERS
     plain = Personalizer(bridge.family_of(clip), encoders, {n: adapters[slots[n]] for n in encoders}).plain_condition(TEXT)
     cond, pooled = comfy_encode(clip, TEXT)
@@ -165,14 +165,14 @@ def test_plain_assembly_equals_comfyui_encode(family, adapters):
         torch.testing.assert_close(plain.pooled, pooled, rtol=0, atol=1e-5)
 
 
-def test_conditioner_output_per_family(family, adapters, pack):
+def test_conditioner_output_per_family(state, family, adapters, pack):
     name, clip = family
     conditioning, ui = run_conditioner(pack, clip, adapters)
     assert len(conditioning) == 1
     cond, extras = conditioning[0]
     assert tuple(cond.shape) == SHAPES[name][0] and cond.dtype == torch.float32
     assert tuple(extras["pooled_output"].shape) == SHAPES[name][1]
-    tokens, pooled = condition_by_hand(name, clip, adapters, 0.3)
+    tokens, pooled = condition_by_hand(state, name, clip, adapters, 0.3)
     torch.testing.assert_close(cond, tokens, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(extras["pooled_output"], pooled, rtol=1e-4, atol=1e-4)
     plain, plain_pooled = comfy_encode(clip, TEXT)
@@ -194,11 +194,11 @@ def test_empty_history_gives_clip_text_encode_output(family, adapters, pack):
     assert set(conditioning[0][1]) == set(reference[0][1])
 
 
-def test_adapters_read_the_raw_states_of_the_sub_encoders(family, adapters, pack, monkeypatch):
+def test_adapters_read_the_raw_states_of_the_sub_encoders(state, family, adapters, pack, monkeypatch):
     """The adapters' inputs (query, target, references) = raw states by the hand path (T5: ComfyUI's own T5 output)."""
     name, clip = family
     slots = drum_core.personalizer.ENCODER_ADAPTERS
-    node_module("caches")._personalizers.clear()
+    state.personalizers.clear()
     targets, references, queries = {}, {}, {}
     hooks = []
     for slot in ("L", "H", "bigG", "T5"):
@@ -253,25 +253,25 @@ def test_adapters_read_the_raw_states_of_the_sub_encoders(family, adapters, pack
         torch.testing.assert_close(references["T5"][0][i : i + 1], t5_states(prompt), rtol=1e-5, atol=1e-5)
 
 
-def test_degree_zero_is_the_adapter_reconstruction(family, adapters, pack):
+def test_degree_zero_is_the_adapter_reconstruction(state, family, adapters, pack):
     """alpha = 0: the references have no say; the adapter reconstructs the target."""
     name, clip = family
     with_history, _ = run_conditioner(pack, clip, adapters, alpha=0.0)
     other_history, _ = run_conditioner(pack, clip, adapters, alpha=0.0, hist=history(["a completely different prompt"], [3.0]))
     torch.testing.assert_close(with_history[0][0], other_history[0][0], rtol=0, atol=1e-5)
-    tokens, pooled = condition_by_hand(name, clip, adapters, 0.0, prompts=[], weights=[])  # no references at all
+    tokens, pooled = condition_by_hand(state, name, clip, adapters, 0.0, prompts=[], weights=[])  # no references at all
     torch.testing.assert_close(with_history[0][0], tokens, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(with_history[0][1]["pooled_output"], pooled, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("layers", [(-1,), (-2, -1), (-3, -2, -1)])
-def test_bridge_reads_every_layer_and_the_pooled_state_from_one_pass(family, layers):
+def test_bridge_reads_every_layer_and_the_pooled_state_from_one_pass(state, family, layers):
     """encode(prompts, layers, eos) equals the single-layer reads exactly, from ONE transformer pass (also per chunk)."""
     _name, clip = family
     bridge = node_module("clip_bridge")
     bridge.prepare(clip)
     prompts = [TEXT] + HISTORY
-    for encoder in bridge.open_clip(clip).encoders.values():
+    for encoder in bridge.open_clip(state, clip).encoders.values():
         if encoder.kind == "clip" and min(layers) + encoder.layer_shift < -CLIP_LAYERS:
             continue  # SD2's clip_h reads one layer lower: (-3, -2, -1) is out of the tiny stack
         passes = []
@@ -325,10 +325,10 @@ def t5_adapter_by_hand(clip, adapter, alpha, prompts, weights, text=TEXT):
     return tokens.float()
 
 
-def test_new_family_is_its_declared_set_and_passes_the_host_check(new_family):
+def test_new_family_is_its_declared_set_and_passes_the_host_check(state, new_family):
     name, clip = new_family
     bridge = node_module("clip_bridge")
-    opened = bridge.open_clip(clip)  # runs check_host at the family's conventions
+    opened = bridge.open_clip(state, clip)  # runs check_host at the family's conventions
     spec = drum_core.personalizer.FAMILIES[name]
     assert opened.family == name and set(opened.encoders) == set(spec.encoders)
     t5 = opened.encoders["t5"]
@@ -336,7 +336,7 @@ def test_new_family_is_its_declared_set_and_passes_the_host_check(new_family):
     assert t5.module.enable_attention_masks == spec.t5.attention_mask
 
 
-def test_new_family_conditioning_equals_an_independent_computation(new_family, adapters, pack):
+def test_new_family_conditioning_equals_an_independent_computation(state, new_family, adapters, pack):
     """T5 adapter on ComfyUI's own 256-token states, cut to the family's own length for the prompt; the attention mask
     is the family's own; HiDream: pooled cat(P_L(LN(A_L)), P_G(LN(A_G))) and its Llama states passed through as ComfyUI gives them."""
     name, clip = new_family
@@ -357,7 +357,7 @@ def test_new_family_conditioning_equals_an_independent_computation(new_family, a
         assert "pooled_output" not in extras or extras["pooled_output"] is None
     else:
         bridge = node_module("clip_bridge")
-        encoders = bridge.open_clip(clip).encoders
+        encoders = bridge.open_clip(state, clip).encoders
         slots = drum_core.personalizer.ENCODER_ADAPTERS
         pooled = torch.cat(
             [
@@ -419,13 +419,13 @@ def test_new_family_empty_history_is_clip_text_encode(new_family, adapters, pack
             torch.testing.assert_close(conditioning[0][1][key], value, rtol=0, atol=0)
 
 
-def test_host_check_sees_a_t5_path_without_the_family_mask(pack, monkeypatch):
+def test_host_check_sees_a_t5_path_without_the_family_mask(state, pack, monkeypatch):
     """LTX-Video masks T5 padding: a raw-state path that dropped the mask must fail the self-check (a host drift)."""
     bridge = node_module("clip_bridge")
     clip = tiny_clip("ltxv", seed=21)
     monkeypatch.setattr(bridge.ComfySubEncoder, "_pass", unmasked_pass(bridge.ComfySubEncoder._pass))
     with pytest.raises(bridge.HostMismatchError, match="t5xxl"):
-        bridge.open_clip(clip)
+        bridge.open_clip(state, clip)
 
 
 def unmasked_pass(original):
@@ -441,7 +441,7 @@ def unmasked_pass(original):
 
 
 @pytest.mark.parametrize("present", [{"clip_l": True, "clip_g": True, "t5": False}, {"clip_l": False, "clip_g": False, "t5": True}])
-def test_sd3_stack_without_some_encoders_stays_sd3(pack, adapters, present):
+def test_sd3_stack_without_some_encoders_stays_sd3(state, pack, adapters, present):
     """TripleCLIPLoader / CLIPLoader(type sd3) with encoders left out: ComfyUI keeps them as None slots, zero-filled in
     its encode; DrUM personalizes what is there, as SD3 (never SDXL or a T5-only family)."""
     import comfy.sd
@@ -455,7 +455,7 @@ def test_sd3_stack_without_some_encoders_stays_sd3(pack, adapters, present):
     clip = comfy.sd.CLIP(target, model_options=dict(SHRINK))
     randomize(clip.cond_stage_model, 31)
     bridge = node_module("clip_bridge")
-    opened = bridge.open_clip(clip)
+    opened = bridge.open_clip(state, clip)
     assert opened.family == "sd3"
     assert set(opened.encoders) == ({"l", "g"} if present["clip_l"] else {"t5"})
     conditioning, ui = run_conditioner(pack, clip, adapters)

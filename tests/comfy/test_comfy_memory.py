@@ -61,10 +61,10 @@ def comfy_encode(clip, prompt):
 
 
 @pytest.mark.parametrize("make_lora", [weight_patch_lora, bypass_lora], ids=["weight-patch", "bypass"])
-def test_the_lora_stays_in_the_history_encodings_under_memory_pressure(pack, adapters, no_free_memory, make_lora):
+def test_the_lora_stays_in_the_history_encodings_under_memory_pressure(state, pack, adapters, no_free_memory, make_lora):
     import comfy.model_management
 
-    caches, bridge = node_module("caches"), node_module("clip_bridge")
+    bridge = node_module("clip_bridge")
     clip = tiny_clip("sd1", seed=60)
     lora = make_lora(clip, seed=62)
     prompts = [line for line in HISTORY.splitlines() if line]
@@ -73,18 +73,18 @@ def test_the_lora_stays_in_the_history_encodings_under_memory_pressure(pack, ada
     assert all(not torch.allclose(e, p, atol=1e-3) for e, p in zip(expected, plain))  # the LoRA matters
 
     bridge.prepare(lora)  # the pressure is real: loading the adapters now unloads the CLIP (and its LoRA)
-    node_module("adapters").load_to_device([a for a in adapters.slots.values() if not isinstance(a, str)])
+    node_module("adapters").load_to_device(state, [a for a in adapters.slots.values() if not isinstance(a, str)])
     assert not any(loaded.model is lora.patcher for loaded in comfy.model_management.current_loaded_models)
 
     history = pack["DrUMHistoryLoader"].execute("none", HISTORY).args[0]
-    before = caches.EMBEDDINGS.computed
+    before = state.embeddings.computed
     pack["DrUMConditioner"].execute(lora, adapters, history, TEXT, 0.3)
-    assert caches.EMBEDDINGS.computed - before >= len(prompts)  # the history was encoded in this run, not served
-    encoder = bridge.open_clip(lora).encoders["l"]  # loaded (LoRA applied) as during the run: the same cache key
+    assert state.embeddings.computed - before >= len(prompts)  # the history was encoded in this run, not served
+    encoder = bridge.open_clip(state, lora).encoders["l"]  # loaded (LoRA applied) as during the run: the same cache key
     layer = -1  # the SD1 family's token layer (no CLIP Set Last Layer)
-    computed = caches.EMBEDDINGS.computed
-    cached = caches.EMBEDDINGS.encode(encoder, prompts, (layer,)).states[layer]  # what the conditioner's references used
-    assert caches.EMBEDDINGS.computed == computed  # read back from the cache, not encoded again now
+    computed = state.embeddings.computed
+    cached = state.embeddings.encode(encoder, prompts, (layer,)).states[layer]  # what the conditioner's references used
+    assert state.embeddings.computed == computed  # read back from the cache, not encoded again now
     for row, prompt in enumerate(prompts):
         ours = encoder.final_norm(cached[row : row + 1]).float()
         assert (ours - expected[row].float()).abs().max() <= 1e-5, prompt  # the LoRA is in the history's encodings

@@ -214,7 +214,7 @@ def test_clip_lora_patches_are_honoured_and_stay_on_their_clone(pack, sd1, drum_
     torch.testing.assert_close(condition(pack, sd1, adapters, history)[0][0], plain, rtol=0, atol=1e-5)
 
 
-def test_clip_set_last_layer_is_honoured(pack, sd1, drum_folder):
+def test_clip_set_last_layer_is_honoured(state, pack, sd1, drum_folder):
     from nodes import CLIPSetLastLayer
 
     adapters, history = load_adapters(pack), pasted(pack)
@@ -222,8 +222,8 @@ def test_clip_set_last_layer_is_honoured(pack, sd1, drum_folder):
     last = condition(pack, sd1, adapters, history, degree=0.0)[0][0]
     second = condition(pack, penultimate, adapters, history, degree=0.0)[0][0]
     bridge = node_module("clip_bridge")
-    encoder = bridge.open_clip(sd1).encoders["l"]
-    adapter = node_module("adapters").load_adapter("tiny_L.safetensors", "L")
+    encoder = bridge.open_clip(state, sd1).encoders["l"]
+    adapter = node_module("adapters").load_adapter(state, "tiny_L.safetensors", "L")
     with torch.inference_mode():
         tokens, _ = adapter(encoder.empty_query(), encoder.hidden_states([TEXT], -2))
     torch.testing.assert_close(second, encoder.final_norm(tokens), rtol=0, atol=1e-5)
@@ -260,14 +260,13 @@ def test_the_conditioner_gives_the_degrees_it_used_to_the_profile_preview(pack, 
     assert not torch.equal(shown.args[0], other.args[0])  # the picture's legend says the alpha
 
 
-def test_history_is_encoded_once_then_reused(pack, sd1, drum_folder):
-    caches = node_module("caches")
+def test_history_is_encoded_once_then_reused(state, pack, sd1, drum_folder):
     adapters, history = load_adapters(pack), pasted(pack, "prompt one for caching\nprompt two for caching\n")
     condition(pack, sd1, adapters, history, degree=0.3)
-    computed = caches.EMBEDDINGS.computed
-    caches._personalizers.clear()  # even a rebuilt Personalizer finds the states in the cache
+    computed = state.embeddings.computed
+    state.personalizers.clear()  # even a rebuilt Personalizer finds the states in the cache
     condition(pack, sd1, adapters, history, degree=0.8, text="another target entirely")
-    assert caches.EMBEDDINGS.computed == computed
+    assert state.embeddings.computed == computed
 
 
 def test_progress_is_reported_and_interruption_stops_encoding(pack, sd1, drum_folder):
@@ -313,7 +312,7 @@ def test_coreset_sampler_and_profile_preview(pack, sd1):
     assert torch.equal(named.args[0][:, :, :200], plain.args[0][:, :, :200])  # the map itself is the same
 
 
-def test_sdxl_clip_l_features_ignore_its_unloaded_text_projection(pack, drum_folder):
+def test_sdxl_clip_l_features_ignore_its_unloaded_text_projection(state, pack, drum_folder):
     """SDXL checkpoints carry no CLIP-L text projection (ComfyUI leaves it uninitialized): the coreset features of that
     encoder are its final-LayerNorm EOS states, unprojected (as diffusers' CLIPTextModel gives them), never garbage."""
     clip = tiny_clip("sdxl", seed=12)
@@ -321,7 +320,7 @@ def test_sdxl_clip_l_features_ignore_its_unloaded_text_projection(pack, drum_fol
         clip.cond_stage_model.clip_l.transformer.text_projection.weight.fill_(float("nan"))
     bridge = node_module("clip_bridge")
     bridge.prepare(clip)
-    encoder = bridge.open_clip(clip).encoders["l"]
+    encoder = bridge.open_clip(state, clip).encoders["l"]
     prompts = ["watercolor of a harbour", "ink sketch of a fox"]
     eos = encoder.encode(prompts, (), eos=True).eos
     features = encoder.pooled_features(prompts)

@@ -115,7 +115,7 @@ def test_the_node_reads_a_folder_with_ratings_and_keeps_its_scan_cache(outputs, 
     user.mkdir()
     monkeypatch.setattr(folder_paths, "get_output_directory", lambda: str(root))
     monkeypatch.setattr(folder_paths, "get_user_directory", lambda: str(user))
-    monkeypatch.setattr(outputs, "OUTPUTS", outputs.OutputsReader())
+    state = node_module("state").DrumState()  # a state of its own: a fresh folder list and scan cache
     for index, text in enumerate(["first prompt", "second prompt"]):
         save_png(root / "set" / f"{index}.png", text)
         os.utime(root / "set" / f"{index}.png", (1000 + index, 1000 + index))
@@ -124,7 +124,7 @@ def test_the_node_reads_a_folder_with_ratings_and_keeps_its_scan_cache(outputs, 
     from drum_core.ratings import LIKE_RATING, Ratings
 
     Ratings(ratings.ratings_file()).rate("output", "set/1.png", LIKE_RATING)
-    node = node_module("outputs_history").DrUMOutputsHistory
+    node = node_module("outputs_history").DrUMOutputsHistory.bound(state)
     assert "nothing_here" in node.validate_inputs(folder="nothing_here")  # the error names the folder
     result = node.execute(folder="set", since_days=0.0, dedupe=False, include_queue=False)
     history = result.args[0].history
@@ -132,7 +132,7 @@ def test_the_node_reads_a_folder_with_ratings_and_keeps_its_scan_cache(outputs, 
     panel = result.ui["drum_outputs"][0]
     assert panel["read"] == 3 and sum(panel["skipped"].values()) == 1 and panel["queue"] == 0
     assert [row["prompt"] for row in panel["newest"]] == ["second prompt", "first prompt"]
-    assert os.path.isfile(outputs.OUTPUTS.cache_path())  # persisted beside the ratings
+    assert os.path.isfile(state.outputs.cache_path())  # persisted beside the ratings
     for name in ("0.png", "1.png"):  # a re-scan of unchanged images reads none of them: unreadable now, same answer
         path = root / "set" / name
         stat = path.stat()

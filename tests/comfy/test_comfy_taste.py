@@ -67,11 +67,11 @@ def cosine_top(query, rows, count):
 
 
 # ---------------------------------------------------------------------- relevant
-def test_relevant_uses_the_most_similar_references_without_encoding_the_history_again(pack, sd1, adapters, monkeypatch):
+def test_relevant_uses_the_most_similar_references_without_encoding_the_history_again(state, pack, sd1, adapters, monkeypatch):
     caches = node_module("caches")
     picked = coreset(pack, sd1, pasted(pack))  # ratio 1: every prompt, in pick order, with the profile's features
     condition(pack, sd1, adapters, picked)  # encodes the references' states once
-    encoded = caches.EMBEDDINGS.computed
+    encoded = state.embeddings.computed
     encoder_type = node_module("clip_bridge").ComfySubEncoder
     tokenized, passes = encoder_type._chunks, []  # every encoder pass over a prompt tokenizes it first
 
@@ -83,8 +83,8 @@ def test_relevant_uses_the_most_similar_references_without_encoding_the_history_
     got = condition(pack, sd1, adapters, picked, relevant=2)
     assert passes.count(TEXT) == 1  # the prompt is encoded once: the panel's pick is the Personalizer's, not re-derived
     monkeypatch.undo()
-    assert caches.EMBEDDINGS.computed == encoded  # pooled features came from the coreset profile
-    encoder = caches.first_clip_encoder(node_module("clip_bridge").open_clip(sd1))
+    assert state.embeddings.computed == encoded  # pooled features came from the coreset profile
+    encoder = caches.first_clip_encoder(node_module("clip_bridge").open_clip(state, sd1))
     features = picked.profile.features_of(picked.history.prompts, encoder.fingerprint)
     chosen = cosine_top(encoder.pooled_features([TEXT])[0], features, 2)
     subset = pasted(pack, [picked.history.prompts[i] for i in chosen], [picked.history.weights[i] for i in chosen])
@@ -99,15 +99,15 @@ def test_relevant_uses_the_most_similar_references_without_encoding_the_history_
     assert not torch.allclose(got[0][0], everything[0][0])
 
 
-def test_relevant_on_a_loader_history_takes_the_features_from_the_references_encoder_pass(pack, sd1, adapters):
+def test_relevant_on_a_loader_history_takes_the_features_from_the_references_encoder_pass(state, pack, sd1, adapters):
     caches = node_module("caches")
     history = pasted(pack, [f"{p}, variant" for p in PROMPTS])
-    before = caches.EMBEDDINGS.computed
+    before = state.embeddings.computed
     first = condition(pack, sd1, adapters, history, relevant=3)
-    assert caches.EMBEDDINGS.computed == before + len(PROMPTS)  # each history prompt through the encoder once
-    encoder = caches.first_clip_encoder(node_module("clip_bridge").open_clip(sd1))
-    features = caches.EMBEDDINGS.pooled_features(encoder, history.history.prompts)  # cached by that same pass
-    assert caches.EMBEDDINGS.computed == before + len(PROMPTS)
+    assert state.embeddings.computed == before + len(PROMPTS)  # each history prompt through the encoder once
+    encoder = caches.first_clip_encoder(node_module("clip_bridge").open_clip(state, sd1))
+    features = state.embeddings.pooled_features(encoder, history.history.prompts)  # cached by that same pass
+    assert state.embeddings.computed == before + len(PROMPTS)
     chosen = cosine_top(encoder.pooled_features([TEXT])[0], features, 3)
     subset = pasted(pack, [history.history.prompts[i] for i in chosen], [history.history.weights[i] for i in chosen])
     torch.testing.assert_close(first[0][0], condition(pack, sd1, adapters, subset)[0][0], rtol=1e-5, atol=1e-5)
@@ -171,12 +171,12 @@ def test_saved_profile_loads_to_the_same_history_features_and_conditioning(pack,
     assert pack["DrUMProfilePreview"].execute(loaded, 512, 256).args[0].std() > 0.01
 
 
-def test_another_clip_re_encodes_the_features(pack, sd1, profiles_folder):
+def test_another_clip_re_encodes_the_features(state, pack, sd1, profiles_folder):
     picked = coreset(pack, sd1, pasted(pack), ratio=0.5)
     pack["DrUMProfileSave"].execute(picked, "bob", None)
     other = tiny_clip("sd1", seed=43)
     loaded = pack["DrUMProfileLoad"].execute("bob.safetensors", other).args[0]
-    encoder = node_module("caches").first_clip_encoder(node_module("clip_bridge").open_clip(other))
+    encoder = node_module("caches").first_clip_encoder(node_module("clip_bridge").open_clip(state, other))
     assert loaded.profile.fingerprint == encoder.fingerprint != picked.profile.fingerprint
     torch.testing.assert_close(loaded.profile.features, encoder.pooled_features(PROMPTS), rtol=0, atol=0)
     assert loaded.profile.picks == picked.profile.picks

@@ -42,17 +42,17 @@ def run(pack, clip, adapters, history, control=None, **options):
     return pack["DrUMTasteCheck"].execute(clip, adapters, history, control=control, width=512, height=256, **values)
 
 
-def test_the_node_gives_the_cores_report_and_degree(pack, sd1, adapters):
+def test_the_node_gives_the_cores_report_and_degree(state, pack, sd1, adapters):
     """A profile of 3 references (the Coreset Sampler at ratio 0.5): the default 10 % keeps one prompt of the 6 left, too few
     for a themed profile to show on random encoders."""
-    caches, clip_bridge = node_module("caches"), node_module("clip_bridge")
+    clip_bridge = node_module("clip_bridge")
     history = pack["DrUMCoresetSampler"].execute(loaded(pack, WATERCOLOR), sd1, 0.5, 0, K, SEED).args[0]
     out = run(pack, sd1, adapters, history, loaded(pack, CARS))
     image, degree = out.args
     assert image.shape == (1, 256, 512, 3) and image.dtype == torch.float32 and 0 <= float(image.min()) <= float(image.max()) <= 1
     shown = out.ui["drum_taste"][0]
-    encoders = clip_bridge.open_clip(sd1).encoders
-    personalizer = Personalizer("sd1", encoders, {"l": adapters.slots["L"]}, caches.EMBEDDINGS)
+    encoders = clip_bridge.open_clip(state, sd1).encoders
+    personalizer = Personalizer("sd1", encoders, {"l": adapters.slots["L"]}, state.embeddings)
     expected = taste_check(
         personalizer, History(WATERCOLOR), degree_sweep(0.25, 1.0, 4), History(CARS), TasteSettings(held_out=4, ratio=0.5)
     )
