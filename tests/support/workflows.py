@@ -25,13 +25,19 @@ from pathlib import Path
 WORKFLOWS = Path(__file__).resolve().parents[2] / "example_workflows"
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 NOTE_TYPES = ("MarkdownNote", "Note")  # frontend-only nodes: not in /object_info, never in the API format
-# Layout (graph units, px at zoom 1): columns left to right by depth, nodes sized to their content as the Vue
-# "Nodes 2.0" renderer draws it (it grows a node to its content; the classic canvas grows it to computeSize), with
-# room between nodes for the title bars and the node badges. The web extension's widgets have fixed heights
-# (web/js/drum.js, web/js/styles.js): PAGE_WIDGETS below. tests/web/test_panels.py checks that no two nodes overlap.
-TITLE_HEIGHT, SLOT_HEIGHT, WIDGET_HEIGHT, TEXT_HEIGHT, IMAGE_HEIGHT = 48, 24, 30, 130, 300
-COLUMN_GAP, ROW_GAP = 70, 70
-NODE_WIDTH, WIDE_NODE_WIDTH = 300, 380
+# Layout (graph units, px at zoom 1). Each node is sized to its content as the Vue "Nodes 2.0" renderer draws it (it
+# grows a node to its content; the classic canvas only to computeSize, which is smaller): NODE_CHROME + rows of slots,
+# widgets and text boxes + what the web extension adds (PAGE_WIDGETS: web/js/drum.js, web/js/styles.js); the constants
+# were read off every template's nodes in Chromium on frontend 1.58.1 (a node's height there, title bar included, is at
+# most this). The nodes then flow like a newspaper's columns (`flow_layout`): top to bottom, then the next column to the
+# right, every wire going right or down, with the column height that lets Fit View show the whole graph largest in a
+# 16:9 window: at or above the zoom where the canvas still draws text (docs/comfyui.md). tests/web/test_templates.py
+# checks that zoom; tests/web/test_panels.py that no two nodes overlap.
+TITLE_HEIGHT = 30  # LiteGraph.NODE_TITLE_HEIGHT: a node's pos is the top of its body, its title bar above
+NODE_CHROME, SLOT_HEIGHT, WIDGET_HEIGHT, TEXT_HEIGHT, MODEL_FILE_HEIGHT, IMAGE_HEIGHT = 72, 17, 28, 56, 8, 120
+COLUMN_GAP, ROW_GAP = 40, 30
+NODE_WIDTH, WIDE_NODE_WIDTH = 270, 330
+VIEW_ASPECT = 16 / 9  # the window Fit View fills: tests/web/test_templates.py VIEWPORTS
 PAGE_WIDGETS = {  # height of what the web extension adds, by node type
     "DrUMHistoryLoader": 30 + 175,  # upload button, history panel
     "DrUMOutputsHistory": 175,
@@ -95,7 +101,13 @@ def adapter_entries(family: str) -> list[dict]:
     return [{"name": f"{name}.safetensors", "url": ADAPTER_URL.format(name=name), "directory": "drum"} for name in FAMILY_ADAPTERS[family]]
 
 
-NOTE_SIZE = [380, 700]
+NOTE_WIDTH, NOTE_LINE, NOTE_CHARS_PER_LINE = 360, 15, 52  # the Vue renderer's note: a line of its text, wrapped
+
+
+def note_size(text: str) -> list[int]:
+    """[width, height] of a MarkdownNote that shows `text` whole in the Vue renderer (it grows a note to its text)."""
+    lines = sum(1 + len(line) // NOTE_CHARS_PER_LINE for line in text.splitlines())
+    return [NOTE_WIDTH, 20 + NOTE_LINE * lines]
 
 
 def ordered_inputs(spec: dict) -> list[tuple[str, str, dict]]:
@@ -166,16 +178,19 @@ def with_defaults(graph: dict, object_info: dict) -> dict:
     return graph
 
 
-def node_size(class_type: str, spec: dict, linked: int) -> list[int]:
-    """[width, height] of a node of `class_type` (height below the title bar) that holds its content: slot rows,
-    widgets (a multiline text box taller), the web extension's widgets, the picture of an image node."""
+def node_size(class_type: str, spec: dict, linked: int, model_files: int = 0) -> list[int]:
+    """[width, height] of a node of `class_type` (height below the title bar) that holds its content as the Vue renderer
+    draws it: its chrome, slot rows, widgets (a multiline text box taller; `model_files` of them name a model file and
+    get the missing-file mark), the web extension's widgets, an image node's ratings row and room for a picture."""
     inputs = ordered_inputs(spec)
     widgets = [(kind, options) for _name, kind, options in inputs if is_widget(kind, options)]
     slots = max(len(inputs) - len(widgets) + linked, len(spec["output"]))
     text = sum(1 for kind, options in widgets if kind == "STRING" and options.get("multiline"))
     seeds = sum(1 for _kind, options in widgets if options.get("control_after_generate"))
-    height = SLOT_HEIGHT * slots + WIDGET_HEIGHT * (len(widgets) - text + seeds) + TEXT_HEIGHT * text
-    height += PAGE_WIDGETS.get(class_type, 0) + (IMAGE_HEIGHT if class_type in IMAGE_NODES else 0)
+    height = NODE_CHROME - TITLE_HEIGHT + SLOT_HEIGHT * slots + WIDGET_HEIGHT * (len(widgets) - text + seeds) + TEXT_HEIGHT * text
+    height += MODEL_FILE_HEIGHT * model_files + PAGE_WIDGETS.get(class_type, 0)
+    if class_type in IMAGE_NODES:
+        height += WIDGET_HEIGHT + IMAGE_HEIGHT
     wide = text or class_type in PAGE_WIDGETS or class_type in IMAGE_NODES
     return [WIDE_NODE_WIDTH if wide else NODE_WIDTH, height]
 
@@ -196,9 +211,42 @@ def _columns(graph: dict) -> dict[str, int]:
     return columns
 
 
+def _flow(nodes: list[dict], limit: float) -> list[tuple[float, float]]:
+    """Top-left corners (title bar included) of `nodes` flowed into columns no taller than `limit` (a node taller than
+    that has a column of its own). An image node ends its column: it grows with the pictures of a run."""
+    corners, x, y, width, ended = [], 0.0, 0.0, 0.0, False
+    for node in nodes:
+        height = TITLE_HEIGHT + node["size"][1]
+        if y > 0 and (ended or y + height > limit):
+            x, y, width = x + width + COLUMN_GAP, 0.0, 0.0
+        corners.append((x, y))
+        y += height + ROW_GAP
+        width = max(width, node["size"][0])
+        ended = node["type"] in IMAGE_NODES
+    return corners
+
+
+def flow_layout(nodes: list[dict], aspect: float = VIEW_ASPECT) -> None:
+    """Places `nodes` (in reading order: each after every node that feeds it) like a newspaper's columns: top to bottom,
+    then the next column to the right, so every wire goes right or down. Of the column heights, the one whose layout
+    Fit View shows largest in a window of that `aspect` (width / height); the tallest such on a tie."""
+    heights = [TITLE_HEIGHT + node["size"][1] for node in nodes]
+
+    def zoom(limit: float) -> float:  # the scale Fit View picks, up to a constant (its bounds pad the nodes by 10)
+        corners = _flow(nodes, limit)
+        right = max(x + node["size"][0] for (x, _y), node in zip(corners, nodes, strict=True))
+        bottom = max(y + height for (_x, y), height in zip(corners, heights, strict=True))
+        return min(aspect / (right + 20), 1 / (bottom + 20))
+
+    limits = range(int(max(heights)), int(sum(heights) + ROW_GAP * len(heights)) + 10, 10)
+    best = max(limits, key=lambda limit: (round(zoom(limit), 9), limit))
+    for node, (x, y) in zip(nodes, _flow(nodes, best), strict=True):
+        node["pos"] = [40 + x, 40 + y + TITLE_HEIGHT]
+
+
 def api_to_ui(graph: dict, object_info: dict, note: str | None = None, title: str | None = None) -> dict:
-    """A UI workflow for an API graph: nodes laid out left to right in columns (see _columns), each sized to its content
-    (node_size); `note`, as a MarkdownNote titled `title`, in the first column."""
+    """A UI workflow for an API graph: nodes in reading order (by _columns: each after the nodes that feed it), each sized
+    to its content (node_size), flowed into columns (flow_layout); `note`, as a MarkdownNote titled `title`, first."""
     columns = {key: column + (note is not None) for key, column in _columns(graph).items()}
     nodes, links = [], []
     outputs: dict[tuple[str, int], list[int]] = {}
@@ -224,7 +272,8 @@ def api_to_ui(graph: dict, object_info: dict, note: str | None = None, title: st
                 inputs.append({"name": name, "type": kind, "link": None})
         linked_widgets = sum(1 for entry in inputs if "widget" in entry)
         properties: dict = {"Node name for S&R": node["class_type"]}
-        models = model_entries(value for value in widgets if isinstance(value, str))
+        files = model_entries(value for value in widgets if isinstance(value, str))  # model files its widgets name
+        models = files
         if node["class_type"] == "DrUMPeCALoader":
             models = adapter_entries(template_family(graph))  # its widgets say "auto": the frontend reads these from "models" below
         if models:
@@ -234,7 +283,7 @@ def api_to_ui(graph: dict, object_info: dict, note: str | None = None, title: st
                 "id": int(key),
                 "type": node["class_type"],
                 "pos": [0, 0],
-                "size": node_size(node["class_type"], spec, linked_widgets),
+                "size": node_size(node["class_type"], spec, linked_widgets, len(files)),
                 "flags": {},
                 "order": 0,
                 "mode": 0,
@@ -258,7 +307,7 @@ def api_to_ui(graph: dict, object_info: dict, note: str | None = None, title: st
             "id": max(int(k) for k in graph) + 1,
             "type": "MarkdownNote",
             "pos": [0, 0],
-            "size": NOTE_SIZE,
+            "size": note_size(note),
             "flags": {},
             "order": len(nodes),
             "mode": 0,
@@ -273,14 +322,7 @@ def api_to_ui(graph: dict, object_info: dict, note: str | None = None, title: st
             note_node["title"] = title
         nodes.append(note_node)
         columns[str(note_node["id"])] = 0
-    x = 40
-    for column in sorted(set(columns.values())):
-        members = sorted((n for n in nodes if columns[str(n["id"])] == column), key=lambda n: n["order"])
-        y = 40
-        for member in members:
-            member["pos"] = [x, y + TITLE_HEIGHT]
-            y += TITLE_HEIGHT + member["size"][1] + ROW_GAP
-        x += max(member["size"][0] for member in members) + COLUMN_GAP
+    flow_layout(sorted(nodes, key=lambda n: (columns[str(n["id"])], n["order"])))
     workflow = {
         "last_node_id": max(node["id"] for node in nodes),
         "last_link_id": len(links),

@@ -126,6 +126,51 @@ def run_graph(page, timeout_ms: float = 300_000) -> dict:
     return page.evaluate("() => window.drumTestRun")
 
 
+def fit_view(page) -> dict:
+    """Runs the Fit View command (Comfy.Canvas.FitView, animated) and waits until the view stops moving:
+    {scale, threshold, low_quality, bounds, viewport}. `threshold` is the canvas scale below which the classic renderer
+    stops drawing node titles and widget text (docs/comfyui.md: LiteGraph.Canvas.MinFontSizeForLOD / (NODE_TEXT_SIZE *
+    sqrt(devicePixelRatio))); `bounds` [x, y, width, height] is what Fit View fitted (every node with its title bar);
+    `viewport` [width, height] the canvas on screen."""
+    return page.evaluate(
+        """async () => {
+            const { app } = window;
+            const canvas = app.canvas;
+            await app.extensionManager.command.execute("Comfy.Canvas.FitView");
+            const frame = () => new Promise((resolve) => requestAnimationFrame(resolve));
+            const view = () => JSON.stringify([canvas.ds.scale, ...canvas.ds.offset]);
+            const start = performance.now();
+            let last = null;
+            for (;;) {  // the animation lasts 350 ms (DragAndScale.animateToBounds); then the view holds still
+                await frame();
+                const now = view();
+                if (now === last && performance.now() - start > 400) break;
+                last = now;
+            }
+            app.extensionManager.toast.removeAll?.();
+            const lod = app.extensionManager.setting.get("LiteGraph.Canvas.MinFontSizeForLOD");
+            const bounds = [Infinity, Infinity, -Infinity, -Infinity];
+            for (const node of app.graph.nodes) {
+                const [x, y, w, h] = node.boundingRect;
+                bounds[0] = Math.min(bounds[0], x);
+                bounds[1] = Math.min(bounds[1], y);
+                bounds[2] = Math.max(bounds[2], x + w);
+                bounds[3] = Math.max(bounds[3], y + h);
+            }
+            return {
+                scale: canvas.ds.scale,
+                threshold: lod / (window.LiteGraph.NODE_TEXT_SIZE * Math.sqrt(canvas.dpr ?? window.devicePixelRatio)),
+                low_quality: canvas.low_quality,
+                min_font_size_for_lod: lod,
+                dpr: window.devicePixelRatio,
+                canvas_dpr: canvas.dpr,
+                bounds: [bounds[0], bounds[1], bounds[2] - bounds[0], bounds[3] - bounds[1]].map(Math.round),
+                viewport: canvas.ds.getViewportSize().map(Math.round),
+            };
+        }"""
+    )
+
+
 def keep_only(page, layout: dict[int, tuple[float, float, float]], scale: float = 1.0) -> None:
     """Removes every other node and places these, {id: (x, y, min_height)}, zoomed to `scale` (for a clean picture)."""
     page.evaluate(
