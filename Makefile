@@ -11,7 +11,7 @@ setup:
 demo:
 	bash tools/bootstrap.sh --no-comfy
 	.venv/bin/drum personalize --tiny-random --history example_workflows/example_history.txt \
-		--prompt "a lighthouse on a cliff at dusk" --alpha 0.3 --out test-artifacts/demo.png
+		--prompt "a lighthouse on a cliff at dusk" --degree 0.3 --out test-artifacts/demo.png
 
 lint:
 	$(PY) -m ruff check .

@@ -201,7 +201,7 @@ def history_encode(prompts: list[str], adapter_path: Path) -> tuple[list[tuple[s
         picked = coreset.sample(state, history, clip, RATIO, 0, 10, 42)  # features of all prompts (+ their states, same pass)
         encoders = clip_bridge.open_clip(state, clip).encoders
         personalizer = Personalizer("sd1", encoders, {"l": adapter}, state.embeddings)
-        personalizer.set_history(picked.history.prompts, picked.history.weights)  # the references' states and keys/values
+        personalizer.set_history(picked.history.prompts, picked.history.intensities)  # the references' states and keys/values
         return time.perf_counter() - start, personalizer
 
     half = len(prompts) // 2

@@ -47,10 +47,10 @@ def intensity_cases(theme: torch.Tensor, seed: int = 1) -> dict[str, torch.Tenso
     }
 
 
-def scores(cosines: torch.Tensor, picks: torch.Tensor, weights: torch.Tensor) -> tuple[float, float]:
-    """(history score, coverage) of the picks; cosines [N, N], weights [N]."""
-    history = (100 * cosines[picks] @ weights / weights.sum()).mean()
-    coverage = 100 * (cosines[:, picks].max(1).values * weights).sum() / weights.sum()
+def scores(cosines: torch.Tensor, picks: torch.Tensor, intensities: torch.Tensor) -> tuple[float, float]:
+    """(history score, coverage) of the picks; cosines [N, N], intensities [N]."""
+    history = (100 * cosines[picks] @ intensities / intensities.sum()).mean()
+    coverage = 100 * (cosines[:, picks].max(1).values * intensities).sum() / intensities.sum()
     return float(history), float(coverage)
 
 
@@ -63,11 +63,11 @@ def main() -> None:
     print(f"mean cosine inside a theme {cosines[same].mean():.2f}, across themes {cosines[~same].mean():.2f}\n")
     print("| intensities | mode | picks A / B / C | history score (eq. 3) | coverage |")
     print("|---|---|---|---:|---:|")
-    for case, weights in intensity_cases(theme).items():
+    for case, intensities in intensity_cases(theme).items():
         for mode in CORESET_MODES:
-            picks = coreset_sample(features, weights, n=PICKS, diverse=mode == "diverse")
+            picks = coreset_sample(features, intensities, n=PICKS, diverse=mode == "diverse")
             counts = torch.bincount(theme[picks], minlength=len(THEMES)).tolist()
-            history, coverage = scores(cosines, picks, weights)
+            history, coverage = scores(cosines, picks, intensities)
             print(f"| {case} | {mode} | {' / '.join(map(str, counts))} | {history:.2f} | {coverage:.2f} |")
 
 

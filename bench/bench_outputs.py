@@ -36,7 +36,7 @@ from timing import best_of, print_table
 
 from drum_core import tiny
 from drum_core.cache import EmbeddingCache
-from drum_core.coreset import DEFAULT_MAX_REFERENCES, sample_count
+from drum_core.coreset import DEFAULT_MAX_COUNT, sample_count
 from drum_core.encoders import HFClipBackend
 from drum_core.image_history import ScanCache, scan_images
 
@@ -183,7 +183,7 @@ def memory_rows(history: int) -> list[tuple[str, str, str]]:
     rows = []
     for family, layers in FAMILY_LAYERS.items():
         per_reference = sum(2 * BLOCKS * CLIP_TOKENS * WIDTHS[name] * 4 for name in layers)
-        bounded = sample_count(history, 0.1, max_count=DEFAULT_MAX_REFERENCES)
+        bounded = sample_count(history, 0.1, max_count=DEFAULT_MAX_COUNT)
         unbounded = sample_count(history, 0.1, max_count=0)
         rows.append((f"{family} keys/values per reference ({' + '.join(layers)})", gib(per_reference), "from shapes"))
         rows.append((f"... {history:,} prompts, default bound: {bounded} references", gib(bounded * per_reference), "from shapes"))

@@ -57,14 +57,14 @@ def under_contention(fn, pinned: bool) -> float:
         return median_of(fn)
 
 
-def naive_forward(model: PeCA, query, target, references, weights, alpha, release_style: bool = False):
+def naive_forward(model: PeCA, query, target, references, intensities, degree, release_style: bool = False):
     """Equation 2 the direct way: concatenate [target | refs], materialize [B, h, S, T(1+R)]
     scores, softmax each segment, weight, multiply by the values. `release_style` adds what the
     release's attention does on top: split, separate normalizations, concatenation, a final
     renormalization (same numbers)."""
     b = target.shape[0]
     r = references.shape[0]
-    shares = torch.cat([torch.tensor([1 - alpha]), alpha * weights / weights.sum()])  # [1 + R]
+    shares = torch.cat([torch.tensor([1 - degree]), degree * intensities / intensities.sum()])  # [1 + R]
     context = torch.cat([target, references.unsqueeze(0).expand(b, -1, -1, -1).reshape(b, r * TOKENS, -1)], 1)
     x = query.expand(b, -1, -1)
     for block in model.tf:
@@ -73,10 +73,10 @@ def naive_forward(model: PeCA, query, target, references, weights, alpha, releas
         scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # [B, h, S, T(1+R)]
         if release_style:
             target_part, ref_part = scores.split([TOKENS, r * TOKENS], dim=-1)
-            ref_part = ref_part.unflatten(-1, (r, TOKENS)).softmax(-1) * (weights / weights.sum()).view(1, 1, 1, -1, 1)
+            ref_part = ref_part.unflatten(-1, (r, TOKENS)).softmax(-1) * (intensities / intensities.sum()).view(1, 1, 1, -1, 1)
             ref_part = ref_part.flatten(-2)
-            ref_part = alpha * ref_part / (ref_part.sum(-1, keepdim=True) + 1e-12)
-            probs = torch.cat([target_part.softmax(-1) * (1 - alpha), ref_part], -1)
+            ref_part = degree * ref_part / (ref_part.sum(-1, keepdim=True) + 1e-12)
+            probs = torch.cat([target_part.softmax(-1) * (1 - degree), ref_part], -1)
             probs = probs / (probs.sum(-1, keepdim=True) + 1e-12)
         else:
             probs = (scores.unflatten(-1, (1 + r, TOKENS)).softmax(-1) * shares.view(1, 1, 1, -1, 1)).flatten(-2)
@@ -97,38 +97,38 @@ def main() -> None:
     query = torch.randn(1, 78, 768)
     target = torch.randn(1, TOKENS, 768)
     references = torch.randn(REFERENCES, TOKENS, 768)
-    weights = torch.rand(REFERENCES) + 0.5
-    alpha = 0.3
+    intensities = torch.rand(REFERENCES) + 0.5
+    degree = 0.3
 
-    ours = best_of(lambda: model(query, target, references, weights, alpha))
-    naive = best_of(lambda: naive_forward(model, query, target, references, weights, alpha))
-    naive_release = best_of(lambda: naive_forward(model, query, target, references, weights, alpha, release_style=True))
+    ours = best_of(lambda: model(query, target, references, intensities, degree))
+    naive = best_of(lambda: naive_forward(model, query, target, references, intensities, degree))
+    naive_release = best_of(lambda: naive_forward(model, query, target, references, intensities, degree, release_style=True))
     state = model.encode_references(references)
-    warm = best_of(lambda: model(query, target, state, weights, alpha))
-    expected = model(query, target, references, weights, alpha)[0]
+    warm = best_of(lambda: model(query, target, state, intensities, degree))
+    expected = model(query, target, references, intensities, degree)[0]
     for release_style in (False, True):  # all three compute the same numbers
-        naive_tokens = naive_forward(model, query, target, references, weights, alpha, release_style)[0]
+        naive_tokens = naive_forward(model, query, target, references, intensities, degree, release_style)[0]
         torch.testing.assert_close(naive_tokens, expected, atol=2e-4, rtol=1e-4)
     rate = matmul_rate()
     floor = peca_flops(config, 1, REFERENCES) / rate
     warm_floor = peca_flops(config, 1, REFERENCES, cached_references=True) / rate
 
     def cold_run():
-        model(query, target, references, weights, alpha)
+        model(query, target, references, intensities, degree)
 
     def new_target():
-        model(query, target, state, weights, alpha)
+        model(query, target, state, intensities, degree)
 
     idle = median_of(cold_run)
     pinned = under_contention(cold_run, pinned=True)
     unpinned = under_contention(cold_run, pinned=False)
     warm_idle = median_of(new_target)
     warm_pinned = under_contention(new_target, pinned=True)
-    alphas = [0.0, 0.25, 0.5, 0.75, 1.0]
+    degrees = [0.0, 0.25, 0.5, 0.75, 1.0]
 
     def sweep():
         state = model.encode_references(references)
-        model(query, target.expand(len(alphas), -1, -1), state, weights, alphas)
+        model(query, target.expand(len(degrees), -1, -1), state, intensities, degrees)
 
     sweep_time = best_of(sweep)
     embeddings = torch.randn(100_000, 768)

@@ -1,6 +1,6 @@
 """The `drum` command line.
 
-    drum personalize --model FOLDER|HUB_ID --history FILE --prompt TEXT [--alpha 0.3] [--out image.png]
+    drum personalize --model FOLDER|HUB_ID --history FILE --prompt TEXT [--degree 0.3] [--out image.png]
     drum personalize --tiny-random [--family sd1|sd2|sdxl|sd3|flux] [--history FILE] [--prompt TEXT]
     drum profile     --model FOLDER|HUB_ID --history FILE [--ratio 0.1] [--json] [--save PROFILE.safetensors]
     drum profile     --load PROFILE.safetensors [--model FOLDER|HUB_ID] [--json]
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import defaults
-from .coreset import DEFAULT_MAX_REFERENCES
+from .coreset import DEFAULT_MAX_COUNT
 from .dtypes import DTYPE_NAMES, parse_dtype
 from .history import HISTORY_EXTENSIONS
 
@@ -106,10 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"share of the history the coreset keeps, in (0, 1] (default {defaults.RATIO})",
         )
         command.add_argument(
-            "--max-references",
+            "--max-count",
             type=number_in(int, 0),
-            default=DEFAULT_MAX_REFERENCES,
-            help=f"keep at most this many references (default {DEFAULT_MAX_REFERENCES}; 0 = no limit, the paper's rule)",
+            default=DEFAULT_MAX_COUNT,
+            help=f"keep at most this many references (default {DEFAULT_MAX_COUNT}; 0 = no limit, the paper's rule)",
         )
         command.add_argument("--k", type=POSITIVE, default=defaults.K, help="size of the coreset's random approximation set")
         command.add_argument("--coreset-seed", type=SEED, default=defaults.SEED)
@@ -133,10 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     model_and_history(run)
     run.add_argument("--prompt", help="the target prompt")
     run.add_argument(
-        "--alpha",
-        type=_alphas,
-        default=[defaults.ALPHA],
-        help=f"personalization degree in [0, 1] (default {defaults.ALPHA}); several, comma-separated (0,0.3,0.6), give one image "
+        "--degree",
+        "--alpha",  # the paper's name for the degree
+        dest="degree",
+        type=_degrees,
+        default=[defaults.DEGREE],
+        help=f"personalization degree (the paper's alpha; --alpha is the same flag) in [0, 1] (default {defaults.DEGREE}); several, comma-separated (0,0.3,0.6), give one image "
         "per degree from the same noise, side by side in --out",
     )
     run.add_argument("--profile", metavar="PATH", help="a profile file (drum profile --save) instead of --history and the coreset options")
@@ -174,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--held-out", type=number_in(int, 0), default=0, help="newest prompts held out (default 0: 10 %% of the history, 2 to 20)"
     )
     check.add_argument(
-        "--degrees", type=_alphas, default=[round(0.1 * i, 1) for i in range(1, 11)], help="degrees to sweep (default 0.1,0.2,...,1)"
+        "--degrees", type=_degrees, default=[round(0.1 * i, 1) for i in range(1, 11)], help="degrees to sweep (default 0.1,0.2,...,1)"
     )
     check.add_argument(
         "--max-target-loss",
@@ -241,7 +243,7 @@ PROFILE_FILE_IDLE = {  # what a profile file (--load, --profile) already holds
     "history": "the profile file holds the prompts",
     **{
         flag: "the profile file holds the coreset's picks"
-        for flag in ("ratio", "max_references", "k", "coreset_seed", "coreset_mode", "half_life_days")
+        for flag in ("ratio", "max_count", "k", "coreset_seed", "coreset_mode", "half_life_days")
     },
 }
 # (command, mode flag, flag set?) -> {flag: why it does nothing in that mode}; such flags are refused
@@ -352,7 +354,7 @@ def _delegate(command: str, argv: list[str]) -> int:
 
 
 # ---------------------------------------------------------------------------------- helpers
-def _alphas(text: str) -> list[float]:
+def _degrees(text: str) -> list[float]:
     """ "0.3" or "0,0.3,0.6" -> degrees, each in [0, 1]."""
     try:
         degrees = [float(part) for part in text.split(",")]
@@ -447,7 +449,7 @@ def history_import(args: argparse.Namespace) -> int:
 
 def _history(args: argparse.Namespace):
     from . import tiny
-    from .history import History, recency_weights
+    from .history import History, recency_intensities
     from .image_history import load_any_history
 
     if args.history:
@@ -456,7 +458,7 @@ def _history(args: argparse.Namespace):
         history = History(list(tiny.HISTORY), source="built-in tiny history")
     else:
         raise ValueError(f"--history is required (a {', '.join(HISTORY_EXTENSIONS)} file, .txt: one prompt a line; or a folder of images)")
-    return history.reweighted(recency_weights(history, args.half_life_days))
+    return history.with_intensities(recency_intensities(history, args.half_life_days))
 
 
 class _Bars:
@@ -496,8 +498,8 @@ def _print_profile(profile, source: str, as_json: bool = False) -> None:
         return
     print(f"{source}: {profile.total} prompts; the coreset keeps {len(profile.indices)}:")
     print(f"{'rank':>4} {'index':>6} {'intensity':>9}  prompt")
-    for rank, (index, weight, prompt) in enumerate(zip(profile.indices, profile.intensities, profile.prompts), 1):
-        print(f"{rank:>4} {index:>6} {weight:>9.3g}  {prompt}")
+    for rank, (index, intensity, prompt) in enumerate(zip(profile.indices, profile.intensities, profile.prompts), 1):
+        print(f"{rank:>4} {index:>6} {intensity:>9.3g}  {prompt}")
 
 
 # ---------------------------------------------------------------------------------- commands
@@ -531,18 +533,18 @@ def personalize(args: argparse.Namespace) -> int:
             profile = session.set_profile(Profile.load(args.profile))
         else:
             diverse = args.coreset_mode == "diverse"
-            profile = session.set_history(history, args.ratio, args.max_references, args.k, args.coreset_seed, diverse)
-        kwargs = session.kwargs(prompt, args.alpha if len(args.alpha) > 1 else args.alpha[0], relevant=args.relevant)
+            profile = session.set_history(history, args.ratio, args.max_count, args.k, args.coreset_seed, diverse)
+        kwargs = session.kwargs(prompt, args.degree if len(args.degree) > 1 else args.degree[0], relevant=args.relevant)
     finally:
         bars.close()
-    degrees = ", ".join(f"{alpha:g}" for alpha in args.alpha)
-    print(f"{session.family}: {len(profile.references)} of {profile.total} history prompts as references, alpha {degrees}", file=sys.stderr)
+    shown = ", ".join(f"{degree:g}" for degree in args.degree)
+    print(f"{session.family}: {len(profile.references)} of {profile.total} history prompts as references, degree {shown}", file=sys.stderr)
     if args.guidance is not None:
         kwargs["guidance_scale"] = args.guidance
     if size is not None:
         kwargs["height"] = kwargs["width"] = size
     pipe.set_progress_bar_config(disable=args.no_progress)
-    generators = [torch.Generator("cpu").manual_seed(args.seed) for _ in args.alpha]  # the same noise per degree
+    generators = [torch.Generator("cpu").manual_seed(args.seed) for _ in args.degree]  # the same noise per degree
     image = _side_by_side(pipe(**kwargs, num_inference_steps=steps, generator=generators).images)
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out)
@@ -586,7 +588,7 @@ def check(args: argparse.Namespace) -> int:
         held_out=args.held_out,
         max_target_loss=args.max_target_loss,
         ratio=args.ratio,
-        max_references=args.max_references,
+        max_count=args.max_count,
         k=args.k,
         coreset_seed=args.coreset_seed,
         diverse=args.coreset_mode == "diverse",
@@ -654,9 +656,7 @@ def profile(args: argparse.Namespace) -> int:
         else:
             history = _history(args)
             diverse = args.coreset_mode == "diverse"
-            result = profile_history(
-                encoder, history, args.ratio, args.max_references, args.k, args.coreset_seed, _cache(args), bars, diverse
-            )
+            result = profile_history(encoder, history, args.ratio, args.max_count, args.k, args.coreset_seed, _cache(args), bars, diverse)
     finally:
         bars.close()
     if args.save:

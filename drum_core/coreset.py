@@ -25,11 +25,11 @@ from .defaults import RATIO, SEED, K
 from .intensities import check_intensities
 
 SIM_SCALE = 100.0
-# The default bound on references (the Coreset Sampler's max_count, the CLI's --max-references): the adapters cache
+# The default bound on references (the Coreset Sampler's max_count, the CLI's --max-count): the adapters cache
 # 2 x 10 blocks x 77 tokens x width float32 keys/values per reference and context layer (SDXL: 19.6 MiB a reference),
 # so 64 references take 1.22 GiB on SDXL, 0.29 GiB on SD1, whatever the history's size (docs/performance.md). The paper's
 # unbounded 10 % is max_count 0: 2,000 references and 38 GiB on SDXL for a 20,000-image outputs folder.
-DEFAULT_MAX_REFERENCES = 64
+DEFAULT_MAX_COUNT = 64
 CORESET_MODES = ("published", "diverse")  # the node's / CLI's names for diverse=False / True
 
 
@@ -45,7 +45,7 @@ def _normalized(embeddings: torch.Tensor) -> torch.Tensor:
 
 def sample_count(total: int, ratio: float = RATIO, n: int | None = None, max_count: int = 0) -> int:
     """How many prompts to pick: n if given, else max(1, round(ratio * total)); at most `max_count`
-    (0 = no limit: the node's `max_count` and the CLI's `--max-references`) and never more than total."""
+    (0 = no limit: the node's `max_count` and the CLI's `--max-count`) and never more than total."""
     if n is None:
         if not 0 < ratio <= 1:
             raise ValueError(f"coreset ratio must lie in (0, 1], got {ratio}")
@@ -59,7 +59,7 @@ def sample_count(total: int, ratio: float = RATIO, n: int | None = None, max_cou
 
 def coreset_sample(
     embeddings: torch.Tensor,
-    weights: Sequence[float] | torch.Tensor | None = None,
+    intensities: Sequence[float] | torch.Tensor | None = None,
     ratio: float = RATIO,
     n: int | None = None,
     k: int = K,
@@ -67,7 +67,7 @@ def coreset_sample(
     diverse: bool = False,
     block: int = 64,
 ) -> torch.Tensor:
-    """Pick representative prompts. embeddings [N, D] (pooled CLIP features), weights [N].
+    """Pick representative prompts. embeddings [N, D] (pooled CLIP features), intensities [N] (p_i).
 
     Returns a LongTensor [n] of indices in pick order. `n` overrides `ratio`; `k >= N`
     uses the whole history as the approximation set A; deterministic for a seed.
@@ -77,7 +77,7 @@ def coreset_sample(
     """
     e = _normalized(embeddings)
     total = e.shape[0]
-    p = check_intensities(weights, total, "coreset weights", e.dtype)
+    p = check_intensities(intensities, total, "coreset intensities", e.dtype)
     count = sample_count(total, ratio, n)
     if k < 1:
         raise ValueError(f"coreset k must be >= 1, got {k}")

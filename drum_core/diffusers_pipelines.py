@@ -1,6 +1,6 @@
 """Personalize diffusers pipelines: SD1, SD2, SDXL, SD3 and FLUX, fed through `prompt_embeds`.
 
-    kwargs = personalize_pipeline(pipe, history, "a lighthouse at dusk", alpha=0.3)
+    kwargs = personalize_pipeline(pipe, history, "a lighthouse at dusk", degree=0.3)
     image = pipe(**kwargs, num_inference_steps=30).images[0]
 
 The family comes from which text encoders the pipeline holds and their configs, never from
@@ -26,8 +26,8 @@ import torch
 from .adapter_names import ENCODER_ADAPTERS, PUBLISHED_SIZES
 from .backend import T5_TOKENS, TextEncoderBackend
 from .cache import EmbeddingCache
-from .coreset import CORESET_MODES, DEFAULT_MAX_REFERENCES, coreset_sample, sample_count
-from .defaults import ALPHA, RATIO, SEED, K
+from .coreset import CORESET_MODES, DEFAULT_MAX_COUNT, coreset_sample, sample_count
+from .defaults import DEGREE, RATIO, SEED, K
 from .encoders import HFClipBackend, HFT5Backend
 from .history import History
 from .peca import PeCA
@@ -120,7 +120,7 @@ def profile_history(
     encoder: TextEncoderBackend,
     history: History,
     ratio: float = RATIO,
-    max_references: int | None = DEFAULT_MAX_REFERENCES,
+    max_count: int | None = DEFAULT_MAX_COUNT,
     k: int = K,
     seed: int = SEED,
     cache: EmbeddingCache | None = None,
@@ -130,12 +130,12 @@ def profile_history(
     """Coreset-sample `history` on the pooled features [N, P] of `encoder` (docs/method.md §4); `diverse`: coreset_sample's mode."""
     if len(history.prompts) == 0:
         return Profile(history, torch.zeros(0, 0), [], encoder.fingerprint, {"ratio": ratio, "k": k, "seed": seed})
-    count = sample_count(len(history.prompts), ratio, max_count=max_references or 0)  # None or 0: no limit
+    count = sample_count(len(history.prompts), ratio, max_count=max_count or 0)  # None or 0: no limit
     cache = cache if cache is not None else EmbeddingCache()
     report = (lambda done, total: progress("reading history", done, total)) if progress else None
     features = cache.pooled_features(encoder, history.prompts, report)
-    picks = coreset_sample(features, history.weights, n=count, k=k, seed=seed, diverse=diverse).tolist()
-    settings = {"ratio": ratio, "max_references": max_references, "k": k, "seed": seed, "mode": CORESET_MODES[diverse]}
+    picks = coreset_sample(features, history.intensities, n=count, k=k, seed=seed, diverse=diverse).tolist()
+    settings = {"ratio": ratio, "max_count": max_count, "k": k, "seed": seed, "mode": CORESET_MODES[diverse]}
     return Profile(history, features, picks, encoder.fingerprint, settings)
 
 
@@ -202,14 +202,14 @@ class PipelinePersonalizer:
         self,
         history: History,
         ratio: float = RATIO,
-        max_references: int | None = DEFAULT_MAX_REFERENCES,
+        max_count: int | None = DEFAULT_MAX_COUNT,
         k: int = K,
         seed: int = SEED,
         diverse: bool = False,
     ) -> Profile:
         """Coreset-sample `history`, encode the picked references; returns the profile (history, features, picks)."""
         encoder = self.backends[first_clip(self.backends)]
-        return self.set_profile(profile_history(encoder, history, ratio, max_references, k, seed, self.cache, self.progress, diverse))
+        return self.set_profile(profile_history(encoder, history, ratio, max_count, k, seed, self.cache, self.progress, diverse))
 
     def set_profile(self, profile: Profile) -> Profile:
         """Use a profile's references (its picks; every prompt when it has none), e.g. `Profile.load(path)` from another
@@ -217,13 +217,13 @@ class PipelinePersonalizer:
         self.profile = profile.for_encoder(self.backends[first_clip(self.backends)], self.cache)
         references = self.profile.references
         features = self.profile.features[self.profile.picks] if self.profile.picks else self.profile.features
-        self.personalizer.set_history(references.prompts, references.weights, features=features)
+        self.personalizer.set_history(references.prompts, references.intensities, features=features)
         return self.profile
 
-    def kwargs(self, prompt: str, alpha: float | Sequence[float] = ALPHA, relevant: int = 0) -> dict:
+    def kwargs(self, prompt: str, degree: float | Sequence[float] = DEGREE, relevant: int = 0) -> dict:
         """Keyword arguments for `pipe(...)`; see personalize_pipeline. `relevant` m > 0: only the m
         references whose pooled features are most similar to the prompt's (Personalizer.condition)."""
-        condition = self._without_t5(self.personalizer.condition(prompt, alpha, relevant=relevant))
+        condition = self._without_t5(self.personalizer.condition(prompt, degree, relevant=relevant))
         kwargs = {"prompt_embeds": self._ready(condition.tokens)}
         if self.family in POOLED_FAMILIES:
             kwargs["pooled_prompt_embeds"] = self._ready(condition.pooled)
@@ -253,10 +253,10 @@ def personalize_pipeline(
     pipe,
     history: History,
     prompt: str,
-    alpha: float | Sequence[float] = ALPHA,
+    degree: float | Sequence[float] = DEGREE,
     adapters: Mapping[str, PeCA] | str | os.PathLike | None = None,
     ratio: float = RATIO,
-    max_references: int | None = DEFAULT_MAX_REFERENCES,
+    max_count: int | None = DEFAULT_MAX_COUNT,
     k: int = K,
     seed: int = SEED,
     cache: EmbeddingCache | None = None,
@@ -269,8 +269,8 @@ def personalize_pipeline(
     SD3: prompt_embeds [B, 77 + 256, 4096] + pooled [B, P_l + P_g]; FLUX: prompt_embeds
     [B, 256, 4096] + pooled [B, E_l]. CFG families (not FLUX) also get negative_* for the empty
     negative prompt from the plain encoders (zeros for SDXL when its config forces zeros for an
-    empty negative prompt, as the pipeline itself does). B = number of alphas.
+    empty negative prompt, as the pipeline itself does). B = number of degrees.
     """
     session = PipelinePersonalizer(pipe, adapters, cache, clip_skip, progress)
-    session.set_history(history, ratio, max_references, k, seed)
-    return session.kwargs(prompt, alpha)
+    session.set_history(history, ratio, max_count, k, seed)
+    return session.kwargs(prompt, degree)

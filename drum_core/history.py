@@ -10,7 +10,7 @@
       .jsonl                   one string or object a line; PIP per-user files are detected by their
                                `train_samples:` / `test_samples:` marker lines (is_test marks test records)
     parse_history_text(text)   the pasted form of the ComfyUI node: the .txt rules
-    recency_weights(h, days)   p_i * 0.5 ** (age_i / days), age before the newest timestamp
+    recency_intensities(h, days)  p_i * 0.5 ** (age_i / days), age before the newest timestamp
     split_history(h, t)        (likes: rating >= t, p = rating; dislikes: rating < t, p = t - rating;
                                unrated records in neither)
     mix_histories(a, b, t)     both sides scaled to one total, weighted 1 - t and t
@@ -58,17 +58,17 @@ class _Invalid(Exception):
 
 @dataclass(frozen=True, init=False)
 class History:
-    """Prompts with aligned preference intensities (weights), and optional ratings, timestamps and PIP test flags.
+    """Prompts with aligned preference intensities p_i, and optional ratings, timestamps and PIP test flags.
 
-    Immutable: every field is a tuple (the constructor accepts any sequence). weights=None at
-    construction means every prompt has intensity 1.0; the stored `weights` is never None.
+    Immutable: every field is a tuple (the constructor accepts any sequence). intensities=None at
+    construction means every prompt has intensity 1.0; the stored `intensities` is never None.
     `ratings` are what the user said (None = unrated), kept apart from the intensities that a
     recency decay or a split may change: a file's rating column sets both. `ratings` is None when
     the source carries no rating at all.
     """
 
     prompts: tuple[str, ...]
-    weights: tuple[float, ...]
+    intensities: tuple[float, ...]
     timestamps: tuple[float | None, ...] | None
     source: str
     is_test: tuple[bool, ...] | None
@@ -77,7 +77,7 @@ class History:
     def __init__(
         self,
         prompts: Sequence[str],
-        weights: Sequence[float] | None = None,
+        intensities: Sequence[float] | None = None,
         timestamps: Sequence[float | None] | None = None,
         source: str = "<memory>",
         is_test: Sequence[bool] | None = None,
@@ -86,7 +86,7 @@ class History:
         prompts = tuple(prompts)
         values = {
             "prompts": prompts,
-            "weights": (1.0,) * len(prompts) if weights is None else tuple(float(w) for w in weights),
+            "intensities": (1.0,) * len(prompts) if intensities is None else tuple(float(w) for w in intensities),
             "timestamps": None if timestamps is None else tuple(timestamps),
             "source": source,
             "is_test": None if is_test is None else tuple(bool(t) for t in is_test),
@@ -94,13 +94,13 @@ class History:
         }
         for name, value in values.items():
             object.__setattr__(self, name, value)
-        for name in ("weights", "timestamps", "is_test", "ratings"):
+        for name in ("intensities", "timestamps", "is_test", "ratings"):
             value = values[name]
             if value is not None and len(value) != len(prompts):
                 raise HistoryError(f"{source}: {len(value)} {name} for {len(prompts)} prompts")
-        bad = next((i for i, w in enumerate(self.weights) if not is_intensity(w)), None)
+        bad = next((i for i, w in enumerate(self.intensities) if not is_intensity(w)), None)
         if bad is not None:
-            raise HistoryError(f"{source}: weight {self.weights[bad]} of prompt {bad} must be finite and >= 0")
+            raise HistoryError(f"{source}: intensity {self.intensities[bad]} of prompt {bad} must be finite and >= 0")
         bad = next((i for i, r in enumerate(self.ratings or ()) if r is not None and not is_intensity(r)), None)
         if bad is not None:
             raise HistoryError(f"{source}: rating {self.ratings[bad]} of prompt {bad} must be finite and >= 0")
@@ -115,7 +115,9 @@ class History:
         def pick(values):
             return None if values is None else [values[i] for i in picks]
 
-        return History(pick(self.prompts), pick(self.weights), pick(self.timestamps), self.source, pick(self.is_test), pick(self.ratings))
+        return History(
+            pick(self.prompts), pick(self.intensities), pick(self.timestamps), self.source, pick(self.is_test), pick(self.ratings)
+        )
 
     def most_recent(self, n: int) -> list[int]:
         """Indices of the n most recent records, newest first: by timestamp (ties: later in the file), else file order."""
@@ -125,9 +127,9 @@ class History:
         order = range(len(self)) if times is None else sorted(range(len(self)), key=lambda i: (times[i] is not None, times[i] or 0.0, i))
         return list(reversed(order))[:n]
 
-    def reweighted(self, weights: Sequence[float]) -> History:
+    def with_intensities(self, intensities: Sequence[float]) -> History:
         """The same records (ratings kept) with other intensities (one per prompt)."""
-        return replace(self, weights=weights)
+        return replace(self, intensities=intensities)
 
     def renamed(self, source: str) -> History:
         """The same records under another source name."""
@@ -137,7 +139,7 @@ class History:
 SECONDS_PER_DAY = 86_400.0
 
 
-def recency_weights(history: History, half_life_days: float) -> list[float]:
+def recency_intensities(history: History, half_life_days: float) -> list[float]:
     """Intensities decayed by age: p_i * 0.5 ** (age_i / half_life_days), one per prompt.
 
     age_i = (newest timestamp of the history - t_i) in days, so the newest prompt keeps p_i and
@@ -150,9 +152,9 @@ def recency_weights(history: History, half_life_days: float) -> list[float]:
     times = history.timestamps
     known = [] if times is None or half_life_days == 0 else [t for t in times if t is not None]
     if not known:
-        return list(history.weights)
+        return list(history.intensities)
     newest = max(known)
-    return [p if t is None else p * 0.5 ** ((newest - t) / SECONDS_PER_DAY / half_life_days) for p, t in zip(history.weights, times)]
+    return [p if t is None else p * 0.5 ** ((newest - t) / SECONDS_PER_DAY / half_life_days) for p, t in zip(history.intensities, times)]
 
 
 def split_history(history: History, threshold: float) -> tuple[History, History]:
@@ -168,8 +170,10 @@ def split_history(history: History, threshold: float) -> tuple[History, History]
     ratings = history.ratings or (None,) * len(history)
     liked = [i for i, rating in enumerate(ratings) if rating is not None and rating >= threshold]
     disliked = [i for i, rating in enumerate(ratings) if rating is not None and rating < threshold]
-    likes = history.subset(liked).reweighted([ratings[i] for i in liked]).renamed(f"{history.source} (likes: rating >= {threshold:g})")
-    dislikes = history.subset(disliked).reweighted([threshold - ratings[i] for i in disliked])
+    likes = (
+        history.subset(liked).with_intensities([ratings[i] for i in liked]).renamed(f"{history.source} (likes: rating >= {threshold:g})")
+    )
+    dislikes = history.subset(disliked).with_intensities([threshold - ratings[i] for i in disliked])
     return likes, dislikes.renamed(f"{history.source} (dislikes: rating < {threshold:g})")
 
 
@@ -181,7 +185,7 @@ def mix_histories(a: History, b: History, t: float) -> History:
     side a holds the share 1 - t of the intensity whatever the sides' sizes and rating scales.
     t = 0 returns `a` itself and t = 1 returns `b` (a side of share 0 adds no prompts; PeCA is
     then exactly as with that history alone). A prompt of `b` that is also in `a` is not repeated:
-    its weight adds to the first such prompt of `a` (PeCA sums identical references' weights, so
+    its weight adds to the first such prompt of `a` (PeCA sums identical references' intensities, so
     this is exact). A side with no prompts, or intensities summing to 0, contributes no intensity;
     S is then the other side's total. Timestamps are kept when both sides have them (a merged
     prompt keeps the newer one). The mix carries no ratings: its intensities are blends, not what
@@ -193,30 +197,30 @@ def mix_histories(a: History, b: History, t: float) -> History:
         return a
     if t == 1:
         return b
-    sides = [(a, 1 - t, math.fsum(a.weights)), (b, t, math.fsum(b.weights))]
+    sides = [(a, 1 - t, math.fsum(a.intensities)), (b, t, math.fsum(b.intensities))]
     weighted = [(share, total) for _, share, total in sides if total > 0]
     common = sum(share * total for share, total in weighted) / sum(share for share, _ in weighted) if weighted else 0.0
     keep_times = a.timestamps is not None and b.timestamps is not None
     prompts: list[str] = []
-    weights: list[float] = []
+    intensities: list[float] = []
     timestamps: list[float] = []
     first_in_a: dict[str, int] = {}
     for side, (history, share, total) in enumerate(sides):
         scale = share * common / total if total > 0 else 0.0
-        for i, (prompt, p) in enumerate(zip(history.prompts, history.weights)):
+        for i, (prompt, p) in enumerate(zip(history.prompts, history.intensities)):
             at = first_in_a.get(prompt) if side == 1 else None
             if at is None:
                 if side == 0:
                     first_in_a.setdefault(prompt, len(prompts))
                 prompts.append(prompt)
-                weights.append(p * scale)
+                intensities.append(p * scale)
                 if keep_times:
                     timestamps.append(history.timestamps[i])
             else:
-                weights[at] += p * scale
+                intensities[at] += p * scale
                 if keep_times:
                     timestamps[at] = max(timestamps[at], history.timestamps[i])
-    return History(prompts, weights, timestamps if keep_times else None, f"mix of {a.source} and {b.source} (t = {t:g})")
+    return History(prompts, intensities, timestamps if keep_times else None, f"mix of {a.source} and {b.source} (t = {t:g})")
 
 
 def _prompt(value: Any, field: str) -> str:
@@ -337,9 +341,9 @@ class _Records:
                 self.positions[missing[0]], "record has no timestamp while others have one; give every record a timestamp or none"
             )
         timestamps = None if missing else self.timestamps
-        weights = [1.0 if rating is None else rating for rating in self.ratings]
+        intensities = [1.0 if rating is None else rating for rating in self.ratings]
         ratings = self.ratings if any(rating is not None for rating in self.ratings) else None
-        return History(self.prompts, weights, timestamps, self.source, self.is_test, ratings)
+        return History(self.prompts, intensities, timestamps, self.source, self.is_test, ratings)
 
 
 def _lines(text: str) -> list[str]:
@@ -359,10 +363,10 @@ def parse_history_text(text: str, source: str = "<text>") -> History:
             continue
         prompt, _, rating = line.rpartition("\t") if "\t" in line else (line, "", "")
         try:
-            weight = _rating(rating)
+            rated = _rating(rating)
         except _Invalid as problem:
             raise records.error(number, f"{problem} (text after the last TAB is read as the rating)") from None
-        records.add(number, prompt, weight)
+        records.add(number, prompt, rated)
     return records.finish(max(1, len(lines) - (lines[-1] == "")))
 
 

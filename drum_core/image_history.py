@@ -771,7 +771,7 @@ def write_history_csv(history: History, path: str | os.PathLike, *, intensities:
     reads a weight column as both rating and intensity."""
     import csv
 
-    values = history.weights if intensities else history.ratings
+    values = history.intensities if intensities else history.ratings
     last = [] if values is None else ["weight" if intensities else "rating"]
     columns = ["prompt"] + (["timestamp"] if history.timestamps is not None else []) + last
     with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8", newline="") as f:

@@ -7,7 +7,7 @@ a time on fused scaled-dot-product attention:
     out = (1 - alpha) * Attn(q, K_target, V_target)
           + alpha * sum_i (p_i / sum_j p_j) * Attn(q, K_i, V_i)
 
-so the [heads, S, T * (1 + R)] score tensor is never built.
+(alpha: the paper's symbol for the degree, `degree` in code; p_i: the intensities), so the [heads, S, T * (1 + R)] score tensor is never built.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from torch import nn
 
 from .adapter_names import PUBLISHED_SIZES, published_name
 from .atomic import save_safetensors
-from .defaults import ALPHA
+from .defaults import DEGREE
 from .intensities import check_intensities
 from .threads import ThreadChooser, ThreadMemory
 
@@ -82,11 +82,11 @@ class QuickGELU(nn.Module):
 
 @dataclass
 class ReferenceState:
-    """Per-block keys and values of R references, reusable across targets and alphas.
+    """Per-block keys and values of R references, reusable across targets and degrees.
 
     `keys[l]`, `values[l]`: [heads, R * T, d_head] for block l (references back to back).
     `shared_mixes`: the reference attention of blocks whose queries do not depend on the target
-    (block 0 reads the constant empty-prompt query), kept with the query rows, weights and kernel
+    (block 0 reads the constant empty-prompt query), kept with the query rows, intensity shares and kernel
     it was computed for and reused only while all three are equal (exact).
     """
 
@@ -101,24 +101,27 @@ class ReferenceState:
         device = torch.device(device)
         if not self.keys or self.keys[0].device == device:
             return self
-        mixes = {key: SharedMix(*(t.to(device) for t in (m.rows, m.weights, m.mixed)), m.kernel) for key, m in self.shared_mixes.items()}
+        mixes = {
+            key: SharedMix(*(t.to(device) for t in (m.rows, m.intensity_shares, m.mixed)), m.kernel) for key, m in self.shared_mixes.items()
+        }
         return ReferenceState([k.to(device) for k in self.keys], [v.to(device) for v in self.values], self.count, self.tokens, mixes)
 
 
 @dataclass(frozen=True)
 class SharedMix:
-    """sum_i w_i Attn(rows, K_i, V_i) [heads, S, d_head] for query `rows` [heads, S, d_head] and weights [R]."""
+    """sum_i w_i Attn(rows, K_i, V_i) [heads, S, d_head] for query `rows` [heads, S, d_head] and intensity shares [R] (p_i / sum_j p_j)."""
 
     rows: torch.Tensor
-    weights: torch.Tensor
+    intensity_shares: torch.Tensor
     mixed: torch.Tensor
     kernel: str
 
-    def matches(self, rows: torch.Tensor, weights: torch.Tensor, kernel: str) -> bool:
+    def matches(self, rows: torch.Tensor, intensity_shares: torch.Tensor, kernel: str) -> bool:
         same_kind = all(
-            a.device == b.device and a.dtype == b.dtype and a.shape == b.shape for a, b in ((self.rows, rows), (self.weights, weights))
+            a.device == b.device and a.dtype == b.dtype and a.shape == b.shape
+            for a, b in ((self.rows, rows), (self.intensity_shares, intensity_shares))
         )
-        return same_kind and kernel == self.kernel and torch.equal(self.rows, rows) and torch.equal(self.weights, weights)
+        return same_kind and kernel == self.kernel and torch.equal(self.rows, rows) and torch.equal(self.intensity_shares, intensity_shares)
 
 
 # Scores held at once by the blocked kernel (heads * B*S * references per block * T): 4 MiB in fp32, the
@@ -174,13 +177,13 @@ class GuidedCrossAttention(nn.Module):
         layer: int,
         target_share: torch.Tensor,
         reference_share: torch.Tensor,
-        reference_weights: torch.Tensor | None,
+        intensity_shares: torch.Tensor | None,
         guidance: bool = True,
         shared_query: bool = False,
     ) -> torch.Tensor:
         """x [B, S, d], target [B, T, d]; references hold block `layer`'s keys/values.
 
-        target_share [B] = 1 - alpha, reference_share [B] = alpha, reference_weights [R] =
+        target_share [B] = 1 - degree, reference_share [B] = degree, intensity_shares [R] =
         p_i / sum p: out = target_share * Attn(target) + reference_share * sum_i w_i Attn(ref_i).
         guidance=False: one softmax over [target | ref_1 | ... | ref_R] (the paper's ablation).
         shared_query: every row of x is the same constant query (block 0): its projection and its
@@ -196,26 +199,26 @@ class GuidedCrossAttention(nn.Module):
             return self.proj(out.transpose(1, 2).reshape(b, s, d))
         dropout = self.dropout.p if self.training else 0.0  # on the attention probabilities, as the release
         out = F.scaled_dot_product_attention(q, self.split_heads(self.key(target)), self.split_heads(self.value(target)), dropout_p=dropout)
-        if references is not None and reference_weights is not None:
+        if references is not None and intensity_shares is not None:
             rows_of = 1 if shared_query else b
             rows = q[:rows_of].transpose(0, 1).reshape(self.heads, rows_of * s, -1)  # [heads, B*S (or S), d_head]
-            mixed = self._reference_mix(rows, references, layer, reference_weights, reuse=shared_query and not self.training)
-            mixed = mixed.view(self.heads, rows_of, s, -1).transpose(0, 1) + value_bias  # the weights sum to one
+            mixed = self._reference_mix(rows, references, layer, intensity_shares, reuse=shared_query and not self.training)
+            mixed = mixed.view(self.heads, rows_of, s, -1).transpose(0, 1) + value_bias  # the intensity shares sum to one
             out = out * target_share.view(b, 1, 1, 1) + mixed * reference_share.view(b, 1, 1, 1)
         out = out.transpose(1, 2).reshape(b, s, d)
         return self.dropout(self.proj(out))
 
-    def _reference_mix(self, rows, references: ReferenceState, layer: int, weights, reuse: bool) -> torch.Tensor:
+    def _reference_mix(self, rows, references: ReferenceState, layer: int, intensity_shares, reuse: bool) -> torch.Tensor:
         """sum_i w_i Attn(rows, K_i, V_i) [heads, L, d_head] for rows [heads, L, d_head]; `reuse`: from/into shared_mixes."""
         kernel = self.kernel if self.kernel != "auto" else ("blocked" if rows.device.type == "cpu" else "sdpa")
         reuse = reuse and not torch.is_grad_enabled()
         key = (layer, rows.shape[1])
-        if reuse and key in references.shared_mixes and references.shared_mixes[key].matches(rows, weights, kernel):
+        if reuse and key in references.shared_mixes and references.shared_mixes[key].matches(rows, intensity_shares, kernel):
             return references.shared_mixes[key].mixed
         attend = _references_sdpa if kernel == "sdpa" else _references_blocked
-        mixed = attend(rows, references.keys[layer], references.values[layer], weights, references.tokens)
+        mixed = attend(rows, references.keys[layer], references.values[layer], intensity_shares, references.tokens)
         if reuse:
-            references.shared_mixes[key] = SharedMix(rows, weights, mixed, kernel)
+            references.shared_mixes[key] = SharedMix(rows, intensity_shares, mixed, kernel)
         return mixed
 
 
@@ -224,14 +227,14 @@ def _per_row(states: torch.Tensor, batch: int) -> torch.Tensor:
     return states.unsqueeze(0).expand(batch, -1, -1, -1)
 
 
-def _references_sdpa(rows, keys, values, weights, tokens: int) -> torch.Tensor:
+def _references_sdpa(rows, keys, values, intensity_shares, tokens: int) -> torch.Tensor:
     """sum_i w_i Attn(rows, K_i, V_i) on SDPA, a chunk of references as the batch. rows [h, L, c] -> [h, L, c].
 
     The query is repeated to the chunk's batch: PyTorch's fused kernels (flash, memory-efficient) need
     the same batch size in query and keys, and fall back to the math backend for a broadcast query.
     """
     h, length, c = rows.shape
-    r = weights.shape[0]
+    r = intensity_shares.shape[0]
     k = keys.view(h, r, tokens, c).transpose(0, 1)  # [R, h, T, c]
     v = values.view(h, r, tokens, c).transpose(0, 1)
     per_chunk = min(r, max(1, SDPA_CHUNK_SCORES // (h * length * tokens)))
@@ -240,14 +243,14 @@ def _references_sdpa(rows, keys, values, weights, tokens: int) -> torch.Tensor:
     for first in range(0, r, per_chunk):
         last = min(r, first + per_chunk)
         per_ref = F.scaled_dot_product_attention(query[: last - first], k[first:last], v[first:last])  # [n, h, L, c]
-        mixed.addmv_(per_ref.reshape(last - first, -1).t(), weights[first:last])
+        mixed.addmv_(per_ref.reshape(last - first, -1).t(), intensity_shares[first:last])
     return mixed.view(h, length, c)
 
 
-def _references_blocked(rows, keys, values, weights, tokens: int) -> torch.Tensor:
+def _references_blocked(rows, keys, values, intensity_shares, tokens: int) -> torch.Tensor:
     """The same sum, a block of references at a time with batched matmuls (CPU)."""
     h, length, c = rows.shape
-    r = weights.shape[0]
+    r = intensity_shares.shape[0]
     blocks = -(-r // max(1, BLOCK_SCORES // (h * length * tokens)))
     per_block = -(-r // blocks)  # equal blocks
     rows = rows * (1.0 / math.sqrt(c))  # the score scale, on the small operand (exact for 64-wide heads)
@@ -256,7 +259,7 @@ def _references_blocked(rows, keys, values, weights, tokens: int) -> torch.Tenso
         last = min(r, first + per_block)
         segment = slice(first * tokens, last * tokens)
         scores = torch.matmul(rows, keys[:, segment].transpose(1, 2))  # [h, L, n*T]
-        probs = scores.view(h, length, last - first, tokens).softmax(-1).mul_(weights[first:last].view(1, 1, -1, 1))
+        probs = scores.view(h, length, last - first, tokens).softmax(-1).mul_(intensity_shares[first:last].view(1, 1, -1, 1))
         mixed.baddbmm_(probs.view(h, length, -1), values[:, segment])
     return mixed
 
@@ -272,8 +275,8 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(width, eps=1e-5)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x, target, references, layer, target_share, reference_share, reference_weights, guidance=True, shared_query=False):
-        attended = self.attn(x, target, references, layer, target_share, reference_share, reference_weights, guidance, shared_query)
+    def forward(self, x, target, references, layer, target_share, reference_share, intensity_shares, guidance=True, shared_query=False):
+        attended = self.attn(x, target, references, layer, target_share, reference_share, intensity_shares, guidance, shared_query)
         x = self.norm1(x + attended)
         return self.norm2(x + self.dropout(self.ff(x)))
 
@@ -358,7 +361,7 @@ class PeCA(nn.Module):
 
     @torch.no_grad()
     def encode_references(self, references: torch.Tensor) -> ReferenceState:
-        """references [R, T, E] -> per-block keys/values, reused across targets and alphas."""
+        """references [R, T, E] -> per-block keys/values, reused across targets and degrees."""
         self._check_states("references", references)
         context = self._context(references)
         pairs = []
@@ -374,15 +377,15 @@ class PeCA(nn.Module):
         query: torch.Tensor,
         target: torch.Tensor,
         references: torch.Tensor | ReferenceState | None = None,
-        weights: torch.Tensor | Sequence[float] | None = None,
-        alpha: float | Sequence[float] | torch.Tensor = ALPHA,
+        intensities: torch.Tensor | Sequence[float] | None = None,
+        degree: float | Sequence[float] | torch.Tensor = DEGREE,
         guidance: bool = True,
         pooled_only: bool = False,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Fuse a target condition with reference conditions.
 
         query [1, S, E] (empty-prompt states), target [B, T, E], references [R, T, E] or a
-        ReferenceState, weights [R] preference intensities (default all 1), alpha a float
+        ReferenceState, intensities [R] preference intensities p_i (default all 1), degree (the paper's alpha) a float
         or one value per batch row. Returns CLIP (tokens [B, 77, E], pooled [B, E]) raw,
         or T5 (tokens [B, 256, E], None). guidance=False is the paper's "no guidance"
         ablation: one softmax over [target | refs] in every block, alpha and p unused.
@@ -401,35 +404,35 @@ class PeCA(nn.Module):
             references = self.encode_references(references) if references.shape[0] else None
         if references is not None and references.count == 0:
             references = None
-        alphas = _alphas(alpha, b, dtype, target.device)
-        reference_weights = None
+        degrees = _degrees(degree, b, dtype, target.device)
+        intensity_shares = None
         if references is not None:
-            p = check_intensities(weights, references.count, "PeCA weights", dtype, target.device)
+            p = check_intensities(intensities, references.count, "PeCA intensities", dtype, target.device)
             if p.sum() > 0:  # all p_i = 0 behaves like alpha = 0
-                reference_weights = p / p.sum()
-        target_share = 1.0 - alphas if reference_weights is not None else torch.ones_like(alphas)
+                intensity_shares = p / p.sum()
+        target_share = 1.0 - degrees if intensity_shares is not None else torch.ones_like(degrees)
         x = self._context(query).expand(b, -1, -1)
         context = self._context(target)
         # block 0 may reuse its reference mix: block 1 is the probe
         with ThreadChooser(x.device, self.thread_memory, probe_step=1) as chooser:
             for i, block in enumerate(self.tf):
                 with chooser.step():
-                    x = block(x, context, references, i, target_share, alphas, reference_weights, guidance, shared_query=i == 0)
+                    x = block(x, context, references, i, target_share, degrees, intensity_shares, guidance, shared_query=i == 0)
         if self.config.kind == "t5":
             return self.post_proj(x), None
         return (None, x[:, -1]) if pooled_only else (x[:, :-1], x[:, -1])
 
 
-def _alphas(alpha, batch: int, dtype, device) -> torch.Tensor:
-    """alpha (float or [B]) -> [B], checked to lie in [0, 1]."""
-    alphas = torch.as_tensor(alpha, dtype=dtype, device=device).reshape(-1)
-    if alphas.numel() == 1:
-        alphas = alphas.expand(batch)
-    if alphas.numel() != batch:
-        raise ValueError(f"alpha has {alphas.numel()} values for a batch of {batch} targets")
-    if not torch.all((alphas >= 0) & (alphas <= 1)):
-        raise ValueError(f"alpha must lie in [0, 1], got {alphas.tolist()}")
-    return alphas
+def _degrees(degree, batch: int, dtype, device) -> torch.Tensor:
+    """degree (float or [B]) -> [B], checked to lie in [0, 1]."""
+    degrees = torch.as_tensor(degree, dtype=dtype, device=device).reshape(-1)
+    if degrees.numel() == 1:
+        degrees = degrees.expand(batch)
+    if degrees.numel() != batch:
+        raise ValueError(f"degree has {degrees.numel()} values for a batch of {batch} targets")
+    if not torch.all((degrees >= 0) & (degrees <= 1)):
+        raise ValueError(f"degree must lie in [0, 1], got {degrees.tolist()}")
+    return degrees
 
 
 _BLOCK_KEY = re.compile(r"^tf\.(\d+)\.")

@@ -32,7 +32,7 @@ import torch
 from .adapter_names import ENCODER_ADAPTERS
 from .backend import T5_TOKENS, Encoding, TextEncoderBackend
 from .cache import EmbeddingCache
-from .defaults import ALPHA
+from .defaults import DEGREE
 from .intensities import check_intensities
 from .peca import PeCA, ReferenceState
 
@@ -183,7 +183,7 @@ class Personalizer:
         self.token_layer = token_layer if token_layer is not None else self.spec.token_layer
         self.progress = progress
         self.references: list[str] = []
-        self.weights: torch.Tensor | None = None
+        self.intensities: torch.Tensor | None = None
         self._reference_states: dict[tuple[str, int], ReferenceState] = {}
         self._features: torch.Tensor | None = None  # [R, P] pooled features of the references (first CLIP encoder)
         self._queries: dict[str, torch.Tensor] = {}
@@ -215,7 +215,7 @@ class Personalizer:
 
     # ------------------------------------------------------------------ history
     def set_history(
-        self, prompts: Sequence[str], weights: Sequence[float] | torch.Tensor | None = None, features: torch.Tensor | None = None
+        self, prompts: Sequence[str], intensities: Sequence[float] | torch.Tensor | None = None, features: torch.Tensor | None = None
     ) -> None:
         """Encode the reference prompts (cached) and their per-block keys/values.
 
@@ -224,7 +224,7 @@ class Personalizer:
         """
         self.references = list(prompts)
         self._features = features
-        self.weights = None if weights is None else check_intensities(weights, len(self.references), "history")
+        self.intensities = None if intensities is None else check_intensities(intensities, len(self.references), "history")
         self._reference_states = {}
         if not self.references:
             return
@@ -243,15 +243,15 @@ class Personalizer:
                 self._reference_states[(name, layer)] = adapter.encode_references(encoding.states[layer].to(adapter.device))
 
     # ------------------------------------------------------------------ conditions
-    def condition(self, target: str, alpha: float | Sequence[float] = ALPHA, relevant: int = 0) -> Condition:
-        """The personalized condition of `target`; one row per alpha. Empty history: plain output.
+    def condition(self, target: str, degree: float | Sequence[float] = DEGREE, relevant: int = 0) -> Condition:
+        """The personalized condition of `target`; one row per degree. Empty history: plain output.
 
         `relevant` m > 0: only the m references most similar to `target` take part (see
         `_most_relevant_to`), exactly as if the history held just those; `Condition.chosen` names them.
         """
         if not self.references:
-            return self.plain_condition(target, batch=len(alpha) if isinstance(alpha, (list, tuple)) else 1)
-        alphas = list(alpha) if isinstance(alpha, (list, tuple)) else [alpha]
+            return self.plain_condition(target, batch=len(degree) if isinstance(degree, (list, tuple)) else 1)
+        degrees = list(degree) if isinstance(degree, (list, tuple)) else [degree]
         if relevant < 0:
             raise ValueError(f"relevant must be >= 0 (0 = every reference), got {relevant}")
         ranked = first_clip(self.encoders) if 0 < relevant < len(self.references) else None
@@ -260,8 +260,8 @@ class Personalizer:
         if ranked is not None:
             encoder = self.encoders[ranked]
             chosen = self._most_relevant_to(encoder.project(encoder.final_norm(encodings[ranked].eos[:1]))[0], relevant)
-        runs = {name: self._personalize(name, encodings[name], alphas, chosen) for name in self.encoders}
-        condition = self._assemble(runs, len(alphas), target)
+        runs = {name: self._personalize(name, encodings[name], degrees, chosen) for name in self.encoders}
+        condition = self._assemble(runs, len(degrees), target)
         condition.chosen = chosen
         return condition
 
@@ -303,12 +303,12 @@ class Personalizer:
             self._queries[name] = self.encoders[name].empty_query().float()
         return self._queries[name]
 
-    def _personalize(self, name: str, target: Encoding, alphas: list[float], chosen: torch.Tensor | None = None) -> _Run:
+    def _personalize(self, name: str, target: Encoding, degrees: list[float], chosen: torch.Tensor | None = None) -> _Run:
         """The adapter's run for encoder `name` on the target's encoding; `chosen`: indices of the references taking part (default all)."""
         adapter = self.adapters[name]
-        weights = self.weights if chosen is None or self.weights is None else self.weights[chosen]
+        intensities = self.intensities if chosen is None or self.intensities is None else self.intensities[chosen]
         device = adapter.device
-        batch = len(alphas)
+        batch = len(degrees)
         runs = []
         layers = self._layers(name)
         for layer in layers:
@@ -316,12 +316,14 @@ class Personalizer:
             chunks = target.states[layer][:1] if pooled_only else target.states[layer]  # a pooled run needs the first chunk
             c = chunks.shape[0]
             targets = chunks.float().to(device).repeat(batch, 1, 1)  # [B * C, T, E], chunks inner
-            row_alphas = [a for a in alphas for _ in range(c)]
+            row_degrees = [a for a in degrees for _ in range(c)]
             references = self._reference_states[(name, layer)]
             if chosen is not None:
                 references = select_references(references, chosen)
             with torch.inference_mode():
-                tokens, pooled = adapter(self._query(name).to(device), targets, references, weights, row_alphas, pooled_only=pooled_only)
+                tokens, pooled = adapter(
+                    self._query(name).to(device), targets, references, intensities, row_degrees, pooled_only=pooled_only
+                )
             tokens = None if tokens is None else tokens.reshape(batch, c * tokens.shape[1], tokens.shape[2])
             runs.append(_Run(tokens, pooled.reshape(batch, c, -1)[:, 0] if pooled is not None else None))
         return _Run(runs[0].tokens, runs[-1].pooled)

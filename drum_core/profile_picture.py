@@ -1,6 +1,6 @@
 """A user's profile at a glance: the history on a 2-D PCA map, the coreset highlighted (PIL only).
 
-    render_profile(embeddings [N, D], picks, prompts, weights, size, degrees) -> PIL.Image (RGB)
+    render_profile(embeddings [N, D], picks, prompts, intensities, size, degrees) -> PIL.Image (RGB)
 
 Left: every history prompt as a grey dot (area grows with its intensity p_i), the picks as
 numbered orange dots in pick order (a number is left off where it would cover another one). Right:
@@ -61,7 +61,7 @@ def degree_text(degrees: Sequence[float]) -> str:
 
 
 def legend(
-    n: int, picks: Sequence[int], prompts: Sequence[str], weights: Sequence[float], rows: int, degrees: Sequence[float] | None = None
+    n: int, picks: Sequence[int], prompts: Sequence[str], intensities: Sequence[float], rows: int, degrees: Sequence[float] | None = None
 ) -> list[str]:
     """The text beside the map: two heading lines (the first opens with the degree alpha when `degrees` is given:
     "Taste at degree 0.3 · ..."), then the picks in pick order, at most `rows` lines in all; when picks are left off,
@@ -75,7 +75,7 @@ def legend(
     listed = list(picks)[: min(MAX_LISTED, room)]
     if len(listed) < len(picks) and listed:
         listed = listed[: max(0, min(len(listed), room - 1))]  # one row for "+N more"
-    lines += [f"{rank:>2}. weight {weights[i]:g}: {prompts[i]}" for rank, i in enumerate(listed, 1)]
+    lines += [f"{rank:>2}. weight {intensities[i]:g}: {prompts[i]}" for rank, i in enumerate(listed, 1)]
     if len(listed) < len(picks):
         lines.append(f"+{len(picks) - len(listed)} more")
     return lines
@@ -103,7 +103,7 @@ def render_profile(
     embeddings: torch.Tensor,
     picks: Sequence[int],
     prompts: Sequence[str],
-    weights: Sequence[float] | None = None,
+    intensities: Sequence[float] | None = None,
     size: tuple[int, int] = (1024, 512),
     degrees: Sequence[float] | None = None,
 ) -> Image.Image:
@@ -112,9 +112,9 @@ def render_profile(
     n = embeddings.shape[0]
     if len(prompts) != n:
         raise ValueError(f"{len(prompts)} prompts for {n} embeddings")
-    weights = [1.0] * n if weights is None else list(weights)
-    if len(weights) != n:
-        raise ValueError(f"{len(weights)} weights for {n} embeddings")
+    intensities = [1.0] * n if intensities is None else list(intensities)
+    if len(intensities) != n:
+        raise ValueError(f"{len(intensities)} intensities for {n} embeddings")
     bad = [i for i in picks if not 0 <= i < n]
     if bad:
         raise ValueError(f"picked indices {bad[:5]} out of range for {n} prompts")
@@ -129,10 +129,10 @@ def render_profile(
     low, high = coords.min(0).values, coords.max(0).values
     span = torch.where(high - low > 0, high - low, torch.ones_like(high))
     xy = ((coords - low) / span * (map_size - 2 * inset) + margin + inset).tolist()
-    top = max(weights) or 1.0
+    top = max(intensities) or 1.0
 
     def dot(i: int, color, scale: float) -> None:
-        radius = scale * (2.0 + 3.0 * weights[i] / top) * height / 320
+        radius = scale * (2.0 + 3.0 * intensities[i] / top) * height / 320
         x, y = xy[i][0], height - xy[i][1]
         draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=color)
 
@@ -150,7 +150,7 @@ def render_profile(
             draw.text(corner, str(rank), fill=TEXT, font=font, stroke_width=2, stroke_fill=BACKGROUND)
     left = 2 * margin + map_size
     line = round(font.size * 1.5) if hasattr(font, "size") else 18
-    for row, text in enumerate(legend(n, picks, prompts, weights, rows=(height - 2 * margin) // line - 1, degrees=degrees)):
+    for row, text in enumerate(legend(n, picks, prompts, intensities, rows=(height - 2 * margin) // line - 1, degrees=degrees)):
         colour = MUTED if row == 1 or text.startswith("+") else TEXT
         draw.text((left, margin + line * (row + (row >= 2))), _fit(text, font, width - left - margin, draw), fill=colour, font=font)
     return image

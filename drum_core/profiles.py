@@ -83,7 +83,7 @@ class Profile:
     @property
     def intensities(self) -> list[float]:
         """The picked prompts' intensities p_i, in pick order."""
-        return [float(self.history.weights[i]) for i in self.picks]
+        return [float(self.history.intensities[i]) for i in self.picks]
 
     @property
     def references(self) -> History:
@@ -93,8 +93,8 @@ class Profile:
     def as_dict(self) -> dict:
         """JSON-ready form of the picks (what `drum profile --json` prints)."""
         picked = [
-            {"rank": rank, "index": index, "intensity": weight, "prompt": prompt}
-            for rank, (index, weight, prompt) in enumerate(zip(self.indices, self.intensities, self.prompts), 1)
+            {"rank": rank, "index": index, "intensity": intensity, "prompt": prompt}
+            for rank, (index, intensity, prompt) in enumerate(zip(self.indices, self.intensities, self.prompts), 1)
         ]
         return {"total": self.total, **self.settings, "picked": picked}
 
@@ -123,7 +123,7 @@ class Profile:
             raise ValueError("an empty history makes no profile: there is nothing to save")
         tensors = {
             "features": self.features.detach().float().cpu().contiguous(),
-            "intensities": torch.tensor(self.history.weights, dtype=torch.float64),
+            "intensities": torch.tensor(self.history.intensities, dtype=torch.float64),
             "picks": torch.tensor(self.picks, dtype=torch.int64),
         }
         if self.history.timestamps is not None:

@@ -53,7 +53,7 @@ class TasteSettings:
     held_out: int = 0
     max_target_loss: float = 0.05
     ratio: float = RATIO
-    max_references: int = 0
+    max_count: int = 0
     k: int = K
     coreset_seed: int = SEED
     diverse: bool = False
@@ -195,7 +195,7 @@ def shuffled_history(history: History, seed: int = 0) -> History:
     and with them the taste, are gone."""
     prompts = [shuffled_prompt(p, f"{seed}/{i}") for i, p in enumerate(history.prompts)]
     return History(
-        prompts, history.weights, history.timestamps, f"{history.source} (shuffled, seed {seed})", history.is_test, history.ratings
+        prompts, history.intensities, history.timestamps, f"{history.source} (shuffled, seed {seed})", history.is_test, history.ratings
     )
 
 
@@ -213,16 +213,16 @@ def use_profile(
 
     encoder = personalizer.encoders[first_clip(personalizer.encoders)]
     s = settings
-    profile = profile_history(encoder, history, s.ratio, s.max_references, s.k, s.coreset_seed, personalizer.cache, progress, s.diverse)
+    profile = profile_history(encoder, history, s.ratio, s.max_count, s.k, s.coreset_seed, personalizer.cache, progress, s.diverse)
     references = profile.references
-    personalizer.set_history(references.prompts, references.weights, features=profile.features[profile.picks])
+    personalizer.set_history(references.prompts, references.intensities, features=profile.features[profile.picks])
     return len(profile.picks)
 
 
-def text_align(e: torch.Tensor, features: torch.Tensor, weights: Sequence[float], target: int) -> tuple[float, float] | None:
+def text_align(e: torch.Tensor, features: torch.Tensor, intensities: Sequence[float], target: int) -> tuple[float, float] | None:
     """(target, history) for conditions' pooled rows e [D, P] against held-out features [H, P]: the history
     score over the held-out prompts other than `target`; None when their intensities sum to 0."""
-    p = torch.tensor(weights, dtype=torch.float64)
+    p = torch.tensor(intensities, dtype=torch.float64)
     p[target] = 0.0
     if float(p.sum()) <= 0:
         return None
@@ -252,7 +252,7 @@ def taste_check(
     control_history = control if control is not None else shuffled_history(rest, s.shuffle_seed)
     control_name = control.source if control is not None else f"your history shuffled (seed {s.shuffle_seed})"
     features = text_align_features(personalizer, held.prompts)
-    scored = [t for t in range(len(held)) if sum(w for i, w in enumerate(held.weights) if i != t) > 0]
+    scored = [t for t in range(len(held)) if sum(w for i, w in enumerate(held.intensities) if i != t) > 0]
     if not scored:
         raise ValueError(f"{history.source}: the held-out prompts' intensities sum to 0: nothing to compare to")
     total, done = 2 * len(scored), 0
@@ -264,7 +264,7 @@ def taste_check(
             pooled = personalizer.condition(held.prompts[t], sweep).pooled
             if pooled is None:
                 raise ValueError(f"the {personalizer.family} condition has no pooled vector: Text align cannot be measured")
-            target, hist = text_align(pooled, features, held.weights, t)
+            target, hist = text_align(pooled, features, held.intensities, t)
             sums += torch.stack([target, hist])
             done += 1
             if progress:

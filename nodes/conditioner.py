@@ -38,16 +38,16 @@ def personalized_tokens(
     choice: AdapterChoice,
     history: DrumHistory,
     text: str,
-    alphas: list[float],
+    degrees: list[float],
     relevant: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict, list[int] | None]:
-    """(tokens [B, L, D], pooled [B, P] or None, extras, chosen) for one row per alpha, on ComfyUI's intermediate device;
+    """(tokens [B, L, D], pooled [B, P] or None, extras, chosen) for one row per degree, on ComfyUI's intermediate device;
     extras: the family's T5 attention mask [B, L] (LTX-Video, Mochi) and the streams it passes through untouched
     (HiDream's Llama states, from ComfyUI's own encode); chosen: the history rows `relevant` kept (what the node's
     panel lists), as the Personalizer picked them, or None where every row took part.
 
     Adapters are matched and checked before anything is encoded. An empty history gives
-    ComfyUI's own text-encode output (repeated per alpha). `relevant` m > 0: only the m history
+    ComfyUI's own text-encode output (repeated per degree). `relevant` m > 0: only the m history
     prompts most similar to `text` are references (their features from the history's profile or the cache).
     """
     encoders, family, clip = opened.encoders, opened.family, opened.clip
@@ -55,7 +55,7 @@ def personalized_tokens(
     for name, encoder in encoders.items():
         check_adapter(name, encoder, adapters[name])
     if len(history.history) == 0:
-        return (*plain_tokens(clip, text, len(alphas)), None)
+        return (*plain_tokens(clip, text, len(degrees)), None)
     extras = clip_bridge.passthrough_extras(opened, text)
     encoders = load_with_clip(state, opened, adapters.values(), text)  # the CLIP last: its LoRAs stay in for every encode below
     layer = clip_bridge.token_layer(clip, family)
@@ -64,13 +64,13 @@ def personalized_tokens(
         built = Personalizer(family, encoders, adapters, state.embeddings, layer, clip_bridge.progress_reporter())
         clips = any(encoder.kind == "clip" for encoder in encoders.values())  # T5-only families have no pooled features
         features = history.reference_features(encoders[first_clip(encoders)].fingerprint) if clips else None  # None: from their pass
-        built.set_history(history.history.prompts, history.history.weights, features=features)
+        built.set_history(history.history.prompts, history.history.intensities, features=features)
         return built
 
     key = (family, layer, history.digest, tuple((n, e.fingerprint, id(adapters[n])) for n, e in sorted(encoders.items())))
     with personalizer(state, key, build) as chosen:
         chosen.rebind(encoders)  # a cached one may hold an earlier, identical CLIP object
-        condition = chosen.condition(text, alphas, relevant=relevant)
+        condition = chosen.condition(text, degrees, relevant=relevant)
     out = clip_bridge.output_device()
     if condition.attention_mask is not None:
         extras["attention_mask"] = condition.attention_mask.to(out)
@@ -205,21 +205,21 @@ class DrUMConditioner(CheckedNode):
         end_percent: float = 1.0,
     ) -> io.NodeOutput:
         cls.check_inputs(text=text, degree=degree, relevant=relevant, start_percent=start_percent, end_percent=end_percent)
-        used = degrees if degrees is not None else Degrees((float(degree),))  # the alpha(s) of this conditioning: its second output
-        alphas = list(used.values)
+        used = degrees if degrees is not None else Degrees((float(degree),))  # the degree(s) of this conditioning: its second output
+        batch_degrees = list(used.values)
         state = cls.state()
         opened = clip_bridge.open_clip(state, clip, text)  # the family first: a refused encoder set stops here
         family = opened.family
-        tokens, pooled, own, chosen = personalized_tokens(state, opened, adapters, history, text, alphas, relevant)
-        log.debug("DrUM: %s conditioning %s for degrees %s", family, list(tokens.shape), alphas)
+        tokens, pooled, own, chosen = personalized_tokens(state, opened, adapters, history, text, batch_degrees, relevant)
+        log.debug("DrUM: %s conditioning %s for degrees %s", family, list(tokens.shape), batch_degrees)
         references = history.preview(limit=len(history.history))
         if chosen is not None:
             references = [references[row] for row in chosen]
-        ui = {"drum_conditioning": [{"family": family, "degrees": alphas, "references": references, "adapters": adapters.files}]}
+        ui = {"drum_conditioning": [{"family": family, "degrees": batch_degrees, "references": references, "adapters": adapters.files}]}
         extras = clip_bridge.hooks_extras(clip)
         entries = build_conditioning(tokens, pooled, conditioning, extras, own)
         if (start_percent, end_percent) != (0.0, 1.0):
-            plain_cond, plain_pooled, plain_own = plain_tokens(clip, text, len(alphas))
+            plain_cond, plain_pooled, plain_own = plain_tokens(clip, text, len(batch_degrees))
             plain = build_conditioning(plain_cond, plain_pooled, conditioning, extras, plain_own)
             entries = with_timestep_range(entries, plain, start_percent, end_percent)
         return io.NodeOutput(entries, used, ui=ui)

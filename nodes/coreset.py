@@ -5,8 +5,8 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from drum_core import defaults
-from drum_core.coreset import CORESET_MODES, DEFAULT_MAX_REFERENCES, coreset_sample, sample_count
-from drum_core.history import recency_weights
+from drum_core.coreset import CORESET_MODES, DEFAULT_MAX_COUNT, coreset_sample, sample_count
+from drum_core.history import recency_intensities
 
 from . import clip_bridge
 from .caches import first_clip_encoder, pooled_history_features
@@ -32,11 +32,11 @@ def sample(
         raise ValueError(f"DrUM Coreset Sampler: mode must be one of {', '.join(CORESET_MODES)}, got {mode!r}")
     if len(history.history) == 0:
         return history
-    full = history.history.reweighted(recency_weights(history.history, half_life_days))
+    full = history.history.with_intensities(recency_intensities(history.history, half_life_days))
     opened = clip_bridge.open_clip(state, clip)
     embeddings = pooled_history_features(state, opened, full.prompts)  # [N, P]
     count = sample_count(len(full), ratio, max_count=max_count)
-    picks = coreset_sample(embeddings, full.weights, n=count, k=k, seed=seed, diverse=mode == "diverse").tolist()
+    picks = coreset_sample(embeddings, full.intensities, n=count, k=k, seed=seed, diverse=mode == "diverse").tolist()
     settings = {"ratio": ratio, "max_count": max_count, "k": k, "seed": seed, "mode": mode, "half_life_days": half_life_days}
     return DrumHistory(full.subset(picks), Profile(full, embeddings, picks, first_clip_encoder(opened).fingerprint, settings))
 
@@ -67,7 +67,7 @@ class DrUMCoresetSampler(CheckedNode):
                 ),
                 io.Int.Input(
                     "max_count",
-                    default=DEFAULT_MAX_REFERENCES,
+                    default=DEFAULT_MAX_COUNT,
                     min=0,
                     max=100000,
                     tooltip="Upper bound on the number of picks (each costs GPU memory: about 20 MB on SDXL); 0 = no bound, the paper's rule.",

@@ -12,9 +12,9 @@ from .io_types import Degrees, DrumDegreesType
 
 
 def degree_input(tooltip: str) -> io.Float.Input:
-    """The degree alpha on a slider from 0 (the prompt alone) to 1 (the history alone), default the paper's (drum_core.defaults.ALPHA)."""
+    """The degree alpha on a slider from 0 (the prompt alone) to 1 (the history alone), default the paper's (drum_core.defaults.DEGREE)."""
     return io.Float.Input(
-        "degree", default=defaults.ALPHA, min=0.0, max=1.0, step=0.01, display_mode=io.NumberDisplay.slider, tooltip=tooltip
+        "degree", default=defaults.DEGREE, min=0.0, max=1.0, step=0.01, display_mode=io.NumberDisplay.slider, tooltip=tooltip
     )
 
 

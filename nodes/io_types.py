@@ -35,8 +35,8 @@ class DrumHistory:
     def digest(self) -> str:
         """Identifies prompts + intensities (keys the reference-state cache)."""
         digest = hashlib.sha256()
-        for prompt, weight in zip(self.history.prompts, self.history.weights):
-            digest.update(f"{weight!r}\0{prompt}\0".encode())
+        for prompt, intensity in zip(self.history.prompts, self.history.intensities):
+            digest.update(f"{intensity!r}\0{prompt}\0".encode())
         return digest.hexdigest()[:32]
 
     def reference_features(self, fingerprint: str) -> torch.Tensor | None:
@@ -45,7 +45,7 @@ class DrumHistory:
 
     def preview(self, limit: int = 50) -> list[dict]:
         """[{"prompt", "weight"}] of the first `limit` prompts, for the web UI."""
-        return [{"prompt": p, "weight": w} for p, w in list(zip(self.history.prompts, self.history.weights))[:limit]]
+        return [{"prompt": p, "weight": w} for p, w in list(zip(self.history.prompts, self.history.intensities))[:limit]]
 
 
 @dataclass(frozen=True)

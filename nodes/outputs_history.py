@@ -231,7 +231,7 @@ def with_queue(scan: History, queued: list[tuple[float | None, str]], dedupe: bo
         return scan
     times = scan.timestamps if scan.timestamps is not None else (None,) * len(scan)
     ratings = scan.ratings if scan.ratings is not None else (None,) * len(scan)
-    records = [[times[i], scan.prompts[i], scan.weights[i], ratings[i]] for i in range(len(scan))]
+    records = [[times[i], scan.prompts[i], scan.intensities[i], ratings[i]] for i in range(len(scan))]
     merged = {record[1]: record for record in records} if dedupe else {}
     for stamp, text in queued:
         if text in merged:
@@ -360,7 +360,7 @@ class DrUMOutputsHistory(CheckedNode):
             "read": scan.read,
             "skipped": dict(sorted(scan.skipped.items())),
             "queue": queued,
-            "newest": [{"prompt": history.prompts[i], "weight": history.weights[i]} for i in newest],
+            "newest": [{"prompt": history.prompts[i], "weight": history.intensities[i]} for i in newest],
         }
         return io.NodeOutput(loaded, ui={"drum_outputs": [panel]})
 

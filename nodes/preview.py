@@ -16,7 +16,7 @@ from .profiles import profile_of
 MAP_POINTS = 400  # prompts the page's map draws at most (every pick, then the first others)
 
 
-def map_output(features, picks, prompts, weights, degrees: tuple[float, ...] | None = None) -> dict:
+def map_output(features, picks, prompts, intensities, degrees: tuple[float, ...] | None = None) -> dict:
     """The page's map of the profile: points [x, y] in 0..1 (the picture's 2-D projection), with each one's prompt,
     intensity and pick rank (0 = not picked); `hidden` counts prompts left off (beyond MAP_POINTS); `degrees`: the
     degree(s) alpha linked in (a list), or None."""
@@ -27,7 +27,13 @@ def map_output(features, picks, prompts, weights, degrees: tuple[float, ...] | N
     rank = {index: position for position, index in enumerate(picks, 1)}
     shown = list(dict.fromkeys([*picks, *range(len(prompts))]))[:MAP_POINTS]
     points = [
-        {"x": round(unit[i][0], 4), "y": round(unit[i][1], 4), "prompt": prompts[i], "weight": float(weights[i]), "pick": rank.get(i, 0)}
+        {
+            "x": round(unit[i][0], 4),
+            "y": round(unit[i][1], 4),
+            "prompt": prompts[i],
+            "weight": float(intensities[i]),
+            "pick": rank.get(i, 0),
+        }
         for i in shown
     ]
     shape = {"points": points, "count": len(prompts), "picks": len(picks), "hidden": len(prompts) - len(shown)}
@@ -66,10 +72,10 @@ class DrUMProfilePreview(CheckedNode):
         cls.check_inputs(width=width, height=height)
         profile = profile_of(cls.state(), history, clip, "DrUM Profile Preview")
         full = profile.history
-        alphas = None if degrees is None else degrees.values
-        picture = render_profile(profile.features, profile.picks, full.prompts, full.weights, (width, height), degrees=alphas)
+        values = None if degrees is None else degrees.values
+        picture = render_profile(profile.features, profile.picks, full.prompts, full.intensities, (width, height), degrees=values)
         image = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255.0)[None]  # [1, H, W, 3]
-        ui = {"drum_map": [map_output(profile.features, profile.picks, full.prompts, full.weights, alphas)]}
+        ui = {"drum_map": [map_output(profile.features, profile.picks, full.prompts, full.intensities, values)]}
         return io.NodeOutput(image.to(clip_bridge.output_device()), ui=ui)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from comfy_api.latest import io
 
-from drum_core.coreset import DEFAULT_MAX_REFERENCES
+from drum_core.coreset import DEFAULT_MAX_COUNT
 from drum_core.history import History
 from drum_core.personalizer import Personalizer, check_adapter
 from drum_core.taste import TasteSettings, degree_sweep, render_taste, taste_check
@@ -29,7 +29,7 @@ def coreset_settings(history: DrumHistory) -> dict:
     found = history.profile.settings if history.profile is not None else {}
     return {
         "ratio": float(found.get("ratio", 0.1)),
-        "max_references": int(found.get("max_count", DEFAULT_MAX_REFERENCES)),
+        "max_count": int(found.get("max_count", DEFAULT_MAX_COUNT)),
         "k": int(found.get("k", 10)),
         "coreset_seed": int(found.get("seed", 42)),
         "diverse": found.get("mode") == "diverse",

@@ -47,10 +47,10 @@ def test_tiny_random_runs_the_full_pipeline_to_a_png(tmp_path, capsys, family):
 def test_a_model_folder_with_adapters_end_to_end(model_folder, history_file, tmp_path, capsys, offline):
     out = tmp_path / "image.png"
     argv = ["personalize", "--model", str(model_folder / "model"), "--adapters", str(model_folder), "--history", str(history_file)]
-    argv += ["--prompt", "a fox in the snow", "--alpha", "0.5", "--ratio", "0.25", "--steps", "2", "--size", "32", "--out", str(out)]
+    argv += ["--prompt", "a fox in the snow", "--degree", "0.5", "--ratio", "0.25", "--steps", "2", "--size", "32", "--out", str(out)]
     assert main(argv) == 0
     captured = capsys.readouterr()
-    assert "sd1: 3 of 12 history prompts as references, alpha 0.5" in captured.err
+    assert "sd1: 3 of 12 history prompts as references, degree 0.5" in captured.err
     assert TINY_BANNER not in captured.err + captured.out
     assert Image.open(out).size == (32, 32)
 
@@ -58,7 +58,7 @@ def test_a_model_folder_with_adapters_end_to_end(model_folder, history_file, tmp
 def test_several_degrees_render_side_by_side_from_the_same_noise(tmp_path, capsys):
     out = tmp_path / "sweep.png"
     assert main(["personalize", "--tiny-random", "--alpha", "0,0,1", "--no-progress", "--out", str(out)]) == 0
-    assert "alpha 0, 0, 1" in capsys.readouterr().err
+    assert "degree 0, 0, 1" in capsys.readouterr().err
     row = np.asarray(Image.open(out))
     size = tiny.IMAGE_SIZE
     assert row.shape == (size, 3 * size, 3)
@@ -193,7 +193,7 @@ def test_profile_bad_input_is_one_line_and_exit_2(tmp_path, bad_history, capsys)
     assert line == "drum profile: --history does nothing with --load (the profile file holds the prompts)"
     assert "--ratio does nothing with --load" in fails_with_one_line(capsys, ["profile", "--load", "p.safetensors", "--ratio", "0.5"])
     assert "--model is required" in fails_with_one_line(capsys, ["profile", "--history", str(bad_history)])
-    assert "argument --max-references: must lie in [0, inf], got -1" in fails_with_one_line(capsys, ["profile", "--max-references", "-1"])
+    assert "argument --max-count: must lie in [0, inf], got -1" in fails_with_one_line(capsys, ["profile", "--max-count", "-1"])
 
 
 def test_the_dispatcher_reports_usage_errors_on_one_line(capsys):

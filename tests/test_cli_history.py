@@ -27,7 +27,7 @@ def test_import_of_several_sources_with_dedupe_and_since(tmp_path, capsys):
     assert main(["history", "import", str(folder), str(extra), "--out", str(out), "--dedupe", "--since", "1970-01-01T00:40:00"]) == 0
     history = load_history(out)  # since 2400 s: "first" at 1000 is out, the one at 5000 in
     assert history.prompts == ("a harbour in watercolor", "a lighthouse at dusk", "first")
-    assert history.weights == (1.0, 2.0, 1.0) and history.timestamps == (3000.0, 4500.0, 5000.0)
+    assert history.intensities == (1.0, 2.0, 1.0) and history.timestamps == (3000.0, 4500.0, 5000.0)
     assert main(["history", "import", str(folder), "--out", str(out), "--since", "0"]) == 2  # nothing newer than now
     assert_one_line_error(capsys, "history import", 2, "no prompt found in 0 images read", "not written")
 

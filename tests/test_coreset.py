@@ -11,13 +11,13 @@ from drum_core.cli import build_parser, main
 from drum_core.coreset import CORESET_MODES, sample_count
 
 
-def naive_algorithm_1(embeddings, weights, n, anchors):
+def naive_algorithm_1(embeddings, intensities, n, anchors):
     """Algorithm 1 written out with Python loops over prompts, float64."""
     e = embeddings.double()
     total = e.shape[0]
 
     def sim(a, i):
-        return 100.0 * float(torch.dot(e[a], e[i]) / (e[a].norm() * e[i].norm())) * float(weights[i])
+        return 100.0 * float(torch.dot(e[a], e[i]) / (e[a].norm() * e[i].norm())) * float(intensities[i])
 
     score = [sum(sim(a, i) for a in anchors) / len(anchors) for i in range(total)]
     picks = []
@@ -29,7 +29,7 @@ def naive_algorithm_1(embeddings, weights, n, anchors):
     return picks
 
 
-def naive_diverse(embeddings, weights, n, anchors):
+def naive_diverse(embeddings, intensities, n, anchors):
     """The diverse mode written out, float64: Algorithm 1's first pick, then farthest-first on p_i * (1 - cos)."""
     e = embeddings.double()
     total = e.shape[0]
@@ -37,12 +37,12 @@ def naive_diverse(embeddings, weights, n, anchors):
     def cos(a, i):
         return float(torch.dot(e[a], e[i]) / (e[a].norm() * e[i].norm()))
 
-    score = [sum(100.0 * cos(a, i) * float(weights[i]) for a in anchors) / len(anchors) for i in range(total)]
+    score = [sum(100.0 * cos(a, i) * float(intensities[i]) for a in anchors) / len(anchors) for i in range(total)]
     picks = []
     for step in range(n):
         best = max(range(total), key=lambda i: (score[i], -i))  # ties -> lowest index
         picks.append(best)
-        distance = [float(weights[i]) * (1.0 - cos(best, i)) for i in range(total)]
+        distance = [float(intensities[i]) * (1.0 - cos(best, i)) for i in range(total)]
         score = distance if step == 0 else [min(score[i], distance[i]) for i in range(total)]
         score[best] = -math.inf
     return picks
@@ -59,10 +59,10 @@ def test_matches_naive_restatement(diverse, naive, weighted, k):
     g = torch.Generator().manual_seed(3)
     centers = torch.randn(4, 16, generator=g, dtype=torch.float64)
     emb = centers[torch.randint(0, 4, (120,), generator=g)] + 0.7 * torch.randn(120, 16, generator=g, dtype=torch.float64)
-    weights = torch.rand(120, generator=g, dtype=torch.float64) * 2 if weighted else torch.ones(120, dtype=torch.float64)
-    picks = coreset_sample(emb, weights if weighted else None, n=25, k=k, seed=5, diverse=diverse, block=4)
-    assert picks.tolist() == naive(emb, weights, 25, anchors_for(120, k, 5))
-    assert picks[0] == coreset_sample(emb, weights if weighted else None, n=1, k=k, seed=5)[0]  # both modes: the same first pick
+    intensities = torch.rand(120, generator=g, dtype=torch.float64) * 2 if weighted else torch.ones(120, dtype=torch.float64)
+    picks = coreset_sample(emb, intensities if weighted else None, n=25, k=k, seed=5, diverse=diverse, block=4)
+    assert picks.tolist() == naive(emb, intensities, 25, anchors_for(120, k, 5))
+    assert picks[0] == coreset_sample(emb, intensities if weighted else None, n=1, k=k, seed=5)[0]  # both modes: the same first pick
 
 
 def test_invariants_unique_greedy_seeded():
@@ -89,9 +89,9 @@ def test_sample_count_rounds_to_the_nearest_whole_number(total, ratio, expected)
 def test_weights_steer_the_picks():
     g = torch.Generator().manual_seed(1)
     emb = 4 * torch.randn(1, 24, generator=g) + torch.randn(300, 24, generator=g)  # CLIP-like: all cosines > 0
-    weights = torch.ones(300)
-    weights[:150] = 0.01  # the first half barely liked
-    picks = coreset_sample(emb, weights, n=30)
+    intensities = torch.ones(300)
+    intensities[:150] = 0.01  # the first half barely liked
+    picks = coreset_sample(emb, intensities, n=30)
     assert (picks >= 150).float().mean() > 0.9
     zero = torch.ones(300)
     zero[7] = 0
@@ -145,10 +145,10 @@ def test_bad_inputs_are_named():
         coreset_sample(emb, ratio=0)
 
 
-def one_row_per_step(embeddings, weights, n, anchors):
+def one_row_per_step(embeddings, intensities, n, anchors):
     """Algorithm 1 as the release loops: one full similarity row per pick, float64, vectorized over prompts."""
     e = torch.nn.functional.normalize(embeddings.double(), dim=1)
-    p = weights.double()
+    p = intensities.double()
     score = 100.0 * (e @ e[anchors].T).mean(1) * p
     picks = []
     for _ in range(n):
@@ -162,9 +162,9 @@ def one_row_per_step(embeddings, weights, n, anchors):
 def test_hundred_thousand_prompts_are_routine():
     g = torch.Generator().manual_seed(4)
     emb = torch.randn(100_000, 64, generator=g, dtype=torch.float64)
-    weights = 0.5 + torch.rand(100_000, generator=g, dtype=torch.float64)
-    picks = coreset_sample(emb, weights, n=100, k=10, seed=42).tolist()
-    assert picks == one_row_per_step(emb, weights, 100, anchors_for(100_000, 10, 42))
+    intensities = 0.5 + torch.rand(100_000, generator=g, dtype=torch.float64)
+    picks = coreset_sample(emb, intensities, n=100, k=10, seed=42).tolist()
+    assert picks == one_row_per_step(emb, intensities, 100, anchors_for(100_000, 10, 42))
 
 
 def test_cli_coreset_mode_and_half_life(tmp_path, capsys):

@@ -29,7 +29,7 @@ from drum_core.weights import HUB_PAGE, AdapterNotFoundError, find_adapter, load
 
 TARGET = "a fox in the snow"
 HISTORY = History(list(tiny.HISTORY), [1.0, 2.0, 0.5] * 4)
-SHAPES = {  # family: (prompt_embeds, pooled_prompt_embeds) for one alpha
+SHAPES = {  # family: (prompt_embeds, pooled_prompt_embeds) for one degree
     "sd1": ((1, 77, tiny.L_WIDTH), None),
     "sd2": ((1, 77, tiny.H_WIDTH), None),
     "sdxl": ((1, 77, tiny.L_WIDTH + tiny.G_WIDTH), (1, tiny.PROJECTION_WIDTH)),
@@ -91,8 +91,8 @@ def test_personalized_kwargs_have_the_pipeline_shapes(family_pipe):
     rows = kwargs["prompt_embeds"]
     assert not torch.allclose(rows[0], rows[1]) and not torch.allclose(rows[1], own["prompt_embeds"][0])
     by_encoder = {name: adapters[ENCODER_ADAPTERS[name]] for name in session.backends}
-    for row, alpha in enumerate((0.0, 0.3)):  # each row = docs/method.md §5 by hand on the picked references
-        tokens, pooled = expected_condition(family, session.backends, by_encoder, alpha, TARGET, profile.prompts, profile.intensities)
+    for row, degree in enumerate((0.0, 0.3)):  # each row = docs/method.md §5 by hand on the picked references
+        tokens, pooled = expected_condition(family, session.backends, by_encoder, degree, TARGET, profile.prompts, profile.intensities)
         torch.testing.assert_close(rows[row : row + 1], tokens, rtol=1e-4, atol=1e-5)
         if pooled is not None and "pooled_prompt_embeds" in kwargs:
             torch.testing.assert_close(kwargs["pooled_prompt_embeds"][row : row + 1], pooled, rtol=1e-4, atol=1e-5)
@@ -104,7 +104,7 @@ def test_personalized_kwargs_have_the_pipeline_shapes(family_pipe):
 @pytest.mark.parametrize("family", ["sd1", "sdxl", "flux"])
 def test_a_personalized_image_end_to_end(family):
     pipe = tiny_pipe(family)
-    kwargs = personalize_pipeline(pipe, HISTORY, TARGET, alpha=[0.0, 1.0], adapters=tiny.adapters(family), ratio=0.25)
+    kwargs = personalize_pipeline(pipe, HISTORY, TARGET, degree=[0.0, 1.0], adapters=tiny.adapters(family), ratio=0.25)
     images = pipe(**kwargs, num_inference_steps=2, height=32, width=32, generator=torch.Generator().manual_seed(0)).images
     assert len(images) == 2 and images[0].size == (32, 32)
     first, second = (np.asarray(image, dtype=np.float32) for image in images)
@@ -135,11 +135,11 @@ def test_clip_skip_follows_diffusers():
 def test_profile_is_the_coreset_of_the_first_clip_features():
     pipe = tiny_pipe("sd3")
     session = PipelinePersonalizer(pipe, tiny.adapters("sd3"))
-    profile = session.set_history(HISTORY, ratio=0.5, max_references=4, k=5, seed=7)
+    profile = session.set_history(HISTORY, ratio=0.5, max_count=4, k=5, seed=7)
     features = EmbeddingCache().pooled_features(session.backends["l"], HISTORY.prompts)
-    assert profile.indices == coreset_sample(features, HISTORY.weights, n=4, k=5, seed=7).tolist()
+    assert profile.indices == coreset_sample(features, HISTORY.intensities, n=4, k=5, seed=7).tolist()
     assert profile.prompts == [HISTORY.prompts[i] for i in profile.indices]
-    assert profile.intensities == [HISTORY.weights[i] for i in profile.indices]
+    assert profile.intensities == [HISTORY.intensities[i] for i in profile.indices]
     assert profile.as_dict()["picked"][0] == {
         "rank": 1,
         "index": profile.indices[0],

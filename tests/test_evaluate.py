@@ -71,7 +71,7 @@ def test_no_guidance_is_one_softmax_over_the_concatenation():
     target, refs = torch.randn(2, 77, 64, generator=g, dtype=torch.float64), torch.randn(3, 77, 64, generator=g, dtype=torch.float64)
     plain = NoGuidance(adapter)
     with torch.no_grad():
-        tokens, pooled = plain(query, target, refs, weights=[5.0, 0.1, 1.0], alpha=0.9)  # alpha and p play no part
+        tokens, pooled = plain(query, target, refs, intensities=[5.0, 0.1, 1.0], degree=0.9)  # alpha and p play no part
         x = query.expand(2, -1, -1)
         for block in adapter.tf:  # literal: scores over [target | ref_1 | ref_2 | ref_3], one softmax
             context = torch.cat([target, refs.reshape(1, -1, 64).expand(2, -1, -1)], 1)
@@ -96,7 +96,7 @@ def test_pip_table_and_resume(tmp_path, pip_folder, capsys):
     for label in ("base model", "DrUM", "DrUM, no sampling", "DrUM, no guidance", "DrUM, other user's history", "DrUM, shuffled history"):
         assert f"| {label} |" in table
     lines = read_jsonl(out / "results.jsonl")
-    assert lines[0]["settings"]["alpha"] == 0.3 and [r["user"] for r in lines[1:]] == ["user0", "user1", "user2"]
+    assert lines[0]["settings"]["degree"] == 0.3 and [r["user"] for r in lines[1:]] == ["user0", "user1", "user2"]
     first = lines[1]
     assert first["targets"] == THEMES[0][4:2:-1]  # the two most recent (test samples), newest first
     references = {"base": 0, "drum": 1, "no_sampling": 3, "no_guidance": 1, "other_user": 1, "shuffled": 1}
@@ -117,7 +117,7 @@ def test_pip_table_and_resume(tmp_path, pip_folder, capsys):
     again = read_jsonl(out / "results.jsonl")
     assert again[:3] == lines[:3] and again[3] == lines[3]  # same scores: deterministic
     capsys.readouterr()
-    status = main(["--pip", str(pip_folder), "--tiny-random", "--out", str(out), "--alpha", "0.5", "--no-progress"])
+    status = main(["--pip", str(pip_folder), "--tiny-random", "--out", str(out), "--degree", "0.5", "--no-progress"])
     assert_one_line_error(capsys, "eval", status, "results.jsonl was made with other settings")
 
 
@@ -126,7 +126,7 @@ def test_movielens_text_align_only(tmp_path, movielens_folder, capsys):
     argv = ["--movielens", str(movielens_folder), "--tiny-random", "--family", "sdxl", "--no-images", "--out", str(out), "--no-progress"]
     assert main(argv) == 0
     records = read_jsonl(out / "results.jsonl")
-    assert records[0]["settings"]["alpha"] == 0.1  # the paper's MovieLens default
+    assert records[0]["settings"]["degree"] == 0.1  # the paper's MovieLens default
     assert [r["user"] for r in records[1:]] == ["1", "2"]
     assert records[1]["targets"][0].startswith("Sabrina (1995)")  # the most recent rating first
     assert set(records[1]["scores"]["drum"]) == {"text_target", "text_history"}
@@ -152,9 +152,9 @@ def test_control_rows_are_drum_on_another_users_and_on_the_shuffled_history():
         session, _ = evaluator._session("drum", profile_history)
         expected = [0.0, 0.0]
         for target in targets:
-            pooled = session.personalizer.condition(target, settings.alpha).pooled[0]
+            pooled = session.personalizer.condition(target, settings.degree).pooled[0]
             scores = target_history_scores(
-                pooled, evaluator.pooled_features([target])[0], evaluator.pooled_features(rest.prompts), rest.weights
+                pooled, evaluator.pooled_features([target])[0], evaluator.pooled_features(rest.prompts), rest.intensities
             )
             expected = [e + v / len(targets) for e, v in zip(expected, scores)]
         got = record["scores"][variant]
@@ -206,8 +206,8 @@ def test_flags_that_do_nothing_are_refused(tmp_path, pip_folder, capsys, flags, 
 
 def test_a_mistyped_flag_is_one_line_and_exit_2(tmp_path, pip_folder, capsys):
     with pytest.raises(SystemExit) as exited:
-        main(["--pip", str(pip_folder), "--tiny-random", "--out", str(tmp_path), "--alpha", "much"])
-    assert_one_line_error(capsys, "eval", exited.value.code, "--alpha: invalid float value: 'much'")
+        main(["--pip", str(pip_folder), "--tiny-random", "--out", str(tmp_path), "--degree", "much"])
+    assert_one_line_error(capsys, "eval", exited.value.code, "--degree/--alpha: invalid float value: 'much'")
 
 
 def test_drum_eval_subprocess_bad_input_has_no_traceback(tmp_path):

@@ -10,7 +10,7 @@ import torch
 from support.tiny_models import tiny_adapter
 
 from drum_core.evaluate.datasets import load_movielens, movielens_prompt
-from drum_core.history import History, HistoryError, load_history, mix_histories, parse_history_text, recency_weights, split_history
+from drum_core.history import History, HistoryError, load_history, mix_histories, parse_history_text, recency_intensities, split_history
 
 
 def write(tmp_path, name, content):
@@ -34,7 +34,7 @@ def test_txt_prompts_ratings_blank_lines_bom_and_crlf(tmp_path):
     path = write(tmp_path, "h.txt", "\ufeffa red fox in snow\t4.5\r\n\r\n  a lighthouse at dusk  \r\nneon city\t0\r\n")
     history = load_history(path)
     assert history.prompts == ("a red fox in snow", "a lighthouse at dusk", "neon city")
-    assert history.weights == (4.5, 1.0, 0.0)
+    assert history.intensities == (4.5, 1.0, 0.0)
     assert history.timestamps is None and history.is_test is None
     assert history.source == str(path) and len(history) == 3
 
@@ -42,7 +42,7 @@ def test_txt_prompts_ratings_blank_lines_bom_and_crlf(tmp_path):
 def test_parse_history_text_uses_the_txt_rules():
     history = parse_history_text("castle on a hill\t2\n\nforest path\n")
     assert history.prompts == ("castle on a hill", "forest path")
-    assert history.weights == (2.0, 1.0)
+    assert history.intensities == (2.0, 1.0)
     assert history.source == "<text>"
 
 
@@ -50,7 +50,7 @@ def test_csv_common_column_names_any_case_and_quoted_fields(tmp_path):
     content = 'ID,Caption,Score,Created_At\n1,"a cat, sleeping",3,2024-01-02T03:04:05Z\n\n2,"two\nlines",,1700000000\n,,,\n'
     history = load_history(write(tmp_path, "h.csv", content))
     assert history.prompts == ("a cat, sleeping", "two\nlines")
-    assert history.weights == (3.0, 1.0)
+    assert history.intensities == (3.0, 1.0)
     assert history.timestamps == (datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc).timestamp(), 1700000000.0)
 
 
@@ -58,14 +58,14 @@ def test_csv_prefers_prompt_over_other_text_columns_and_reads_naive_iso_as_utc(t
     content = "title,prompt,weight,date\nignored,the prompt,2,2024-05-01\n"
     history = load_history(write(tmp_path, "h.csv", content))
     assert history.prompts == ("the prompt",)
-    assert history.weights == (2.0,)
+    assert history.intensities == (2.0,)
     assert history.timestamps == (datetime(2024, 5, 1, tzinfo=timezone.utc).timestamp(),)
 
 
 def test_tsv(tmp_path):
     history = load_history(write(tmp_path, "h.tsv", "text\trating\na, b, c\t5\nd\t1.5\n"))
     assert history.prompts == ("a, b, c", "d")
-    assert history.weights == (5.0, 1.5)
+    assert history.intensities == (5.0, 1.5)
 
 
 @pytest.mark.parametrize(
@@ -80,8 +80,8 @@ def test_tsv(tmp_path):
 def test_json_shapes(tmp_path, document):
     history = load_history(write(tmp_path, "h.json", json.dumps(document, indent=1)))
     assert history.prompts == ("a", "b")
-    assert history.weights[1] == 1.0
-    assert history.weights[0] in (1.0, 2.0)
+    assert history.intensities[1] == 1.0
+    assert history.intensities[0] in (1.0, 2.0)
 
 
 def test_jsonl_strings_and_objects_with_times(tmp_path):
@@ -90,7 +90,7 @@ def test_jsonl_strings_and_objects_with_times(tmp_path):
         load_history(write(tmp_path, "h.jsonl", content))
     history = load_history(write(tmp_path, "h.jsonl", '{"prompt": "a", "time": 10}\n{"prompt": "b", "score": 3, "time": 5}\n'))
     assert history.prompts == ("a", "b")
-    assert history.weights == (1.0, 3.0)
+    assert history.intensities == (1.0, 3.0)
     assert history.timestamps == (10.0, 5.0)
 
 
@@ -114,11 +114,11 @@ def test_subset_keeps_everything_aligned_and_takes_coreset_tensors():
     history = History(["a", "b", "c", "d"], [1.0, 2.0, 3.0, 4.0], [40.0, 10.0, 30.0, 20.0], "s", [False, True, False, True])
     picked = history.subset(torch.tensor([3, 1]))
     assert picked.prompts == ("d", "b")
-    assert picked.weights == (4.0, 2.0)
+    assert picked.intensities == (4.0, 2.0)
     assert picked.timestamps == (20.0, 10.0)
     assert picked.is_test == (True, True)
     assert picked.source == "s"
-    assert History(["a", "b"]).subset([1]).weights == (1.0,)
+    assert History(["a", "b"]).subset([1]).intensities == (1.0,)
 
 
 def test_most_recent_by_timestamp_ties_by_file_order_else_file_order():
@@ -132,11 +132,11 @@ def test_most_recent_by_timestamp_ties_by_file_order_else_file_order():
 
 
 def test_history_rejects_misaligned_lists_and_bad_weights():
-    with pytest.raises(HistoryError, match="mine: 1 weights for 2 prompts"):
+    with pytest.raises(HistoryError, match="mine: 1 intensities for 2 prompts"):
         History(["a", "b"], [1.0], source="mine")
     with pytest.raises(HistoryError, match="mine: 1 timestamps for 2 prompts"):
         History(["a", "b"], timestamps=[1.0], source="mine")
-    with pytest.raises(HistoryError, match="weight -1.0 of prompt 1"):
+    with pytest.raises(HistoryError, match="intensity -1.0 of prompt 1"):
         History(["a", "b"], [1.0, -1.0], source="mine")
 
 
@@ -147,19 +147,19 @@ DAY = 86_400.0
 
 def test_recency_weights_halve_per_half_life_from_the_newest_timestamp():
     history = History(["a", "b", "c", "d"], [2.0, 4.0, 1.0, 3.0], [10 * DAY, 8 * DAY, 4 * DAY, 10 * DAY])
-    assert recency_weights(history, 2.0) == [2.0, 2.0, 0.125, 3.0]  # ages 0, 2, 6, 0 days
-    assert recency_weights(history, 0.0) == [2.0, 4.0, 1.0, 3.0]  # 0 = off
-    assert recency_weights(History(["a", "b"], [2.0, 5.0]), 3.0) == [2.0, 5.0]  # no timestamps: p_i kept
+    assert recency_intensities(history, 2.0) == [2.0, 2.0, 0.125, 3.0]  # ages 0, 2, 6, 0 days
+    assert recency_intensities(history, 0.0) == [2.0, 4.0, 1.0, 3.0]  # 0 = off
+    assert recency_intensities(History(["a", "b"], [2.0, 5.0]), 3.0) == [2.0, 5.0]  # no timestamps: p_i kept
     partial = History(["a", "b", "c"], [1.0, 1.0, 1.0], [0.0, None, 3 * DAY])  # only in code: files are all-or-none
-    assert recency_weights(partial, 3.0) == [0.5, 1.0, 1.0]
+    assert recency_intensities(partial, 3.0) == [0.5, 1.0, 1.0]
 
 
 def test_recency_weights_match_a_float64_restatement():
     times = [1_700_000_000.0, 1_699_123_456.7, 1_690_000_000.0, 1_700_000_000.0 - 0.5]
-    weights = [4.5, 1.0, 2.0, 0.0]
-    decayed = recency_weights(History(["a", "b", "c", "d"], weights, times), 7.5)
+    intensities = [4.5, 1.0, 2.0, 0.0]
+    decayed = recency_intensities(History(["a", "b", "c", "d"], intensities, times), 7.5)
     newest = max(times)
-    expected = [p * math.exp(-math.log(2.0) * (newest - t) / 86_400.0 / 7.5) for p, t in zip(weights, times)]
+    expected = [p * math.exp(-math.log(2.0) * (newest - t) / 86_400.0 / 7.5) for p, t in zip(intensities, times)]
     assert decayed == pytest.approx(expected, rel=1e-14, abs=0)
 
 
@@ -167,18 +167,22 @@ def test_recency_reads_iso_dates_from_files_and_rejects_bad_half_lives(tmp_path)
     history = load_history(
         write(tmp_path, "h.csv", "prompt,rating,date\nnew,4,2024-05-08\nweek old,4,2024-05-01\nmonth old,2,2024-04-10\n")
     )
-    assert recency_weights(history, 7.0) == [4.0, 2.0, 2.0 * 0.5**4]
+    assert recency_intensities(history, 7.0) == [4.0, 2.0, 2.0 * 0.5**4]
     for bad in (-1.0, math.nan, math.inf):
         with pytest.raises(ValueError, match="half_life_days"):
-            recency_weights(history, bad)
+            recency_intensities(history, bad)
 
 
 def test_split_history_likes_keep_ratings_dislikes_weigh_the_distance_below_the_threshold():
     ratings = [5.0, 3.0, 1.0, 2.5, 4.0]
     history = History(["a", "b", "c", "d", "e"], [0.5] * 5, [1.0, 2.0, 3.0, 4.0, 5.0], "mine", ratings=ratings)  # decayed intensities
     likes, dislikes = split_history(history, 3.0)
-    assert (likes.prompts, likes.weights, likes.timestamps) == (("a", "b", "e"), (5.0, 3.0, 4.0), (1.0, 2.0, 5.0))  # 3 == threshold: a like
-    assert (dislikes.prompts, dislikes.weights, dislikes.timestamps) == (("c", "d"), (2.0, 0.5), (3.0, 4.0))
+    assert (likes.prompts, likes.intensities, likes.timestamps) == (
+        ("a", "b", "e"),
+        (5.0, 3.0, 4.0),
+        (1.0, 2.0, 5.0),
+    )  # 3 == threshold: a like
+    assert (dislikes.prompts, dislikes.intensities, dislikes.timestamps) == (("c", "d"), (2.0, 0.5), (3.0, 4.0))
     assert likes.ratings == (5.0, 3.0, 4.0) and dislikes.ratings == (1.0, 2.5)  # what the user said is kept
     assert "mine" in likes.source and "likes" in likes.source and "dislikes" in dislikes.source
     assert history.source == "mine"  # the input is not touched
@@ -191,22 +195,22 @@ def test_split_history_leaves_unrated_records_out_of_both_sides(tmp_path):
     assert none_liked.prompts == () and none_disliked.prompts == ()
     partly = History(["x", "y", "z"], [1.0, 4.0, 1.0], ratings=[None, 4.0, 1.0])
     likes, dislikes = split_history(partly, 3.0)
-    assert (likes.prompts, likes.weights, dislikes.prompts, dislikes.weights) == (("y",), (4.0,), ("z",), (2.0,))
+    assert (likes.prompts, likes.intensities, dislikes.prompts, dislikes.intensities) == (("y",), (4.0,), ("z",), (2.0,))
     # a file where some rows are rated: the empty rating cell is unrated (intensity 1.0, rating None)
     loaded = load_history(write(tmp_path, "h.csv", "prompt,rating\nliked,5\nplain,\nhated,0\n"))
-    assert loaded.weights == (5.0, 1.0, 0.0) and loaded.ratings == (5.0, None, 0.0)
+    assert loaded.intensities == (5.0, 1.0, 0.0) and loaded.ratings == (5.0, None, 0.0)
     likes, dislikes = split_history(loaded, 3.0)
-    assert (likes.prompts, dislikes.prompts, dislikes.weights) == (("liked",), ("hated",), (3.0,))
+    assert (likes.prompts, dislikes.prompts, dislikes.intensities) == (("liked",), ("hated",), (3.0,))
     assert load_history(write(tmp_path, "h.txt", "a\nb\n")).ratings is None
 
 
 def test_history_is_immutable_and_stores_tuples():
     history = History(["a", "b"], [1, 2], [1.0, 2.0], "s", [False, True], [None, 3])
-    assert history.prompts == ("a", "b") and history.weights == (1.0, 2.0) and history.ratings == (None, 3.0)
-    assert history.is_test == (False, True) and History(["a"]).weights == (1.0,)
+    assert history.prompts == ("a", "b") and history.intensities == (1.0, 2.0) and history.ratings == (None, 3.0)
+    assert history.is_test == (False, True) and History(["a"]).intensities == (1.0,)
     with pytest.raises(AttributeError):
         history.source = "other"
-    assert history.reweighted([3.0, 4.0]).ratings == (None, 3.0) and history.weights == (1.0, 2.0)
+    assert history.with_intensities([3.0, 4.0]).ratings == (None, 3.0) and history.intensities == (1.0, 2.0)
     with pytest.raises(HistoryError, match="1 ratings for 2 prompts"):
         History(["a", "b"], ratings=[1.0])
     with pytest.raises(HistoryError, match="rating -1.0 of prompt 0"):
@@ -219,20 +223,20 @@ def test_mix_histories_scales_both_sides_to_one_total_and_merges_shared_prompts(
     mixed = mix_histories(a, b, 0.25)
     # S = 0.75 * 4 + 0.25 * 8 = 5; a's prompts x 0.75 * 5 / 4, b's x 0.25 * 5 / 8; "y" once, summed
     assert mixed.prompts == ("x", "y", "z", "w")
-    assert mixed.weights == (0.9375, 3 * 0.9375 + 2 * 0.15625, 0.3125, 0.625)
-    assert sum(mixed.weights) == 5.0 and 0.9375 + 3 * 0.9375 == 0.75 * 5.0  # A holds the share 1 - t
+    assert mixed.intensities == (0.9375, 3 * 0.9375 + 2 * 0.15625, 0.3125, 0.625)
+    assert sum(mixed.intensities) == 5.0 and 0.9375 + 3 * 0.9375 == 0.75 * 5.0  # A holds the share 1 - t
     assert mixed.timestamps is None and "A" in mixed.source and "B" in mixed.source
     assert mix_histories(a, b, 0.0) is a and mix_histories(a, b, 1.0) is b  # a side of share 0 adds nothing
 
 
 def test_a_merged_shared_prompt_conditions_like_its_two_copies():
-    """Why mix_histories merges a prompt both sides hold: PeCA sums identical references' weights."""
+    """Why mix_histories merges a prompt both sides hold: PeCA sums identical references' intensities."""
     adapter = tiny_adapter("L", seed=3).double()
     g = torch.Generator().manual_seed(4)
     query, target = torch.randn(1, 78, 768, generator=g, dtype=torch.float64), torch.randn(1, 77, 768, generator=g, dtype=torch.float64)
     shared, other = torch.randn(2, 1, 77, 768, generator=g, dtype=torch.float64)
-    copies = adapter(query, target, torch.cat([shared, other, shared]), torch.tensor([1.0, 0.5, 2.0]), alpha=0.6)
-    merged = adapter(query, target, torch.cat([shared, other]), torch.tensor([3.0, 0.5]), alpha=0.6)
+    copies = adapter(query, target, torch.cat([shared, other, shared]), torch.tensor([1.0, 0.5, 2.0]), degree=0.6)
+    merged = adapter(query, target, torch.cat([shared, other]), torch.tensor([3.0, 0.5]), degree=0.6)
     for twice, once in zip(copies, merged):
         torch.testing.assert_close(twice, once, rtol=1e-12, atol=1e-12)
 
@@ -241,18 +245,20 @@ def test_mix_histories_restated_in_float64():
     a = History([f"a{i}" for i in range(5)], [0.5, 1.7, 3.0, 4.2, 2.2])
     b = History([f"b{i}" for i in range(3)], [10.0, 30.5, 7.25])
     for t in (0.1, 0.3, 0.5, 0.9):
-        common = (1 - t) * sum(a.weights) + t * sum(b.weights)
-        expected = [(1 - t) * p * common / sum(a.weights) for p in a.weights] + [t * p * common / sum(b.weights) for p in b.weights]
-        assert mix_histories(a, b, t).weights == pytest.approx(expected, rel=1e-15, abs=0)
+        common = (1 - t) * sum(a.intensities) + t * sum(b.intensities)
+        expected = [(1 - t) * p * common / sum(a.intensities) for p in a.intensities] + [
+            t * p * common / sum(b.intensities) for p in b.intensities
+        ]
+        assert mix_histories(a, b, t).intensities == pytest.approx(expected, rel=1e-15, abs=0)
 
 
 def test_mix_histories_empty_or_zero_sides_timestamps_and_bad_mix():
     b = History(["z", "w"], [2.0, 6.0], [10.0, 20.0])
     empty = History([])
-    assert (mix_histories(empty, b, 0.25).prompts, mix_histories(empty, b, 0.25).weights) == (("z", "w"), (0.5, 1.5))
+    assert (mix_histories(empty, b, 0.25).prompts, mix_histories(empty, b, 0.25).intensities) == (("z", "w"), (0.5, 1.5))
     assert mix_histories(empty, b, 0.0).prompts == () and mix_histories(empty, empty, 0.5).prompts == ()
     zero = History(["q"], [0.0], [15.0])
-    assert mix_histories(zero, b, 0.5).weights == (0.0, 1.0, 3.0)  # S = b's total; q carries no intensity
+    assert mix_histories(zero, b, 0.5).intensities == (0.0, 1.0, 3.0)  # S = b's total; q carries no intensity
     assert mix_histories(zero, b, 0.5).timestamps == (15.0, 10.0, 20.0)
     shared = mix_histories(History(["w"], [1.0], [5.0]), b, 0.5)
     assert shared.prompts == ("w", "z") and shared.timestamps == (20.0, 10.0)  # merged: the newer time
@@ -367,7 +373,7 @@ def test_an_unclosed_quote_names_the_line_where_it_opened(tmp_path, name, conten
 
 def test_quotes_that_close_or_sit_inside_a_cell_are_read(tmp_path):
     history = load_history(write(tmp_path, "ok.csv", 'prompt,rating\na 5" statue,3\n"multi\nline, ""quoted""",2\n'))
-    assert list(history.prompts) == ['a 5" statue', 'multi\nline, "quoted"'] and list(history.weights) == [3.0, 2.0]
+    assert list(history.prompts) == ['a 5" statue', 'multi\nline, "quoted"'] and list(history.intensities) == [3.0, 2.0]
 
 
 def test_unknown_extension_and_missing_file(tmp_path):
@@ -389,7 +395,7 @@ def test_200k_rows_of_csv_and_jsonl(tmp_path):
     )
     history = load_history(csv_path)
     assert len(history) == rows and history.prompts[-1] == f"prompt number {rows - 1}"
-    assert history.weights[:3] == (1.0, 2.0, 3.0) and history.timestamps[-1] == rows - 1
+    assert history.intensities[:3] == (1.0, 2.0, 3.0) and history.timestamps[-1] == rows - 1
     jsonl_path = write(tmp_path, "big.jsonl", "".join(f'{{"prompt": "p{i}", "rating": 2}}\n' for i in range(rows)))
     assert len(load_history(jsonl_path)) == rows
 
@@ -422,7 +428,7 @@ def test_movielens_with_tags(tmp_path):
         "Toy Story (1995), an adventure, animation, children, comedy, fantasy movie; tags: pixar, fun",
         "The American President (1995), a comedy, drama, romance movie",
     )
-    assert first.weights == (4.0, 0.5)
+    assert first.intensities == (4.0, 0.5)
     assert first.timestamps == (964982703.0, 964981247.0)
     assert first.most_recent(1) == [0]
     assert second.prompts == (
@@ -435,7 +441,7 @@ def test_movielens_with_tags(tmp_path):
 def test_movielens_user_filter_and_no_tags_file(tmp_path):
     histories = load_movielens(movielens_folder(tmp_path, tags=False), users=[2])
     assert list(histories) == [2]
-    assert histories[2].weights == (5.0, 3.5)
+    assert histories[2].intensities == (5.0, 3.5)
     with pytest.raises(HistoryError, match=r"ratings\.csv: no ratings for user\(s\) \[3\]"):
         load_movielens(tmp_path, users=[2, 3])
 

@@ -250,7 +250,7 @@ def test_scan_is_oldest_first_with_keys_relative_to_the_folder(tmp_path):
     assert scan.history.prompts == ("first", "second", "a harbour in watercolor", "a lighthouse at dusk", "first")
     assert scan.history.timestamps == (1000.0, 2000.0, 3000.0, 4000.0, 5000.0)
     assert scan.keys == ("ComfyUI_00001_.png", "ComfyUI_00002_.png", "sub/x.png", "anim.webp", "again.png")
-    assert scan.history.weights == (1.0,) * 5 and scan.history.ratings is None
+    assert scan.history.intensities == (1.0,) * 5 and scan.history.ratings is None
     assert scan.read == 5 and scan.skipped == {} and scan.newest(2) == ["first", "a lighthouse at dusk"]
     assert scan_images([outputs(tmp_path / "b")], since=2500).history.prompts == (
         "a harbour in watercolor",
@@ -273,16 +273,16 @@ def test_dedupe_sums_intensities_keeps_the_newest_time_and_averages_ratings(tmp_
     folder = outputs(tmp_path)
     scan = scan_images([folder], dedupe=True)
     assert scan.history.prompts == ("second", "a harbour in watercolor", "a lighthouse at dusk", "first")
-    assert scan.history.weights == (1.0, 1.0, 1.0, 2.0) and scan.history.timestamps == (2000.0, 3000.0, 4000.0, 5000.0)
+    assert scan.history.intensities == (1.0, 1.0, 1.0, 2.0) and scan.history.timestamps == (2000.0, 3000.0, 4000.0, 5000.0)
     rated = scan_images([folder], dedupe=True, ratings={"ComfyUI_00001_.png": 5.0, "again.png": 1.0, "anim.webp": 1.0})
-    assert rated.history.weights == (1.0, 1.0, 1.0, 6.0) and rated.history.ratings == (None, None, 1.0, 3.0)
+    assert rated.history.intensities == (1.0, 1.0, 1.0, 6.0) and rated.history.ratings == (None, None, 1.0, 3.0)
 
 
 def test_ratings_by_image_key_feed_history_split(tmp_path):
     scan = scan_images([outputs(tmp_path)], ratings={"sub/x.png": 5.0, "ComfyUI_00002_.png": 1.0})
-    assert scan.history.ratings == (None, 1.0, 5.0, None, None) and scan.history.weights == (1.0, 1.0, 5.0, 1.0, 1.0)
+    assert scan.history.ratings == (None, 1.0, 5.0, None, None) and scan.history.intensities == (1.0, 1.0, 5.0, 1.0, 1.0)
     likes, dislikes = split_history(scan.history, 3.0)
-    assert (likes.prompts, dislikes.prompts, dislikes.weights) == (("a harbour in watercolor",), ("second",), (2.0,))
+    assert (likes.prompts, dislikes.prompts, dislikes.intensities) == (("a harbour in watercolor",), ("second",), (2.0,))
     with pytest.raises(ValueError, match="rating -1"):
         scan_images([tmp_path / "output"], ratings={"sub/x.png": -1})
 
@@ -329,15 +329,15 @@ def test_csv_written_from_a_scan_reads_back_with_load_history(tmp_path):
     scan = scan_images([outputs(tmp_path)], ratings={"sub/x.png": 4.5})
     write_history_csv(scan.history, tmp_path / "h.csv")
     loaded = load_history(tmp_path / "h.csv")
-    assert (loaded.prompts, loaded.weights, loaded.timestamps, loaded.ratings) == (
+    assert (loaded.prompts, loaded.intensities, loaded.timestamps, loaded.ratings) == (
         scan.history.prompts,
-        scan.history.weights,
+        scan.history.intensities,
         scan.history.timestamps,
         scan.history.ratings,
     )
     deduped = scan_images([tmp_path / "output"], dedupe=True).history
     write_history_csv(deduped, tmp_path / "d.csv", intensities=True)
-    assert load_history(tmp_path / "d.csv").weights == deduped.weights
+    assert load_history(tmp_path / "d.csv").intensities == deduped.intensities
 
 
 def test_load_any_history_reads_files_folders_and_images(tmp_path):

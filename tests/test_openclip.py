@@ -170,10 +170,10 @@ def test_other_text_towers_are_refused_by_name(open_clip, tokenizer):
 def test_an_adapter_personalizes_through_the_open_clip_encoder(encoder):
     _, backend = encoder
     personalizer = Personalizer("sd1", {"l": backend}, {"l": tiny.adapter("clip", WIDTH)})
-    plain = personalizer.condition(PROMPTS[0], alpha=0.5)
+    plain = personalizer.condition(PROMPTS[0], degree=0.5)
     torch.testing.assert_close(plain.tokens[0], backend.final_norm(backend.hidden_states([PROMPTS[0]]))[0])
-    personalizer.set_history(tiny.HISTORY[:4], weights=[1.0, 0.5, 1.0, 2.0])
-    condition = personalizer.condition(PROMPTS[0], alpha=[0.0, 0.5])
+    personalizer.set_history(tiny.HISTORY[:4], intensities=[1.0, 0.5, 1.0, 2.0])
+    condition = personalizer.condition(PROMPTS[0], degree=[0.0, 0.5])
     assert condition.tokens.shape == (2, 77, WIDTH) and torch.isfinite(condition.tokens).all()
     assert (condition.tokens[0] - condition.tokens[1]).abs().max() > 1e-4  # alpha moves the condition
 

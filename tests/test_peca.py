@@ -27,7 +27,7 @@ def read_vectors(name):
 
 
 # ---------------------------------------------------------------- the naive oracle
-def naive_peca(sd, query, target, references, weights, alpha, kind, guidance=True):
+def naive_peca(sd, query, target, references, intensities, degree, kind, guidance=True):
     """Equations written out literally: concatenated context, materialized scores,
     one softmax per prompt segment (guidance=False: one softmax over all), loops over heads.
     float64 throughout."""
@@ -50,8 +50,8 @@ def naive_peca(sd, query, target, references, weights, alpha, kind, guidance=Tru
         if len(segments) == 1:
             shares = [1.0]
         else:
-            p = [float(w) for w in weights]
-            shares = [1 - alpha] + [alpha * pi / sum(p) for pi in p]
+            p = [float(w) for w in intensities]
+            shares = [1 - degree] + [degree * pi / sum(p) for pi in p]
         context = torch.cat(segments, 0)  # [T*(1+R), d]
         t = target.shape[1]
         x = query[0]
@@ -104,10 +104,10 @@ def test_release_vectors(name, kind, kernel):
     for case in cases:
         pre = f"case{case['case']}."
         refs = tensors.get(pre + "references")
-        weights = tensors.get(pre + "weights")
-        tokens, pooled = model(tensors["query"], tensors[pre + "target"], refs, weights, case["alpha"])
+        intensities = tensors.get(pre + "weights")
+        tokens, pooled = model(tensors["query"], tensors[pre + "target"], refs, intensities, case["alpha"])
         torch.testing.assert_close(tokens, tensors[pre + "expected_tokens"], atol=1e-9, rtol=1e-9)
-        oracle_tokens, oracle_pooled = naive_peca(sd, tensors["query"], tensors[pre + "target"], refs, weights, case["alpha"], kind)
+        oracle_tokens, oracle_pooled = naive_peca(sd, tensors["query"], tensors[pre + "target"], refs, intensities, case["alpha"], kind)
         torch.testing.assert_close(oracle_tokens, tensors[pre + "expected_tokens"], atol=1e-9, rtol=1e-9)
         if kind == "clip":
             torch.testing.assert_close(pooled, tensors[pre + "expected_pooled"], atol=1e-9, rtol=1e-9)
@@ -159,8 +159,8 @@ SMALL = {  # published layouts with fewer blocks (the equations do not depend on
 
 @pytest.mark.parametrize("name", ["L", "bigG", "T5"])
 @pytest.mark.parametrize("refs", [0, 1, 3])
-@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
-def test_published_layouts_match_oracle(name, refs, alpha, kernel):
+@pytest.mark.parametrize("degree", [0.0, 0.3, 1.0])
+def test_published_layouts_match_oracle(name, refs, degree, kernel):
     config = SMALL[name]
     model = random_adapter(config, seed=refs).set_kernel(kernel)
     assert model.config.name == name
@@ -170,10 +170,10 @@ def test_published_layouts_match_oracle(name, refs, alpha, kernel):
     query = torch.randn(1, config.query_tokens, e, generator=g, dtype=torch.float64)
     target = torch.randn(2 if config.kind == "clip" else 1, t, e, generator=g, dtype=torch.float64)
     references = torch.randn(refs, t, e, generator=g, dtype=torch.float64) if refs else None
-    weights = torch.rand(refs, generator=g, dtype=torch.float64) + 0.5 if refs else None
+    intensities = torch.rand(refs, generator=g, dtype=torch.float64) + 0.5 if refs else None
     sd = {k: v for k, v in model.state_dict().items()}
-    tokens, pooled = model(query, target, references, weights, alpha)
-    oracle_tokens, oracle_pooled = naive_peca(sd, query, target, references, weights, alpha, config.kind)
+    tokens, pooled = model(query, target, references, intensities, degree)
+    oracle_tokens, oracle_pooled = naive_peca(sd, query, target, references, intensities, degree, config.kind)
     torch.testing.assert_close(tokens, oracle_tokens, atol=1e-10, rtol=1e-9)
     if config.kind == "clip":
         assert tokens.shape == (target.shape[0], 77, e) and pooled.shape == (target.shape[0], e)
@@ -235,22 +235,22 @@ def test_reference_state_reuse_and_per_row_alpha(tiny, kernel):
     model, query, target, refs = tiny
     model.set_kernel(kernel)
     state = model.encode_references(refs)
-    weights = torch.tensor([1.0, 2.0, 0.5, 3.0])
-    sweep = model(query, target[:1].expand(3, -1, -1), state, weights, [0.0, 0.5, 1.0])[0]
-    for i, alpha in enumerate([0.0, 0.5, 1.0]):
-        torch.testing.assert_close(sweep[i], model(query, target[:1], refs, weights, alpha)[0][0])
+    intensities = torch.tensor([1.0, 2.0, 0.5, 3.0])
+    sweep = model(query, target[:1].expand(3, -1, -1), state, intensities, [0.0, 0.5, 1.0])[0]
+    for i, degree in enumerate([0.0, 0.5, 1.0]):
+        torch.testing.assert_close(sweep[i], model(query, target[:1], refs, intensities, degree)[0][0])
 
 
 def test_pooled_only_is_the_pooled_row_of_a_full_run(tiny, kernel):
     """Query rows never mix, so running the pooled row alone gives the full run's pooled output exactly."""
     model, query, target, refs = tiny
     model.set_kernel(kernel)
-    weights = torch.tensor([1.0, 2.0, 0.5, 3.0], dtype=torch.float64)
-    full_tokens, full_pooled = model(query, target, refs, weights, [0.2, 0.5, 0.9])
-    tokens, pooled = model(query, target, model.encode_references(refs), weights, [0.2, 0.5, 0.9], pooled_only=True)
+    intensities = torch.tensor([1.0, 2.0, 0.5, 3.0], dtype=torch.float64)
+    full_tokens, full_pooled = model(query, target, refs, intensities, [0.2, 0.5, 0.9])
+    tokens, pooled = model(query, target, model.encode_references(refs), intensities, [0.2, 0.5, 0.9], pooled_only=True)
     assert tokens is None
     torch.testing.assert_close(pooled, full_pooled, atol=1e-12, rtol=1e-12)
-    oracle_pooled = naive_peca(model.state_dict(), query, target[:1], refs, weights, 0.2, "clip")[1]
+    oracle_pooled = naive_peca(model.state_dict(), query, target[:1], refs, intensities, 0.2, "clip")[1]
     torch.testing.assert_close(pooled[:1], oracle_pooled, atol=1e-9, rtol=1e-9)
     with pytest.raises(ValueError, match="T5 adapter has no pooled output"):
         random_adapter(PeCAConfig.for_encoder("t5", 256, layers=1)).double()(
@@ -260,34 +260,36 @@ def test_pooled_only_is_the_pooled_row_of_a_full_run(tiny, kernel):
 
 def test_first_block_reference_mix_is_reused_only_while_query_and_weights_match(tiny, kernel):
     """Block 0's queries are the constant query: its reference attention is computed once per state and
-    reused while the query, the weights and the kernel are unchanged; every result equals a fresh state's."""
+    reused while the query, the intensities and the kernel are unchanged; every result equals a fresh state's."""
     model, query, target, refs = tiny
     model.set_kernel(kernel)
-    weights = torch.tensor([1.0, 2.0, 0.5, 3.0], dtype=torch.float64)
+    intensities = torch.tensor([1.0, 2.0, 0.5, 3.0], dtype=torch.float64)
     state = model.encode_references(refs)
 
     def fresh(q, w, t=target):
         return model(q, t, model.encode_references(refs), w, 0.4)[0]
 
     with torch.no_grad():
-        first = model(query, target, state, weights, 0.4)[0]
+        first = model(query, target, state, intensities, 0.4)[0]
         assert list(state.shared_mixes) == [(0, 78)]  # block 0, 78 query rows
         kept = state.shared_mixes[(0, 78)].mixed
         other_target = torch.randn_like(target)
-        torch.testing.assert_close(model(query, other_target, state, weights, 0.4)[0], fresh(query, weights, other_target), atol=0, rtol=0)
+        torch.testing.assert_close(
+            model(query, other_target, state, intensities, 0.4)[0], fresh(query, intensities, other_target), atol=0, rtol=0
+        )
         assert state.shared_mixes[(0, 78)].mixed is kept  # reused for a new target
-        torch.testing.assert_close(first, fresh(query, weights), atol=0, rtol=0)
+        torch.testing.assert_close(first, fresh(query, intensities), atol=0, rtol=0)
         other_weights = torch.tensor([3.0, 0.5, 2.0, 1.0], dtype=torch.float64)
         torch.testing.assert_close(model(query, target, state, other_weights, 0.4)[0], fresh(query, other_weights), atol=0, rtol=0)
         other_query = query + 0.1
-        torch.testing.assert_close(model(query + 0.1, target, state, weights, 0.4)[0], fresh(other_query, weights), atol=0, rtol=0)
-        assert state.shared_mixes[(0, 78)].mixed is not kept  # recomputed for the new query and weights
-        model(query, target, state, weights, 0.4, pooled_only=True)
+        torch.testing.assert_close(model(query + 0.1, target, state, intensities, 0.4)[0], fresh(other_query, intensities), atol=0, rtol=0)
+        assert state.shared_mixes[(0, 78)].mixed is not kept  # recomputed for the new query and intensities
+        model(query, target, state, intensities, 0.4, pooled_only=True)
         assert set(state.shared_mixes) == {(0, 78), (0, 1)}  # the pooled row alone is its own entry
     assert state.to(state.keys[0].device) is state
     with torch.enable_grad():
         state = model.encode_references(refs)
-        model(query, target, state, weights, 0.4)
+        model(query, target, state, intensities, 0.4)
         assert state.shared_mixes == {}  # nothing kept while gradients are recorded (training)
 
 
@@ -296,8 +298,8 @@ def test_sdpa_kernel_runs_references_in_chunks_of_bounded_scores(tiny, monkeypat
     (the fused kernels need equal batch sizes), each chunk within SDPA_CHUNK_SCORES scores; same sum."""
     model, query, target, refs = tiny
     model.set_kernel("sdpa")
-    weights = torch.tensor([1.0, 2.0, 0.5, 3.0], dtype=torch.float64)
-    one_batch = model(query, target[:1], refs, weights, 0.4)[0]
+    intensities = torch.tensor([1.0, 2.0, 0.5, 3.0], dtype=torch.float64)
+    one_batch = model(query, target[:1], refs, intensities, 0.4)[0]
     calls = []
     attend = torch.nn.functional.scaled_dot_product_attention
 
@@ -308,7 +310,7 @@ def test_sdpa_kernel_runs_references_in_chunks_of_bounded_scores(tiny, monkeypat
     monkeypatch.setattr(peca_module.F, "scaled_dot_product_attention", recording)
     per_reference = model.config.width // peca_module.HEAD_WIDTH * 78 * 77  # heads * S * T
     monkeypatch.setattr(peca_module, "SDPA_CHUNK_SCORES", 3 * per_reference)
-    chunked = model(query, target[:1], refs, weights, 0.4)[0]
+    chunked = model(query, target[:1], refs, intensities, 0.4)[0]
     # per block: the target's attention, then the 4 references as a chunk of 3 and one of 1
     assert [(q, k) for q, k, _scores in calls] == [(1, 1), (3, 3), (1, 1)] * model.config.layers
     assert max(scores for _q, _k, scores in calls) == 3 * per_reference
@@ -317,11 +319,11 @@ def test_sdpa_kernel_runs_references_in_chunks_of_bounded_scores(tiny, monkeypat
 
 def test_bad_inputs_are_named(tiny):
     model, query, target, refs = tiny
-    with pytest.raises(ValueError, match="alpha must lie in"):
+    with pytest.raises(ValueError, match="degree must lie in"):
         model(query, target, refs, None, 1.5)
     with pytest.raises(ValueError, match="intensities"):
         model(query, target, refs, [1.0, float("nan"), 1.0, 1.0], 0.3)
-    with pytest.raises(ValueError, match="PeCA weights: 1 preference intensities for 4 prompts"):
+    with pytest.raises(ValueError, match="PeCA intensities: 1 preference intensities for 4 prompts"):
         model(query, target, refs, [1.0], 0.3)
     with pytest.raises(ValueError, match=r"target must be \[N, T, 128\]"):
         model(query, torch.zeros(1, 77, 768, dtype=torch.float64))

@@ -14,7 +14,7 @@ from drum_core.diffusers_pipelines import pipeline_encoders
 from drum_core.personalizer import ENCODER_ADAPTERS, FAMILIES, T5Conventions, UnsupportedFamilyError, t5_length
 
 HISTORY = tiny.HISTORY[:4]
-WEIGHTS = [1.0, 2.0, 0.5, 1.5]
+INTENSITIES = [1.0, 2.0, 0.5, 1.5]
 TARGET = "a fox in the snow"
 
 
@@ -31,13 +31,13 @@ def setup(request):
     return family_setup(request.param)
 
 
-@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
-def test_personalized_condition_matches_method_table(setup, alpha):
+@pytest.mark.parametrize("degree", [0.0, 0.3, 1.0])
+def test_personalized_condition_matches_method_table(setup, degree):
     family, encoders, adapters = setup
     personalizer = Personalizer(family, encoders, adapters)
-    personalizer.set_history(HISTORY, WEIGHTS)
-    condition = personalizer.condition(TARGET, alpha)
-    tokens, pooled = expected_condition(family, encoders, adapters, alpha, TARGET, HISTORY, WEIGHTS)
+    personalizer.set_history(HISTORY, INTENSITIES)
+    condition = personalizer.condition(TARGET, degree)
+    tokens, pooled = expected_condition(family, encoders, adapters, degree, TARGET, HISTORY, INTENSITIES)
     torch.testing.assert_close(condition.tokens, tokens)
     torch.testing.assert_close(condition.pooled, pooled)
     shapes = {
@@ -53,10 +53,10 @@ def test_personalized_condition_matches_method_table(setup, alpha):
 def test_alpha_sweep_rows_equal_single_runs(setup):
     family, encoders, adapters = setup
     personalizer = Personalizer(family, encoders, adapters)
-    personalizer.set_history(HISTORY, WEIGHTS)
+    personalizer.set_history(HISTORY, INTENSITIES)
     sweep = personalizer.condition(TARGET, [0.0, 0.5, 1.0])
-    for row, alpha in enumerate([0.0, 0.5, 1.0]):
-        single = personalizer.condition(TARGET, alpha)
+    for row, degree in enumerate([0.0, 0.5, 1.0]):
+        single = personalizer.condition(TARGET, degree)
         torch.testing.assert_close(sweep.tokens[row], single.tokens[0])
         torch.testing.assert_close(sweep.pooled[row], single.pooled[0])
 
@@ -96,18 +96,18 @@ def test_history_is_encoded_once_for_new_targets_and_alphas(setup):
     cache = EmbeddingCache()
     progress = []
     personalizer = Personalizer(family, encoders, adapters, cache=cache, progress=lambda done, total: progress.append((done, total)))
-    personalizer.set_history(HISTORY, WEIGHTS)
+    personalizer.set_history(HISTORY, INTENSITIES)
     encoded = cache.computed
     assert progress[-1][0] == progress[-1][1] > 0
     personalizer.condition("another target", 0.9)
-    Personalizer(family, encoders, adapters, cache=cache).set_history(HISTORY, WEIGHTS)
+    Personalizer(family, encoders, adapters, cache=cache).set_history(HISTORY, INTENSITIES)
     assert cache.computed == encoded
 
 
 def test_rebind_keeps_the_history_and_refuses_other_encoders(setup):
     family, encoders, adapters = setup
     personalizer = Personalizer(family, encoders, adapters)
-    personalizer.set_history(HISTORY, WEIGHTS)
+    personalizer.set_history(HISTORY, INTENSITIES)
     before = personalizer.condition(TARGET, 0.3)
     personalizer.rebind(dict(encoders))
     torch.testing.assert_close(personalizer.condition(TARGET, 0.3).tokens, before.tokens)
@@ -118,8 +118,8 @@ def test_rebind_keeps_the_history_and_refuses_other_encoders(setup):
 def test_token_layer_override():
     family, encoders, adapters = family_setup("sd1")
     personalizer = Personalizer(family, encoders, adapters, token_layer=-2)
-    personalizer.set_history(HISTORY, WEIGHTS)
-    tokens, _ = by_hand(encoders["l"], adapters["l"], -2, 0.3, TARGET, HISTORY, WEIGHTS)
+    personalizer.set_history(HISTORY, INTENSITIES)
+    tokens, _ = by_hand(encoders["l"], adapters["l"], -2, 0.3, TARGET, HISTORY, INTENSITIES)
     torch.testing.assert_close(personalizer.condition(TARGET, 0.3).tokens, encoders["l"].final_norm(tokens))
 
 
@@ -241,10 +241,10 @@ def test_t5_families_cut_the_adapter_output_to_their_length(family, count, lengt
     marks the prompt's tokens where the family's conditioning carries it."""
     _family, encoders, adapters = family_setup("flux")
     flux = Personalizer("flux", encoders, adapters)
-    flux.set_history(HISTORY, WEIGHTS)
+    flux.set_history(HISTORY, INTENSITIES)
     expected = flux.condition(TARGET, [0.0, 0.3]).tokens
     personalizer = Personalizer(family, {"t5": CountedT5(encoders["t5"], count)}, {"t5": adapters["t5"]})
-    personalizer.set_history(HISTORY, WEIGHTS)
+    personalizer.set_history(HISTORY, INTENSITIES)
     condition = personalizer.condition(TARGET, [0.0, 0.3])
     assert condition.pooled is None
     torch.testing.assert_close(condition.tokens, expected[:, :length], rtol=0, atol=0)

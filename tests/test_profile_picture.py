@@ -39,12 +39,12 @@ def test_render_profile_names_bad_inputs():
 
 def test_legend_lists_what_fits_and_says_how_many_more():
     prompts = [f"prompt {i}" for i in range(30)]
-    weights = [1.0 + i % 5 for i in range(30)]
+    intensities = [1.0 + i % 5 for i in range(30)]
     picks = list(range(18))
-    lines = legend(30, picks, prompts, weights, rows=16)
+    lines = legend(30, picks, prompts, intensities, rows=16)
     assert len(lines) == 16 and lines[-1] == f"+{18 - 13} more"
     assert lines[2] == " 1. weight 1: prompt 0" and lines[14] == "13. weight 3: prompt 12"
-    assert legend(30, picks[:3], prompts, weights, rows=16)[-1] == " 3. weight 3: prompt 2"  # all fit: no "+N more"
+    assert legend(30, picks[:3], prompts, intensities, rows=16)[-1] == " 3. weight 3: prompt 2"  # all fit: no "+N more"
     words = " ".join(lines)
     assert "PCA" not in words and "p=" not in words and "intensity" not in words
 
@@ -62,12 +62,12 @@ def test_rank_labels_never_overlap():
 
 def test_the_degree_alpha_opens_the_legend_and_changes_the_picture():
     prompts = [f"prompt {i}" for i in range(6)]
-    weights = [1.0] * 6
-    assert legend(6, [0], prompts, weights, rows=8, degrees=[0.3])[0].startswith("Taste at degree 0.3 · 6 prompts")
-    assert legend(6, [0], prompts, weights, rows=8, degrees=[0.0, 0.45, 0.9])[0].startswith("Taste at degrees 0, 0.45, 0.9 · ")
-    assert legend(6, [0], prompts, weights, rows=8)[0].startswith("6 prompts")  # no degree given: none named
+    intensities = [1.0] * 6
+    assert legend(6, [0], prompts, intensities, rows=8, degrees=[0.3])[0].startswith("Taste at degree 0.3 · 6 prompts")
+    assert legend(6, [0], prompts, intensities, rows=8, degrees=[0.0, 0.45, 0.9])[0].startswith("Taste at degrees 0, 0.45, 0.9 · ")
+    assert legend(6, [0], prompts, intensities, rows=8)[0].startswith("6 prompts")  # no degree given: none named
     embeddings = torch.randn(6, 8, generator=torch.Generator().manual_seed(2))
-    plain = np.asarray(render_profile(embeddings, [0], prompts, weights, size=(640, 320)))
-    named = np.asarray(render_profile(embeddings, [0], prompts, weights, size=(640, 320), degrees=[0.3]))
+    plain = np.asarray(render_profile(embeddings, [0], prompts, intensities, size=(640, 320)))
+    named = np.asarray(render_profile(embeddings, [0], prompts, intensities, size=(640, 320), degrees=[0.3]))
     assert not np.array_equal(plain, named)
     assert np.array_equal(plain[:, :300], named[:, :300])  # the map itself is the same; only the legend says the degree

@@ -24,13 +24,13 @@ PROMPTS = [
     "ünïcödé — 東京の夜景",
     "a lighthouse at dusk",
 ]
-WEIGHTS = [1.0, 2.5, 0.1 + 0.2, 0.0, 1e-300]  # float64 values a float32 file would round
+INTENSITIES = [1.0, 2.5, 0.1 + 0.2, 0.0, 1e-300]  # float64 values a float32 file would round
 TIMESTAMPS = [1714557600.0, 1714557600.25, 1.5e9, 0.0, 1714557601.0]
 
 
 def sample_profile(fingerprint="encoder-A", timestamps=TIMESTAMPS) -> Profile:
     features = torch.randn(len(PROMPTS), 8, generator=torch.Generator().manual_seed(0))
-    history = History(PROMPTS, WEIGHTS, timestamps, source="history.jsonl")
+    history = History(PROMPTS, INTENSITIES, timestamps, source="history.jsonl")
     return Profile(history, features, [3, 0, 4], fingerprint, {"ratio": 0.5, "k": 10, "seed": 42, "mode": "published"})
 
 
@@ -42,7 +42,7 @@ def test_a_profile_file_round_trips_exactly(tmp_path, timestamps):
     profile.save(path)
     loaded = Profile.load(path)
     assert loaded.history.prompts == tuple(PROMPTS)
-    assert loaded.history.weights == tuple(WEIGHTS)  # float64, bit for bit
+    assert loaded.history.intensities == tuple(INTENSITIES)  # float64, bit for bit
     assert loaded.history.timestamps == (None if timestamps is None else tuple(timestamps))
     assert loaded.history.source == "history.jsonl"
     assert torch.equal(loaded.features, profile.features) and loaded.features.dtype == torch.float32
@@ -134,7 +134,7 @@ def test_foreign_newer_and_inconsistent_files_are_named(tmp_path):
         "metadata is not valid JSON": lambda t, m: m.update(prompts="[unterminated"),
         "tensor 'features' has shape": lambda t, m: t.update(features=torch.zeros(2, 8)),
         "outside the history": lambda t, m: t.update(picks=torch.tensor([7])),
-        "weight -1.0 of prompt 0": lambda t, m: t["intensities"].__setitem__(0, -1.0),
+        "intensity -1.0 of prompt 0": lambda t, m: t["intensities"].__setitem__(0, -1.0),
         "missing tensor 'picks'": lambda t, m: t.pop("picks"),
     }
     for expected, change in cases.items():
@@ -224,11 +224,11 @@ def test_selected_references_equal_peca_run_on_just_those_references_in_float64(
     query = torch.randn(1, config.query_tokens, width, generator=generator, dtype=torch.float64)
     target = torch.randn(2, tokens, width, generator=generator, dtype=torch.float64)
     references = torch.randn(6, tokens, width, generator=generator, dtype=torch.float64)
-    weights = torch.tensor([1.0, 2.0, 0.5, 3.0, 1.5, 0.25], dtype=torch.float64)
+    intensities = torch.tensor([1.0, 2.0, 0.5, 3.0, 1.5, 0.25], dtype=torch.float64)
     chosen = torch.tensor([1, 4, 5])
     state = adapter.encode_references(references)
-    sliced = adapter(query, target, select_references(state, chosen), weights[chosen], [0.3, 0.9])
-    alone = adapter(query, target, references[chosen], weights[chosen], [0.3, 0.9])
+    sliced = adapter(query, target, select_references(state, chosen), intensities[chosen], [0.3, 0.9])
+    alone = adapter(query, target, references[chosen], intensities[chosen], [0.3, 0.9])
     for got, expected in zip(sliced, alone):
         if expected is not None:
             torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
@@ -238,11 +238,11 @@ def test_selected_references_equal_peca_run_on_just_those_references_in_float64(
 def test_relevant_m_equals_a_history_of_just_the_m_most_similar(family):
     _, encoders = pipeline_encoders(tiny.pipeline(family))
     adapters = {name: tiny.adapters(family)[ENCODER_ADAPTERS[name]] for name in encoders}
-    prompts, weights = tiny.HISTORY[:8], [1.0, 2.0, 0.5, 1.5, 3.0, 1.0, 0.25, 2.0]
+    prompts, intensities = tiny.HISTORY[:8], [1.0, 2.0, 0.5, 1.5, 3.0, 1.0, 0.25, 2.0]
     target = "a fox in the snow"
     cache = EmbeddingCache()
     full = Personalizer(family, encoders, adapters, cache)
-    full.set_history(prompts, weights)
+    full.set_history(prompts, intensities)
     first = encoders["h" if family == "sd2" else "l"]
     chosen = naive_most_similar(first.pooled_features([target])[0], cache.pooled_features(first, prompts), 3)
     encoded = cache.computed
@@ -250,7 +250,7 @@ def test_relevant_m_equals_a_history_of_just_the_m_most_similar(family):
     assert cache.computed == encoded  # the references' pooled features came from the cache
     assert got.chosen.tolist() == sorted(chosen)  # the Condition names the references that took part
     alone = Personalizer(family, encoders, adapters)
-    alone.set_history([prompts[i] for i in chosen], [weights[i] for i in chosen])
+    alone.set_history([prompts[i] for i in chosen], [intensities[i] for i in chosen])
     expected = alone.condition(target, [0.3, 0.7])
     torch.testing.assert_close(got.tokens, expected.tokens, rtol=1e-5, atol=1e-5)
     if expected.pooled is not None:

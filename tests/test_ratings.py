@@ -36,8 +36,8 @@ def test_words_and_constants_separate_at_history_splits_default_threshold():
     from drum_core.history import parse_history_text
 
     likes, dislikes = split_history(parse_history_text(f"liked\t{LIKE_RATING}\ndisliked\t{DISLIKE_RATING}"), 3.0)
-    assert (list(likes.prompts), list(likes.weights)) == (["liked"], [5.0])
-    assert (list(dislikes.prompts), list(dislikes.weights)) == (["disliked"], [2.0])
+    assert (list(likes.prompts), list(likes.intensities)) == (["liked"], [5.0])
+    assert (list(dislikes.prompts), list(dislikes.intensities)) == (["disliked"], [2.0])
 
 
 def test_rate_rerate_clear_and_the_file_as_written(tmp_path):

@@ -101,9 +101,9 @@ def test_intensities_one_rule_with_named_errors():
     with pytest.raises(ValueError, match=r"refs: 2 preference intensities for 3 prompts"):
         check_intensities([1.0, 2.0], 3, "refs")
     features = torch.randn(4, 8)
-    with pytest.raises(ValueError, match=r"coreset weights: .* index 1 is nan"):
+    with pytest.raises(ValueError, match=r"coreset intensities: .* index 1 is nan"):
         coreset_sample(features, [1.0, math.nan, 1.0, 1.0])
-    with pytest.raises(HistoryError, match=r"weight -1.0 of prompt 1"):
+    with pytest.raises(HistoryError, match=r"intensity -1.0 of prompt 1"):
         History(["a", "b"], [1.0, -1.0])
 
 
@@ -122,15 +122,15 @@ def test_one_default_bound_on_references_for_the_cli_and_the_python_api():
     import inspect
 
     from drum_core.cli import build_parser
-    from drum_core.coreset import DEFAULT_MAX_REFERENCES
+    from drum_core.coreset import DEFAULT_MAX_COUNT
     from drum_core.diffusers_pipelines import PipelinePersonalizer, profile_history
 
-    assert DEFAULT_MAX_REFERENCES == 64
-    assert sample_count(20_000, 0.1, max_count=DEFAULT_MAX_REFERENCES) == 64 and sample_count(20_000, 0.1, max_count=0) == 2_000
+    assert DEFAULT_MAX_COUNT == 64
+    assert sample_count(20_000, 0.1, max_count=DEFAULT_MAX_COUNT) == 64 and sample_count(20_000, 0.1, max_count=0) == 2_000
     for command in ("personalize", "profile", "check"):
-        assert build_parser().parse_args([command]).max_references == DEFAULT_MAX_REFERENCES
+        assert build_parser().parse_args([command]).max_count == DEFAULT_MAX_COUNT
     for function in (profile_history, PipelinePersonalizer.set_history):
-        assert inspect.signature(function).parameters["max_references"].default == DEFAULT_MAX_REFERENCES
+        assert inspect.signature(function).parameters["max_count"].default == DEFAULT_MAX_COUNT
 
 
 def test_precision_spellings_one_parser():
@@ -149,10 +149,10 @@ def test_precision_spellings_one_parser():
         parse_dtype("fp8")
 
 
-def test_cli_max_references_zero_is_no_limit_like_the_node(capsys):
+def test_cli_max_count_zero_is_no_limit_like_the_node(capsys):
     counts = {}
     for limit in ("0", "3"):
-        assert main(["profile", "--tiny-random", "--ratio", "1", "--max-references", limit, "--json", "--no-progress"]) == 0
+        assert main(["profile", "--tiny-random", "--ratio", "1", "--max-count", limit, "--json", "--no-progress"]) == 0
         counts[limit] = len(json.loads(capsys.readouterr().out)["picked"])
     assert counts == {"0": len(tiny.HISTORY), "3": 3}
 
@@ -176,11 +176,11 @@ def test_history_extensions_one_tuple_for_core_cli_and_page(tmp_path, capsys):
 
 def test_the_papers_defaults_are_one_definition():
     """alpha 0.3, ratio 0.1, k 10, seed 42 (docs/method.md): drum_core.defaults, and every default that states them."""
-    assert (defaults.ALPHA, defaults.RATIO, defaults.K, defaults.SEED) == (0.3, 0.1, 10, 42)
+    assert (defaults.DEGREE, defaults.RATIO, defaults.K, defaults.SEED) == (0.3, 0.1, 10, 42)
     coreset = inspect.signature(coreset_sample).parameters
     assert (coreset["ratio"].default, coreset["k"].default, coreset["seed"].default) == (defaults.RATIO, defaults.K, defaults.SEED)
     assert inspect.signature(sample_count).parameters["ratio"].default == defaults.RATIO
-    assert inspect.signature(PeCA.forward).parameters["alpha"].default == defaults.ALPHA
-    assert inspect.signature(Personalizer.condition).parameters["alpha"].default == defaults.ALPHA
+    assert inspect.signature(PeCA.forward).parameters["degree"].default == defaults.DEGREE
+    assert inspect.signature(Personalizer.condition).parameters["degree"].default == defaults.DEGREE
     args = build_parser().parse_args(["personalize", "--prompt", "x"])
-    assert (args.alpha, args.ratio, args.k, args.coreset_seed) == ([defaults.ALPHA], defaults.RATIO, defaults.K, defaults.SEED)
+    assert (args.degree, args.ratio, args.k, args.coreset_seed) == ([defaults.DEGREE], defaults.RATIO, defaults.K, defaults.SEED)

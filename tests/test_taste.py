@@ -73,8 +73,8 @@ def test_held_out_count_is_ten_percent_from_two_to_twenty():
 def test_split_newest_by_timestamp_else_file_order():
     history = History(["a", "b", "c", "d"], [1.0, 2.0, 3.0, 4.0], timestamps=[30.0, 10.0, 40.0, 20.0])
     held, rest = split_newest(history, 2)
-    assert held.prompts == ("c", "a") and held.weights == (3.0, 1.0)
-    assert rest.prompts == ("b", "d") and rest.weights == (2.0, 4.0)
+    assert held.prompts == ("c", "a") and held.intensities == (3.0, 1.0)
+    assert rest.prompts == ("b", "d") and rest.intensities == (2.0, 4.0)
     held, rest = split_newest(History(["a", "b", "c"]), 2)
     assert held.prompts == ("c", "b") and rest.prompts == ("a",)
 
@@ -84,7 +84,7 @@ def test_shuffled_history_keeps_shape_drops_words_and_is_deterministic():
     shuffled = shuffled_history(history, seed=3)
     assert shuffled_history(history, seed=3).prompts == shuffled.prompts  # deterministic
     assert shuffled_history(history, seed=4).prompts != shuffled.prompts  # the seed matters
-    assert shuffled.weights == history.weights and "shuffled" in shuffled.source
+    assert shuffled.intensities == history.intensities and "shuffled" in shuffled.source
     words = {w for p in WATERCOLOR for w in p.split()}
     for before, after in zip(history.prompts, shuffled.prompts):
         assert sorted(before) == sorted(after)  # the same characters
@@ -101,9 +101,9 @@ def naive_report_numbers(personalizer, history, control, settings, degrees):
     count = held_out_count(len(history), settings.held_out)
     order = list(reversed(range(len(history))))[:count]  # no timestamps: the last lines are the newest
     held = [history.prompts[i] for i in order]
-    weights = [history.weights[i] for i in order]
+    intensities = [history.intensities[i] for i in order]
     rest = History(
-        [p for i, p in enumerate(history.prompts) if i not in order], [w for i, w in enumerate(history.weights) if i not in order]
+        [p for i, p in enumerate(history.prompts) if i not in order], [w for i, w in enumerate(history.intensities) if i not in order]
     )
     features = text_align_features(personalizer, held).double().tolist()
 
@@ -120,7 +120,7 @@ def naive_report_numbers(personalizer, history, control, settings, degrees):
             for j, e in enumerate(pooled):
                 target_sum[j] += 100 * cos(e, features[t])
                 others = [i for i in range(count) if i != t]
-                history_sum[j] += sum(100 * cos(e, features[i]) * weights[i] for i in others) / sum(weights[i] for i in others)
+                history_sum[j] += sum(100 * cos(e, features[i]) * intensities[i] for i in others) / sum(intensities[i] for i in others)
         sides.append(([v / count for v in target_sum], [v / count for v in history_sum]))
     (tu, hu), (tc, hc) = sides
     rows = []
@@ -135,8 +135,8 @@ def naive_report_numbers(personalizer, history, control, settings, degrees):
 
 @pytest.mark.parametrize("control", [None, "cars"])
 def test_table_matches_a_float64_restatement(personalizer, control):
-    weights = [1.0, 2.0, 0.5, 1.0, 1.5, 1.0, 3.0, 0.25, 1.0, 2.0]  # held-out intensities weigh the History score
-    history = History(WATERCOLOR, weights, source="watercolor.txt")
+    intensities = [1.0, 2.0, 0.5, 1.0, 1.5, 1.0, 3.0, 0.25, 1.0, 2.0]  # held-out intensities weigh the History score
+    history = History(WATERCOLOR, intensities, source="watercolor.txt")
     control_history = History(CARS, source="cars.txt") if control else None
     report = taste_check(personalizer, history, DEGREES, control_history, SETTINGS)
     rows, recommended = naive_report_numbers(personalizer, history, control_history, SETTINGS, DEGREES)

@@ -17,8 +17,8 @@ the base model.
 Variants (rows of the table, as in the paper's Tables 2/3):
 
     base         the model's own condition (no personalization)
-    drum         coreset-sampled references (--ratio), guidance with --alpha
-    no_sampling  every history prompt a reference, guidance with --alpha
+    drum         coreset-sampled references (--ratio), guidance with --degree
+    no_sampling  every history prompt a reference, guidance with --degree
     no_guidance  coreset references, guidance off: each PeCA block attends with ONE softmax
                  over the concatenated context [target | ref_1 | ... | ref_R] (ordinary
                  cross-attention; alpha and p_i play no part, the target's share is whatever

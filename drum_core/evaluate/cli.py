@@ -10,7 +10,7 @@ import sys
 import torch
 
 from ..cli import BAD_INPUT, INTERRUPTED, OneLineParser, one_line, parse_command_line, refuse_idle_flags
-from ..defaults import ALPHA, MOVIELENS_ALPHA, RATIO, SEED, K
+from ..defaults import DEGREE, MOVIELENS_DEGREE, RATIO, SEED, K
 from ..dtypes import DTYPE_NAMES, parse_dtype
 from ..train.distributed import Processes
 from .clip_scorer import ClipScorer, tiny_clip_scorer
@@ -40,7 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--users", type=int, help="evaluate only the first N users (sorted ids)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument(
-        "--alpha", type=float, help=f"personalization degree (default {ALPHA} on PIP, {MOVIELENS_ALPHA} on MovieLens, as the paper)"
+        "--degree",
+        "--alpha",  # the paper's name for the degree
+        dest="degree",
+        type=float,
+        help=f"personalization degree, the paper's alpha (default {DEGREE} on PIP, {MOVIELENS_DEGREE} on MovieLens, as the paper)",
     )
     parser.add_argument("--ratio", type=float, default=RATIO, help="coreset share of the history")
     parser.add_argument("--k", type=int, default=K)
@@ -107,7 +111,7 @@ def _evaluate_users(args: argparse.Namespace, processes: Processes) -> int:
     if args.users is not None:
         users = dict(list(users.items())[: args.users])
     settings = EvalSettings(
-        alpha=args.alpha if args.alpha is not None else (ALPHA if args.pip else MOVIELENS_ALPHA),
+        degree=args.degree if args.degree is not None else (DEGREE if args.pip else MOVIELENS_DEGREE),
         ratio=args.ratio,
         k=args.k,
         coreset_seed=args.coreset_seed,

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..cache import EmbeddingCache
-from ..defaults import ALPHA, RATIO, SEED, K
+from ..defaults import DEGREE, RATIO, SEED, K
 from ..history import History
 from ..peca import PeCA
 from ..taste import shuffled_history, text_align_features
@@ -25,7 +25,7 @@ TARGETS_PER_USER = 2
 class EvalSettings:
     """What a result depends on; a resumed run must use the same."""
 
-    alpha: float = ALPHA
+    degree: float = DEGREE
     ratio: float = RATIO
     k: int = K
     coreset_seed: int = SEED
@@ -102,7 +102,7 @@ class Evaluator:
             return {"user": user, "skipped": f"{len(history)} records; needs more than {TARGETS_PER_USER}"}
         s = self.settings
         targets, rest = split_targets(history)
-        if sum(rest.weights) <= 0:
+        if sum(rest.intensities) <= 0:
             return {"user": user, "skipped": "every history intensity is 0"}
         text_targets, text_history = self.pooled_features(targets), self.pooled_features(rest.prompts)
         clip_targets = clip_history = None
@@ -120,23 +120,23 @@ class Evaluator:
             record["references"][variant] = references
             totals = dict.fromkeys(SCORES if s.images else SCORES[2:], 0.0)
             for t, target in enumerate(targets):
-                pooled = session.personalizer.condition(target, s.alpha).pooled[0]
-                text = target_history_scores(pooled, text_targets[t], text_history, rest.weights)
+                pooled = session.personalizer.condition(target, s.degree).pooled[0]
+                text = target_history_scores(pooled, text_targets[t], text_history, rest.intensities)
                 totals["text_target"] += text[0] / len(targets)
                 totals["text_history"] += text[1] / len(targets)
                 if s.images:
-                    image = self.generate(session, target, s.alpha)
+                    image = self.generate(session, target, s.degree)
                     if self.image_folder:
                         folder = Path(self.image_folder, _safe(user))
                         folder.mkdir(parents=True, exist_ok=True)
                         image.save(folder / f"{variant}-target{t + 1}.png")
-                    clip = target_history_scores(self.scorer.image_features([image])[0], clip_targets[t], clip_history, rest.weights)
+                    clip = target_history_scores(self.scorer.image_features([image])[0], clip_targets[t], clip_history, rest.intensities)
                     totals["clip_target"] += clip[0] / len(targets)
                     totals["clip_history"] += clip[1] / len(targets)
             record["scores"][variant] = totals
         return record
 
-    def generate(self, session, target: str, alpha: float):
+    def generate(self, session, target: str, degree: float):
         """One image of `target` under `session`'s condition (the same noise seed for every variant)."""
         s = self.settings
         extra = {"num_inference_steps": s.steps, "generator": torch.Generator(session.device).manual_seed(s.seed)}
@@ -144,7 +144,7 @@ class Evaluator:
             extra["guidance_scale"] = s.guidance
         if s.size is not None:
             extra["height"] = extra["width"] = s.size
-        return self.pipe(**session.kwargs(target, alpha), **extra).images[0]
+        return self.pipe(**session.kwargs(target, degree), **extra).images[0]
 
 
 def _safe(name: str) -> str:

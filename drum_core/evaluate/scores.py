@@ -16,10 +16,10 @@ SCORES = ("clip_target", "clip_history", "text_target", "text_history")  # the s
 
 
 def target_history_scores(
-    e: torch.Tensor, target: torch.Tensor, history: torch.Tensor, weights: Sequence[float] | torch.Tensor
+    e: torch.Tensor, target: torch.Tensor, history: torch.Tensor, intensities: Sequence[float] | torch.Tensor
 ) -> tuple[float, float]:
-    """(target, history) of equation 3: e [D], target [D], history [N, D], weights [N] = p_i."""
-    p = torch.as_tensor(weights, dtype=torch.float64)
+    """(target, history) of equation 3: e [D], target [D], history [N, D], intensities [N] = p_i."""
+    p = torch.as_tensor(intensities, dtype=torch.float64)
     if p.numel() != history.shape[0] or float(p.sum()) <= 0:
         raise ValueError(f"history of {history.shape[0]} prompts needs as many intensities with a positive sum, got {p.tolist()}")
     e = e.double().reshape(1, -1)

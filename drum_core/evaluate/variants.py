@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..defaults import ALPHA
+from ..defaults import DEGREE
 from ..peca import PeCA
 
 VARIANTS = ("base", "drum", "no_sampling", "no_guidance", "other_user", "shuffled")
@@ -38,6 +38,6 @@ class NoGuidance(PeCA):
         self.source = f"{adapter.source or adapter.config.name} (no guidance)"
         self.thread_memory = adapter.thread_memory
 
-    def forward(self, query, target, references=None, weights=None, alpha=ALPHA, guidance=False, pooled_only=False):
+    def forward(self, query, target, references=None, intensities=None, degree=DEGREE, guidance=False, pooled_only=False):
         """As PeCA.forward, always without guidance."""
-        return super().forward(query, target, references, weights, alpha, guidance=False, pooled_only=pooled_only)
+        return super().forward(query, target, references, intensities, degree, guidance=False, pooled_only=pooled_only)

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.comfy
 
 TEXT = "a red fox in the snow, morning light"
 HISTORY = ["watercolor of a lighthouse", "oil painting of mountains at dusk", "ink sketch of a sleeping cat"]
-WEIGHTS = [1.0, 2.0, 0.5]
+INTENSITIES = [1.0, 2.0, 0.5]
 SHAPES = {  # family -> (cond [1, L, D], pooled [1, P]) of docs/method.md §5 / docs/comfyui.md
     "sd1": ((1, 77, 768), (1, 768)),
     "sd2": ((1, 77, 1024), (1, 1024)),
@@ -61,14 +61,14 @@ def choice(adapters):
     return payloads.AdapterChoice(dict(adapters), {slot: f"{slot} (test)" for slot in adapters})
 
 
-def history(prompts=HISTORY, weights=WEIGHTS):
+def history(prompts=HISTORY, intensities=INTENSITIES):
     payloads = node_module("io_types")
     History = drum_core.history.History
-    return payloads.DrumHistory(History(list(prompts), list(weights)))
+    return payloads.DrumHistory(History(list(prompts), list(intensities)))
 
 
-def run_conditioner(pack, clip, adapters, alpha=0.3, base=None, degrees=None, hist=None, text=TEXT):
-    out = pack["DrUMConditioner"].execute(clip, choice(adapters), hist or history(), text, alpha, base, degrees)
+def run_conditioner(pack, clip, adapters, degree=0.3, base=None, degrees=None, hist=None, text=TEXT):
+    out = pack["DrUMConditioner"].execute(clip, choice(adapters), hist or history(), text, degree, base, degrees)
     return out.args[0], out.ui
 
 
@@ -90,17 +90,17 @@ def comfy_encode(clip, text, t5_tokens=256):
     return c.encode_from_tokens(c.tokenize(text), return_pooled=True)
 
 
-def adapter_by_hand(encoder, adapter, layer, alpha, prompts, weights, text=TEXT):
+def adapter_by_hand(encoder, adapter, layer, degree, prompts, intensities, text=TEXT):
     """A(ctx@layer) of `text` with `prompts` as references, in float64 on the bridge's raw states: (tokens, pooled) float32."""
     exact = copy.deepcopy(adapter).double()
     references = encoder.hidden_states(prompts, layer).double() if prompts else None
-    p = torch.tensor(weights, dtype=torch.float64) if prompts else None
+    p = torch.tensor(intensities, dtype=torch.float64) if prompts else None
     with torch.inference_mode():
-        tokens, pooled = exact(encoder.empty_query().double(), encoder.hidden_states([text], layer).double(), references, p, alpha)
+        tokens, pooled = exact(encoder.empty_query().double(), encoder.hidden_states([text], layer).double(), references, p, degree)
     return tokens.float(), None if pooled is None else pooled.float()
 
 
-def condition_by_hand(state, name, clip, adapters, alpha, prompts=HISTORY, weights=WEIGHTS):
+def condition_by_hand(state, name, clip, adapters, degree, prompts=HISTORY, intensities=INTENSITIES):
     """The personalized (cond [1, L, D], pooled [1, P]) assembled per docs/method.md §5 from adapters run by hand;
     final LayerNorm and projection are the host's (the bridge's final_norm / project, checked against ComfyUI above)."""
     bridge = node_module("clip_bridge")
@@ -109,7 +109,7 @@ def condition_by_hand(state, name, clip, adapters, alpha, prompts=HISTORY, weigh
     slots = drum_core.personalizer.ENCODER_ADAPTERS
 
     def run(encoder, layer):
-        return adapter_by_hand(encoders[encoder], adapters[slots[encoder]], layer, alpha, prompts, weights)
+        return adapter_by_hand(encoders[encoder], adapters[slots[encoder]], layer, degree, prompts, intensities)
 
     token_encoders, layer, normalize, pooled_encoders = ASSEMBLY[name]
     parts = [run(e, layer)[0] for e in token_encoders]
@@ -217,7 +217,7 @@ def test_adapters_read_the_raw_states_of_the_sub_encoders(state, family, adapter
 
         hooks.append(adapter.register_forward_pre_hook(record))
     try:
-        run_conditioner(pack, clip, adapters, alpha=0.5)
+        run_conditioner(pack, clip, adapters, degree=0.5)
     finally:
         for hook in hooks:
             hook.remove()
@@ -256,10 +256,10 @@ def test_adapters_read_the_raw_states_of_the_sub_encoders(state, family, adapter
 def test_degree_zero_is_the_adapter_reconstruction(state, family, adapters, pack):
     """alpha = 0: the references have no say; the adapter reconstructs the target."""
     name, clip = family
-    with_history, _ = run_conditioner(pack, clip, adapters, alpha=0.0)
-    other_history, _ = run_conditioner(pack, clip, adapters, alpha=0.0, hist=history(["a completely different prompt"], [3.0]))
+    with_history, _ = run_conditioner(pack, clip, adapters, degree=0.0)
+    other_history, _ = run_conditioner(pack, clip, adapters, degree=0.0, hist=history(["a completely different prompt"], [3.0]))
     torch.testing.assert_close(with_history[0][0], other_history[0][0], rtol=0, atol=1e-5)
-    tokens, pooled = condition_by_hand(state, name, clip, adapters, 0.0, prompts=[], weights=[])  # no references at all
+    tokens, pooled = condition_by_hand(state, name, clip, adapters, 0.0, prompts=[], intensities=[])  # no references at all
     torch.testing.assert_close(with_history[0][0], tokens, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(with_history[0][1]["pooled_output"], pooled, rtol=1e-4, atol=1e-4)
 
@@ -314,14 +314,14 @@ def comfy_t5(clip, text, tokens=None):
     return c.encode_from_tokens_scheduled(c.tokenize(text))[0]
 
 
-def t5_adapter_by_hand(clip, adapter, alpha, prompts, weights, text=TEXT):
+def t5_adapter_by_hand(clip, adapter, degree, prompts, intensities, text=TEXT):
     """The T5 adapter in float64 on ComfyUI's own T5 states at 256 tokens (mask as the family runs it): tokens [1, 256, 4096]."""
     exact = copy.deepcopy(adapter).double()
     states = [comfy_t5(clip, p, 256)[0].double() for p in [text, "", *prompts]]
     references = torch.cat(states[2:]) if prompts else None
-    p = torch.tensor(weights, dtype=torch.float64) if prompts else None
+    p = torch.tensor(intensities, dtype=torch.float64) if prompts else None
     with torch.inference_mode():
-        tokens, _ = exact(states[1], states[0], references, p, alpha)
+        tokens, _ = exact(states[1], states[0], references, p, degree)
     return tokens.float()
 
 
@@ -346,7 +346,7 @@ def test_new_family_conditioning_equals_an_independent_computation(state, new_fa
     length, pooled_width, masked = NEW_SHAPES[name]
     length = own_cond.shape[1] if length is None else length
     assert own_cond.shape[1] == length and tuple(cond.shape) == (1, length, 4096)
-    expected = t5_adapter_by_hand(clip, adapters["T5"], 0.3, HISTORY, WEIGHTS)[:, :length]
+    expected = t5_adapter_by_hand(clip, adapters["T5"], 0.3, HISTORY, INTENSITIES)[:, :length]
     torch.testing.assert_close(cond, expected, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(cond, own_cond, atol=1e-3)  # the adapter changed the condition
     assert ui["drum_conditioning"][0]["family"] == name
@@ -361,7 +361,9 @@ def test_new_family_conditioning_equals_an_independent_computation(state, new_fa
         slots = drum_core.personalizer.ENCODER_ADAPTERS
         pooled = torch.cat(
             [
-                encoders[e].project(encoders[e].final_norm(adapter_by_hand(encoders[e], adapters[slots[e]], -1, 0.3, HISTORY, WEIGHTS)[1]))
+                encoders[e].project(
+                    encoders[e].final_norm(adapter_by_hand(encoders[e], adapters[slots[e]], -1, 0.3, HISTORY, INTENSITIES)[1])
+                )
                 for e in ("l", "g")
             ],
             -1,
@@ -384,7 +386,7 @@ def test_new_family_follows_t5_min_padding(new_family, adapters, pack, padding):
     own_cond, own_extras = comfy_t5(padded, TEXT)
     length = min(own_cond.shape[1], 256)
     assert tuple(cond.shape) == (1, length, 4096), (name, tuple(cond.shape), tuple(own_cond.shape))
-    expected = t5_adapter_by_hand(clip, adapters["T5"], 0.3, HISTORY, WEIGHTS)[:, :length]  # same ids: pads to 256
+    expected = t5_adapter_by_hand(clip, adapters["T5"], 0.3, HISTORY, INTENSITIES)[:, :length]  # same ids: pads to 256
     torch.testing.assert_close(cond, expected, rtol=1e-4, atol=1e-4)
     assert ("attention_mask" in extras) == ("attention_mask" in own_extras)
     if "attention_mask" in extras:

@@ -70,7 +70,7 @@ def test_history_loader_reads_input_folder_files_and_pasted_text(pack, input_fol
     assert "user.txt" in file_input.options
     assert file_input.as_dict()["drum_history_extensions"] == list(drum_core.history.HISTORY_EXTENSIONS)  # what the page reads
     out = loader.execute("user.txt", "")
-    assert out.args[0].history.prompts[0] == "watercolor of a harbour" and out.args[0].history.weights[:2] == (2.0, 0.5)
+    assert out.args[0].history.prompts[0] == "watercolor of a harbour" and out.args[0].history.intensities[:2] == (2.0, 0.5)
     ui = out.ui["drum_history"][0]
     assert ui["count"] == 4 and ui["source"] == "user.txt" and ui["preview"][1] == {"prompt": "ink sketch of a fox", "weight": 0.5}
     assert pasted(pack, "one\ntwo\n").history.prompts == ("one", "two")
@@ -236,8 +236,8 @@ def test_degree_sweep_gives_one_condition_per_degree(pack, sd1, drum_folder):
     adapters, history = load_adapters(pack), pasted(pack)
     sweep = condition(pack, sd1, adapters, history, degrees=degrees)
     assert sweep[0][0].shape == (3, 77, 768) and sweep[0][1]["pooled_output"].shape == (3, 768)
-    for row, alpha in enumerate(degrees.values):
-        single = condition(pack, sd1, adapters, history, degree=alpha)
+    for row, value in enumerate(degrees.values):
+        single = condition(pack, sd1, adapters, history, degree=value)
         torch.testing.assert_close(sweep[0][0][row], single[0][0][0], rtol=0, atol=1e-4)
     assert pack["DrUMDegreeSlider"].execute(0.7, False, 0.0, 1.0, 3).args == (node_module("io_types").Degrees((0.7,)), 1)
 

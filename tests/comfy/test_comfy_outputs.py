@@ -64,10 +64,10 @@ def test_queue_prompts_join_the_scan_in_time_order_and_dedupe_merges_them(output
     merged = outputs.with_queue(scan, queued, dedupe=False)
     assert merged.prompts == ("old", "middle", "new", "old")
     assert merged.timestamps == (10.0, 20.0, 30.0, 40.0)
-    assert merged.weights == (1.0, 1.0, 5.0, 1.0) and merged.ratings == (None, None, 5.0, None)
+    assert merged.intensities == (1.0, 1.0, 5.0, 1.0) and merged.ratings == (None, None, 5.0, None)
     deduped = outputs.with_queue(scan, queued, dedupe=True)
     assert deduped.prompts == ("middle", "new", "old")  # "old" again at 40: one record, the newer time
-    assert deduped.weights == (1.0, 5.0, 2.0) and deduped.timestamps == (20.0, 30.0, 40.0)
+    assert deduped.intensities == (1.0, 5.0, 2.0) and deduped.timestamps == (20.0, 30.0, 40.0)
     assert outputs.with_queue(scan, [], dedupe=True) is scan
     unrated = outputs.with_queue(History(["a"], None, [1.0]), [(2.0, "b")], dedupe=False)
     assert unrated.ratings is None

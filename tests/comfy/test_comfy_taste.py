@@ -18,7 +18,7 @@ PROMPTS = [
     "neon city street at night",
     "a red fox portrait, morning",
 ]
-WEIGHTS = [1.0, 2.0, 0.5, 1.5, 3.0, 0.25]
+INTENSITIES = [1.0, 2.0, 0.5, 1.5, 3.0, 0.25]
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +43,8 @@ def profiles_folder(pack, tmp_path, monkeypatch):
     return folder
 
 
-def pasted(pack, prompts=PROMPTS, weights=WEIGHTS):
-    text = "\n".join(f"{p}\t{w}" for p, w in zip(prompts, weights))
+def pasted(pack, prompts=PROMPTS, intensities=INTENSITIES):
+    text = "\n".join(f"{p}\t{w}" for p, w in zip(prompts, intensities))
     return pack["DrUMHistoryLoader"].execute("none", text).args[0]
 
 
@@ -87,7 +87,7 @@ def test_relevant_uses_the_most_similar_references_without_encoding_the_history_
     encoder = caches.first_clip_encoder(node_module("clip_bridge").open_clip(state, sd1))
     features = picked.profile.features_of(picked.history.prompts, encoder.fingerprint)
     chosen = cosine_top(encoder.pooled_features([TEXT])[0], features, 2)
-    subset = pasted(pack, [picked.history.prompts[i] for i in chosen], [picked.history.weights[i] for i in chosen])
+    subset = pasted(pack, [picked.history.prompts[i] for i in chosen], [picked.history.intensities[i] for i in chosen])
     expected = condition(pack, sd1, adapters, subset)
     assert len(got) == 1 and set(got[0][1]) == set(expected[0][1])
     torch.testing.assert_close(got[0][0], expected[0][0], rtol=1e-5, atol=1e-5)
@@ -109,7 +109,7 @@ def test_relevant_on_a_loader_history_takes_the_features_from_the_references_enc
     features = state.embeddings.pooled_features(encoder, history.history.prompts)  # cached by that same pass
     assert state.embeddings.computed == before + len(PROMPTS)
     chosen = cosine_top(encoder.pooled_features([TEXT])[0], features, 3)
-    subset = pasted(pack, [history.history.prompts[i] for i in chosen], [history.history.weights[i] for i in chosen])
+    subset = pasted(pack, [history.history.prompts[i] for i in chosen], [history.history.intensities[i] for i in chosen])
     torch.testing.assert_close(first[0][0], condition(pack, sd1, adapters, subset)[0][0], rtol=1e-5, atol=1e-5)
 
 
@@ -161,7 +161,7 @@ def test_saved_profile_loads_to_the_same_history_features_and_conditioning(pack,
     assert "alice/taste.safetensors" in load.GET_SCHEMA().inputs[0].options
     assert load.validate_inputs(file="alice/taste.safetensors") is True
     loaded, full = load.execute("alice/taste.safetensors", sd1).args
-    assert loaded.history.prompts == picked.history.prompts and loaded.history.weights == picked.history.weights
+    assert loaded.history.prompts == picked.history.prompts and loaded.history.intensities == picked.history.intensities
     assert full.history.prompts == tuple(PROMPTS) and loaded.profile.picks == picked.profile.picks
     assert torch.equal(loaded.profile.features, picked.profile.features)
     assert loaded.profile.fingerprint == picked.profile.fingerprint

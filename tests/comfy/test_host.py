@@ -40,11 +40,11 @@ def sd1(pack):
     return tiny_clip("sd1", seed=50)
 
 
-def run_conditioner(pack, clip, adapters, text=TEXT, alpha=0.3):
+def run_conditioner(pack, clip, adapters, text=TEXT, degree=0.3):
     io_types = node_module("io_types")
     choice = io_types.AdapterChoice(dict(adapters), {slot: f"{slot} (test)" for slot in adapters})
     history = io_types.DrumHistory(drum_core.history.History(list(HISTORY), [1.0] * len(HISTORY)))
-    return pack["DrUMConditioner"].execute(clip, choice, history, text, alpha, None, None).args[0]
+    return pack["DrUMConditioner"].execute(clip, choice, history, text, degree, None, None).args[0]
 
 
 def comfy_tokens(clip, text=TEXT):

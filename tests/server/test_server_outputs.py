@@ -203,7 +203,7 @@ def test_the_node_recovers_exactly_the_saved_prompts_in_time_order(generated):
     report, panel = read_history(server, folder=FOLDER, include_queue=False)
     assert report["prompts"] == SAVED
     assert report["timestamps"] == sorted(report["timestamps"]) and len(set(report["timestamps"])) == len(SAVED)
-    assert report["weights"] == [1.0] * len(SAVED)
+    assert report["intensities"] == [1.0] * len(SAVED)
     assert panel["read"] == len(SAVED) and panel["count"] == len(SAVED) and panel["queue"] == 0
     assert panel["skipped"] == {}
     assert [row["prompt"] for row in panel["newest"]] == SAVED[::-1]  # newest first
@@ -227,7 +227,7 @@ def test_the_root_and_dedupe(generated):
     assert report["prompts"] == [*SAVED, RUNS[0][1]]
     merged, _ = read_history(server, folder="(all outputs)", include_queue=False, dedupe=True)
     assert sorted(merged["prompts"]) == sorted(SAVED)
-    assert merged["weights"][merged["prompts"].index(RUNS[0][1])] == 2.0
+    assert merged["intensities"][merged["prompts"].index(RUNS[0][1])] == 2.0
     (server.base / "output" / FOLDER / "not_an_image.png").write_bytes(b"not a png at all")
     _, panel = read_history(server, folder=FOLDER, include_queue=False)  # the folder changed: the node runs again
     assert sum(panel["skipped"].values()) == 1 and panel["count"] == len(SAVED), panel
@@ -245,7 +245,7 @@ def test_ratings_clicked_on_the_page_rate_the_images(generated):
     report, _ = read_history(server, folder=FOLDER, include_queue=False)
     assert report["prompts"] == SAVED
     assert report["ratings"] == [5.0, None, None, None, 1.0]
-    assert report["weights"] == [5.0, 1.0, 1.0, 1.0, 1.0]  # a rated record's intensity is its rating
+    assert report["intensities"] == [5.0, 1.0, 1.0, 1.0, 1.0]  # a rated record's intensity is its rating
     for image in (liked, disliked):
         server.post("/drum/ratings", {"image": {"filename": image.name, "subfolder": FOLDER, "type": "output"}, "rating": "clear"})
     report, _ = read_history(server, folder=FOLDER, include_queue=False)

@@ -13,18 +13,18 @@ import torch
 import torch.nn.functional as F
 
 
-def by_hand(encoder, adapter, layer, alpha, target, prompts, weights):
-    """A(ctx@layer) of `target` with `prompts` (intensities `weights`) as references: raw (tokens, pooled)."""
+def by_hand(encoder, adapter, layer, degree, target, prompts, intensities):
+    """A(ctx@layer) of `target` with `prompts` (intensities p_i) as references: raw (tokens, pooled)."""
     refs = encoder.hidden_states(list(prompts), layer)
     with torch.inference_mode():
-        return adapter(encoder.empty_query(), encoder.hidden_states([target], layer), refs, torch.tensor(list(weights)), alpha)
+        return adapter(encoder.empty_query(), encoder.hidden_states([target], layer), refs, torch.tensor(list(intensities)), degree)
 
 
-def expected_condition(family, encoders, adapters, alpha, target, prompts, weights):
+def expected_condition(family, encoders, adapters, degree, target, prompts, intensities):
     """(prompt embeddings [1, L, D], pooled [1, P]) of the table above; encoders/adapters keyed "l", "h", "g", "t5"."""
 
     def run(name, layer):
-        return by_hand(encoders[name], adapters[name], layer, alpha, target, prompts, weights)
+        return by_hand(encoders[name], adapters[name], layer, degree, target, prompts, intensities)
 
     def pooled(name):
         encoder = encoders[name]

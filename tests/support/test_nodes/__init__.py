@@ -112,7 +112,7 @@ class HistoryProbe(io.ComfyNode):
         records = history.history
         report = {
             "prompts": list(records.prompts),
-            "weights": list(records.weights),
+            "intensities": list(records.intensities),
             "timestamps": None if records.timestamps is None else list(records.timestamps),
             "ratings": None if getattr(records, "ratings", None) is None else list(records.ratings),
             "source": records.source,
