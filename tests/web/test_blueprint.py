@@ -68,7 +68,7 @@ def test_the_blueprint_replaces_the_positive_text_encode_and_runs(page, server, 
     page.get_by_role("button", name="Node Library (n)").click()
     page.get_by_placeholder("Search Nodes").fill("Personalize")
     item = page.get_by_role("treeitem", name=BLUEPRINT)
-    item.drag_to(page.locator("#graph-canvas"), target_position={"x": 700, "y": 600})  # dragged onto the canvas
+    item.drag_to(page.locator("#graph-canvas"), target_position={"x": 700, "y": 860})  # onto the canvas, below the fitted graph
     page.wait_for_function("(count) => window.app.graph.nodes.length === count", arg=before + 1)
     page.get_by_role("button", name="Node Library (n)").click()
     placed = page.evaluate(
