@@ -20,8 +20,12 @@ import sys
 
 
 def initialise(model, seed: int) -> None:
-    """Norms 1/0, embeddings N(0, 0.02), matrices N(0, 1/fan_in), biases 0 (comfy.ops leaves them empty)."""
+    """Embeddings N(0, 0.02), matrices N(0, 1/fan_in); norms around 1/0, biases around 0 and any other constant
+    random around its value (drum_core.tiny.randomize_constants, the rule of every test model), so that a LayerNorm
+    applied or skipped shows. comfy.ops leaves every tensor empty: each is filled here, seeded."""
     import torch
+
+    from drum_core.tiny import randomize_constants
 
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -37,10 +41,15 @@ def initialise(model, seed: int) -> None:
                     p.fill_(1.0)
                 else:
                     p.copy_(torch.randn(p.shape, generator=generator) / math.sqrt(p[0].numel()))
+    randomize_constants(model, seed)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def build(comfy: str, arch: str, out: str, seed: int = 0) -> None:
-    sys.path[:0] = [os.path.abspath(comfy), os.path.join(os.path.dirname(os.path.abspath(__file__)), "stubs")]  # + torchvision stub
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:0] = [os.path.abspath(comfy), os.path.join(here, "stubs"), ROOT]  # + torchvision stub; this checkout's drum_core
     argv, sys.argv = sys.argv, [sys.argv[0], "--cpu"]
     import comfy.options
 
