@@ -247,7 +247,9 @@ def test_t5_families_cut_the_adapter_output_to_their_length(family, count, lengt
     personalizer.set_history(HISTORY, INTENSITIES)
     condition = personalizer.condition(TARGET, [0.0, 0.3])
     assert condition.pooled is None
-    torch.testing.assert_close(condition.tokens, expected[:, :length], rtol=0, atol=0)
+    # float32 tolerance, not bit equality: each PeCA call picks its CPU thread count from the load it measures
+    # (drum_core/threads.py), and another count or batch shape sums in another order (seen: 1e-6 under load)
+    torch.testing.assert_close(condition.tokens, expected[:, :length], rtol=1e-5, atol=1e-5)
     if masked:
         assert condition.attention_mask.shape == (2, length)
         assert condition.attention_mask.sum(1).tolist() == [min(count, length)] * 2

@@ -184,6 +184,9 @@ def test_a_peca_run_that_fails_mid_forward_restores_the_thread_count(raised, cal
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
+        # forward is given encoded references: encoding them inside would run its own probes first, and on a quiet
+        # machine they choose (and remember) 2 threads before block 1 is reached
+        encoded = adapter.encode_references(states[1:])
         adapter.thread_memory.remember(2, 1)
         seen = []
 
@@ -194,7 +197,7 @@ def test_a_peca_run_that_fails_mid_forward_restores_the_thread_count(raised, cal
         with pytest.raises(raised, match="stopped mid-run"), monkeypatch.context() as patched:
             if call == "forward":
                 hook = adapter.tf[1].register_forward_pre_hook(fail)
-                adapter(query, states[:1], states[1:], [1.0], 0.3)
+                adapter(query, states[:1], encoded, [1.0], 0.3)
             else:  # block 1's reference keys/values (a plain method, no module call to hook)
                 patched.setattr(adapter.tf[1].attn, "reference_keys_values", fail)
                 adapter.encode_references(states[1:])

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 from support.server import PACK_NAME, PromptRejected
 from support.workflows import (
+    BADGE_HEIGHT,
     DRUM_PART_FAMILIES,
     MODEL_FILES,
     PROBE,
@@ -197,6 +198,14 @@ def test_thumbnails_draw_the_graph_and_what_the_template_sweeps():
     assert image.shape == (512, 512, 3) and np.array_equal(image, with_map)  # a sweep takes the place of the map
     boxes = np.all(image == (92, 62, 160), axis=-1).sum(), np.all(image == (62, 64, 72), axis=-1).sum()
     assert min(boxes) > 500, boxes  # DrUM nodes and the others drawn as boxes of their colours
+    for name in TEMPLATES:  # nothing under the template browser's badge (the title starts below it); the title fits
+        ui = json.loads((WORKFLOWS / f"{name}.json").read_text(encoding="utf-8"))
+        note = DRUM_PART_NOTE.format(label=TITLES[name]) if FAMILIES.get(name) in DRUM_PART_FAMILIES.values() else ""
+        drawn = np.asarray(thumbnail(ui, api[name], name, note=note))
+        assert (drawn[:BADGE_HEIGHT] == (30, 30, 34)).all(), f"{name}: drawn under the badge"
+        assert (drawn[BADGE_HEIGHT : BADGE_HEIGHT + 20, 500:] == (30, 30, 34)).all(), f"{name}: title runs off the right edge"
+        with Image.open(next(WORKFLOWS.glob(f"{name}.*g"))) as shipped:
+            assert np.abs(np.asarray(shipped.convert("RGB"))[:BADGE_HEIGHT].astype(int) - (30, 30, 34)).max() < 24, name
 
 
 def run_expecting_error(server, graph: dict) -> str:

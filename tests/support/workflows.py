@@ -661,6 +661,7 @@ NODE_LABELS = {  # a node's words on a thumbnail where its class name split at c
     "MarkdownNote": "Read me",
 }
 DRUM_BOX, OTHER_BOX, WIRE = (92, 62, 160), (62, 64, 72), (120, 122, 132)
+BADGE_HEIGHT = 66  # the template browser's badge over a card's top left, in thumbnail pixels (see thumbnail)
 
 
 def node_label(class_type: str) -> str:
@@ -771,11 +772,15 @@ def thumbnail(workflow: dict, graph: dict, name: str, images: list = (), note: s
 
     canvas = Image.new("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE), (30, 30, 34))
     draw = ImageDraw.Draw(canvas)
-    draw.text((20, 14), template_title(name), fill=(240, 240, 240), font=ImageFont.load_default(size=34))
-    margin, top = 12, 60
+    # The template browser's "Node graph" badge covers the card's top left (about 250 x 62 of 512 x 512, frontend
+    # 1.58.1; the card's own title is the file name), so the title starts below it, shrunk to the width if long
+    title, width = template_title(name), THUMBNAIL_SIZE - 40
+    size = next((s for s in range(32, 17, -2) if draw.textlength(title, font=ImageFont.load_default(size=s)) <= width), 18)
+    draw.text((20, BADGE_HEIGHT), title, fill=(240, 240, 240), font=ImageFont.load_default(size=size))
+    margin, top = 12, BADGE_HEIGHT + size + 14
     if note:
-        draw.multiline_text((20, 56), note, fill=(160, 160, 170), font=ImageFont.load_default(size=17), spacing=6)
-        top = 90 + 23 * note.count("\n")
+        draw.multiline_text((20, top - 6), note, fill=(160, 160, 170), font=ImageFont.load_default(size=17), spacing=6)
+        top += 30 + 23 * note.count("\n")
     wide = [image for image in images if image.width >= 1.5 * image.height]
     sweep = sweep_values(graph)
     below = (THUMBNAIL_SIZE - top) // 2 if wide or sweep else 0
