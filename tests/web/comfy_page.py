@@ -246,7 +246,13 @@ def save_screenshot(page, path: Path, nodes: list[int] | None = None, palette: b
 def nodes_of_type(page, node_type: str) -> list[dict]:
     """[{id, widgets: [{name, type, hidden, serialize, value, text}]}] of the graph's nodes of `node_type`."""
     return page.evaluate(
-        """(type) => window.app.graph.nodes.filter((node) => node.comfyClass === type).map((node) => ({
+        """(type) => {
+        const shownText = (element) => {  // the words shown: a widget's own <style> (web/js/styles.js) is no text
+            const shown = element.cloneNode(true);
+            shown.querySelectorAll("style").forEach((style) => style.remove());
+            return shown.textContent;
+        };
+        return window.app.graph.nodes.filter((node) => node.comfyClass === type).map((node) => ({
             id: Number(node.id),
             widgets: node.widgets.map((widget) => ({
                 name: widget.name,
@@ -254,9 +260,10 @@ def nodes_of_type(page, node_type: str) -> list[dict]:
                 hidden: Boolean(widget.hidden),
                 serialize: widget.serialize !== false && widget.options?.serialize !== false,
                 value: widget.value,
-                text: widget.element ? widget.element.textContent : null,
+                text: widget.element ? shownText(widget.element) : null,
             })),
-        }))""",
+        }));
+        }""",
         node_type,
     )
 

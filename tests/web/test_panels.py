@@ -260,7 +260,9 @@ def history_panel(page, node: int) -> dict:
     return page.evaluate(
         """(id) => {
             const root = window.app.graph.getNodeById(id).widgets.find((w) => w.name === "drum_history_preview").element;
-            return { text: root.textContent, failed: root.classList.contains("drum-failed"), color: getComputedStyle(root.querySelector(".drum-summary")).color };
+            const shown = root.cloneNode(true);  // the words shown: the panel's own <style> (styles.js) is no text
+            shown.querySelectorAll("style").forEach((style) => style.remove());
+            return { text: shown.textContent, failed: root.classList.contains("drum-failed"), color: getComputedStyle(root.querySelector(".drum-summary")).color };
         }""",
         node,
     )
