@@ -243,15 +243,21 @@ def save_screenshot(page, path: Path, nodes: list[int] | None = None, palette: b
             image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
 
 
+# A JavaScript function: the words an element shows, without the <style> each of the pack's widgets carries (web/js/styles.js)
+SHOWN_TEXT = """(element) => {
+    const shown = element.cloneNode(true);
+    shown.querySelectorAll("style").forEach((style) => style.remove());
+    return shown.textContent;
+}"""
+
+
 def nodes_of_type(page, node_type: str) -> list[dict]:
     """[{id, widgets: [{name, type, hidden, serialize, value, text}]}] of the graph's nodes of `node_type`."""
     return page.evaluate(
         """(type) => {
-        const shownText = (element) => {  // the words shown: a widget's own <style> (web/js/styles.js) is no text
-            const shown = element.cloneNode(true);
-            shown.querySelectorAll("style").forEach((style) => style.remove());
-            return shown.textContent;
-        };
+        const shownText = """
+        + SHOWN_TEXT
+        + """;
         return window.app.graph.nodes.filter((node) => node.comfyClass === type).map((node) => ({
             id: Number(node.id),
             widgets: node.widgets.map((widget) => ({

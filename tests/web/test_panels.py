@@ -9,7 +9,7 @@ import secrets
 from pathlib import Path
 
 import pytest
-from comfy_page import load_workflow, next_frames, nodes_of_type, panel_rows, reload, run_graph, set_widgets, vue_nodes
+from comfy_page import SHOWN_TEXT, load_workflow, next_frames, nodes_of_type, panel_rows, reload, run_graph, set_widgets, vue_nodes
 
 pytestmark = pytest.mark.web
 
@@ -260,9 +260,9 @@ def history_panel(page, node: int) -> dict:
     return page.evaluate(
         """(id) => {
             const root = window.app.graph.getNodeById(id).widgets.find((w) => w.name === "drum_history_preview").element;
-            const shown = root.cloneNode(true);  // the words shown: the panel's own <style> (styles.js) is no text
-            shown.querySelectorAll("style").forEach((style) => style.remove());
-            return { text: shown.textContent, failed: root.classList.contains("drum-failed"), color: getComputedStyle(root.querySelector(".drum-summary")).color };
+            return { text: ("""
+        + SHOWN_TEXT
+        + """)(root), failed: root.classList.contains("drum-failed"), color: getComputedStyle(root.querySelector(".drum-summary")).color };
         }""",
         node,
     )
