@@ -151,13 +151,14 @@ class TasteReport:
         }
 
 
-def degree_sweep(start: float, end: float, count: int) -> tuple[float, ...]:
-    """`count` evenly spaced degrees from start to end, both included (the Degree Slider's sweep)."""
+def unit_sweep(start: float, end: float, count: int, quantity: str = "degree") -> tuple[float, ...]:
+    """`count` evenly spaced values from start to end in [0, 1], both included: the Degree Slider's sweep of the
+    degree and the History Mix's sweep of the mix (`quantity` names which in errors)."""
     if count < 1:
-        raise ValueError(f"a degree sweep needs count >= 1, got {count}")
+        raise ValueError(f"a {quantity} sweep needs count >= 1, got {count}")
     for name, value in (("start", start), ("end", end)):
         if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-            raise ValueError(f"degree sweep {name} must lie in [0, 1], got {value}")
+            raise ValueError(f"{quantity} sweep {name} must lie in [0, 1], got {value}")
     if count == 1:
         return (start,)
     return tuple(round(start + (end - start) * i / (count - 1), 6) for i in range(count))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from drum_core import defaults
-from drum_core.taste import degree_sweep
+from drum_core.taste import unit_sweep
 
 from .checked import CheckedNode
 from .io_types import Degrees, DrumDegreesType
@@ -20,7 +20,7 @@ def degree_input(tooltip: str) -> io.Float.Input:
 
 def degree_values(degree: float, sweep: bool, start: float, end: float, count: int) -> tuple[float, ...]:
     """(degree,) or `count` evenly spaced values from start to end (both included)."""
-    return degree_sweep(start, end, count) if sweep else (degree,)
+    return unit_sweep(start, end, count) if sweep else (degree,)
 
 
 class DrUMDegreeSlider(CheckedNode):

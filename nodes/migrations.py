@@ -29,7 +29,14 @@ class Migration:
     upgrade: Callable[[dict], dict] | None = None
 
 
-MIGRATIONS: tuple[Migration, ...] = ()
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        "DrUMHistoryMix",
+        "output 0",
+        "The history output became a list (the sweep's mixes, one run of the nodes after it each). A saved workflow "
+        "without a sweep gets a list of one history, which every node after it treats as that history: nothing to rewrite.",
+    ),
+)
 
 
 def migration_for(node_id: str, field: str, migrations: tuple[Migration, ...] = MIGRATIONS) -> Migration | None:

@@ -9,7 +9,7 @@ from comfy_api.latest import io
 from drum_core.coreset import DEFAULT_MAX_COUNT
 from drum_core.history import History
 from drum_core.personalizer import Personalizer, check_adapter
-from drum_core.taste import TasteSettings, degree_sweep, render_taste, taste_check
+from drum_core.taste import TasteSettings, render_taste, taste_check, unit_sweep
 
 from . import clip_bridge
 from .adapters import load_with_clip, resolve
@@ -39,7 +39,7 @@ def coreset_settings(history: DrumHistory) -> dict:
 def range_error(start: float, end: float, count: int) -> str | None:
     """Why the degree sweep is invalid, or None."""
     try:
-        degree_sweep(start, end, count)
+        unit_sweep(start, end, count)
     except ValueError as error:
         return str(error)
     return None
@@ -142,7 +142,7 @@ class DrUMTasteCheck(CheckedNode):
             report = taste_check(
                 personalizer,
                 full_history(history),
-                degree_sweep(start, end, count),
+                unit_sweep(start, end, count),
                 None if control is None else full_history(control),
                 settings,
                 clip_bridge.progress_reporter(),

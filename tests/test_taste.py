@@ -26,6 +26,7 @@ from drum_core.taste import (
     split_newest,
     taste_check,
     text_align_features,
+    unit_sweep,
     use_profile,
 )
 
@@ -184,6 +185,18 @@ def test_recommend_rule():
     assert recommend(rows, 0.1) == 0.5  # largest allowed edge; the tie with 1.0 goes to the lower degree
     assert recommend(rows, 1.0) == 0.0  # no allowed edge above min_edge
     assert recommend([row(0.0, 0, 0), row(0.2, 0, -1.0)], 0.0) == 0.0
+
+
+def test_unit_sweep_is_evenly_spaced_ends_included_and_names_its_quantity():
+    assert unit_sweep(0.0, 1.0, 3) == (0.0, 0.5, 1.0)
+    assert unit_sweep(0.0, 0.9, 4) == (0.0, 0.3, 0.6, 0.9)
+    assert unit_sweep(1.0, 0.0, 5) == (1.0, 0.75, 0.5, 0.25, 0.0)  # a falling sweep is the same steps backwards
+    assert unit_sweep(0.2, 0.8, 1) == (0.2,)
+    assert unit_sweep(0.1, 0.7, 7) == pytest.approx([0.1 + 0.1 * i for i in range(7)], abs=1e-6)
+    with pytest.raises(ValueError, match="a mix sweep needs count >= 1"):
+        unit_sweep(0.0, 1.0, 0, "mix")
+    with pytest.raises(ValueError, match="degree sweep end must lie in"):
+        unit_sweep(0.0, 1.5, 3)
 
 
 def test_degree_zero_is_always_the_reference_and_bad_settings_are_named(random_personalizer):

@@ -242,6 +242,29 @@ def test_degree_sweep_gives_one_condition_per_degree(pack, sd1, drum_folder):
     assert pack["DrUMDegreeSlider"].execute(0.7, False, 0.0, 1.0, 3).args == (node_module("io_types").Degrees((0.7,)), 1)
 
 
+def test_history_mix_sweep_gives_one_history_per_mix_as_a_list(pack):
+    """The History Mix's output is a list (ComfyUI runs each node after it once per item): in sweep mode one history per
+    mix from start to end, each exactly mix_histories at that mix; otherwise a list of the one mix."""
+    mix = pack["DrUMHistoryMix"]
+    (output,) = mix.define_schema().outputs
+    assert output.is_output_list
+    a = pasted(pack)
+    b = pasted(pack, "woodblock print of a wave\t3\nink sketch of a fox\t1\nukiyo-e mountain pass\t2\n")
+    result = mix.execute(a, b, 0.3, True, 0.0, 1.0, 3)
+    (mixed,) = result.args
+    assert [type(h).__name__ for h in mixed] == ["DrumHistory"] * 3
+    for history, t in zip(mixed, (0.0, 0.5, 1.0)):
+        expected = drum_core.history.mix_histories(a.history, b.history, t)
+        assert history.history.prompts == expected.prompts and history.history.intensities == expected.intensities
+    assert mixed[0].history is a.history and mixed[2].history is b.history  # the ends are the sides themselves
+    assert [entry["mix"] for entry in result.ui["drum_history"]] == [0.0, 0.5, 1.0]
+    assert [entry["count"] for entry in result.ui["drum_history"]] == [4, 6, 3]  # the shared fox is kept once
+    (single,) = mix.execute(a, b, 0.3).args[0]  # no sweep: the widget's mix, as a list of one
+    assert single.history.intensities == drum_core.history.mix_histories(a.history, b.history, 0.3).intensities
+    with pytest.raises(node_module("checked").DrUMInputError, match="DrUM History Mix: count = 17 is above its maximum 16"):
+        mix.execute(a, b, 0.3, True, 0.0, 1.0, 17)  # a linked count is checked like a typed one
+
+
 def test_the_conditioner_gives_the_degrees_it_used_to_the_profile_preview(pack, sd1, drum_folder):
     """The Conditioner's second output is the alpha(s) of its conditioning: its own 'degree' widget, or the linked
     degrees that override it; linked to the Profile Preview, the map and the picture name exactly those."""

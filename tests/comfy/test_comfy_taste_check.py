@@ -10,7 +10,7 @@ from support.tiny_models import tiny_adapter, tiny_clip
 from drum_core.defaults import SEED, K
 from drum_core.history import History
 from drum_core.personalizer import Personalizer
-from drum_core.taste import TasteSettings, degree_sweep, taste_check
+from drum_core.taste import TasteSettings, taste_check, unit_sweep
 
 pytestmark = pytest.mark.comfy
 
@@ -53,9 +53,7 @@ def test_the_node_gives_the_cores_report_and_degree(state, pack, sd1, adapters):
     shown = out.ui["drum_taste"][0]
     encoders = clip_bridge.open_clip(state, sd1).encoders
     personalizer = Personalizer("sd1", encoders, {"l": adapters.slots["L"]}, state.embeddings)
-    expected = taste_check(
-        personalizer, History(WATERCOLOR), degree_sweep(0.25, 1.0, 4), History(CARS), TasteSettings(held_out=4, ratio=0.5)
-    )
+    expected = taste_check(personalizer, History(WATERCOLOR), unit_sweep(0.25, 1.0, 4), History(CARS), TasteSettings(held_out=4, ratio=0.5))
     assert degree == expected.recommended == shown["recommended"]
     assert [r["edge"] for r in shown["rows"]] == pytest.approx([r.edge for r in expected.rows], abs=1e-9)
     assert [r["degree"] for r in shown["rows"]] == [0.0, 0.25, 0.5, 0.75, 1.0]

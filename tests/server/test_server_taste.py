@@ -58,8 +58,16 @@ def pixels(entry, server) -> list[np.ndarray]:
 
 def saved(entry, server, node: str) -> np.ndarray:
     """The one image Save Image `node` wrote."""
-    (image,) = entry.outputs[node]["images"]
-    return np.asarray(Image.open(server.base / "output" / image.get("subfolder", "") / image["filename"]))
+    (image,) = saved_all(entry, server, node)
+    return image
+
+
+def saved_all(entry, server, node: str) -> list[np.ndarray]:
+    """Every image Save Image `node` wrote, in the order it wrote them (once per item of a list)."""
+    return [
+        np.asarray(Image.open(server.base / "output" / image.get("subfolder", "") / image["filename"]))
+        for image in entry.outputs[node]["images"]
+    ]
 
 
 def rated(text: str) -> list[tuple[str, float]]:
@@ -92,47 +100,39 @@ def test_dislikes_template_personalizes_the_negative_side(server):
 
 
 def test_style_mix_template_sweeps_from_a_to_b_and_t0_is_exactly_a(server):
+    """One History Mix set to sweep 0, 0.5, 1: its list output runs the conditioner, the sampler, the decode and the save
+    once per mix, in order; the ends are exactly histories A and B, the middle the documented blend."""
     graph = tiny_template_graph("drum_style_mix")
-    mixes = keys_of(graph, "DrUMHistoryMix")
-    samplers = {graph[m]["inputs"]["mix"]: s for m in mixes for s in keys_of(graph, "KSampler") if _feeds(graph, m, s)}
-    assert sorted(samplers) == [0.0, 0.5, 1.0]
-    probes = {t: probe(graph, sampler) for t, sampler in samplers.items()}
-    conditioners = {t: graph[probes[t]]["inputs"]["conditioning"][0] for t in samplers}
-    side_a, side_b = graph[mixes[0]]["inputs"]["history_a"][0], graph[mixes[0]]["inputs"]["history_b"][0]
-    savers = [next(s for s in keys_of(graph, "SaveImage") if _feeds(graph, samplers[t], s)) for t in (0.0, 0.5, 1.0)]
-    assert len(set(savers)) == 3  # one Save Image per step (no deprecated Batch Latents)
+    (mix,) = keys_of(graph, "DrUMHistoryMix")
+    (sampler,) = keys_of(graph, "KSampler")
+    (saver,) = keys_of(graph, "SaveImage")
+    settings = graph[mix]["inputs"]
+    assert (settings["sweep"], settings["start"], settings["end"], settings["count"]) == (True, 0.0, 1.0, 3)
+    sweep_probe = probe(graph, sampler)
+    conditioner = graph[sweep_probe]["inputs"]["conditioning"][0]
+    side_a, side_b = settings["history_a"][0], settings["history_b"][0]
+    for loader in keys_of(graph, "DrUMHistoryLoader"):  # the same histories, but not from the cache of an earlier
+        graph[loader]["inputs"]["text"] += "\n"  # test's run of the template, which would leave out the upstream ui
     entry = run(server, graph)
-    images = [saved(entry, server, saver) for saver in savers]
-    assert len(pixels(entry, server)) == 3 and not np.array_equal(images[0], images[2])
+    assert [history["mix"] for history in entry.outputs[mix]["drum_history"]] == [0.0, 0.5, 1.0]
+    images = saved_all(entry, server, saver)
+    assert len(images) == 3 and len(pixels(entry, server)) == 3 and not np.array_equal(images[0], images[2])
     a, b = picks(entry, side_a), picks(entry, side_b)
-    assert references(entry, conditioners[0.0]) == a and references(entry, conditioners[1.0]) == b
+    runs = [[(r["prompt"], r["weight"]) for r in run["references"]] for run in entry.outputs[conditioner]["drum_conditioning"]]
+    assert len(runs) == 3 and runs[0] == a and runs[2] == b
     total_a, total_b = sum(w for _, w in a), sum(w for _, w in b)
     common = 0.5 * total_a + 0.5 * total_b  # both sides scaled to one total, then weighted 1 - t and t
     expected = [(p, 0.5 * w * common / total_a) for p, w in a] + [(p, 0.5 * w * common / total_b) for p, w in b]
-    mixed = references(entry, conditioners[0.5])
-    assert [p for p, _ in mixed] == [p for p, _ in expected]
-    assert [w for _, w in mixed] == pytest.approx([w for _, w in expected], rel=1e-12)
-    values = [received(entry, probes[t]) for t in (0.0, 0.5, 1.0)]
-    assert len(set(values)) == 3, values
+    assert [p for p, _ in runs[1]] == [p for p, _ in expected]
+    assert [w for _, w in runs[1]] == pytest.approx([w for _, w in expected], rel=1e-12)
+    values = [report["token_mean_abs"] for report in entry.outputs[sweep_probe]["drum_probe"]]
+    assert len(values) == 3 and len(set(values)) == 3, values
 
-    direct = copy.deepcopy(graph)  # history A straight into the t = 0 conditioner: the same conditioning, the same image
-    direct[conditioners[0.0]]["inputs"]["history"] = [side_a, 0]
+    direct = copy.deepcopy(graph)  # history A straight into the conditioner: the first mix's conditioning and image
+    direct[conditioner]["inputs"]["history"] = [side_a, 0]
     again = run(server, direct)
-    assert received(again, probes[0.0]) == values[0]
-    assert np.array_equal(saved(again, server, savers[0]), images[0])
-
-
-def _feeds(graph: dict, source: str, target: str) -> bool:
-    """Whether node `source` is upstream of node `target`."""
-    pending, seen = [target], set()
-    while pending:
-        key = pending.pop()
-        if key == source:
-            return True
-        if key not in seen:
-            seen.add(key)
-            pending += [v[0] for v in graph[key]["inputs"].values() if isinstance(v, list)]
-    return False
+    assert received(again, sweep_probe) == values[0]
+    assert np.array_equal(saved(again, server, saver), images[0])
 
 
 DATED = [  # prompt, rating, days before the newest

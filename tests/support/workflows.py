@@ -300,7 +300,9 @@ def api_to_ui(graph: dict, object_info: dict, note: str | None = None, title: st
             {"name": name, "type": kind, "links": outputs.get((str(node["id"]), slot), []), "slot_index": slot}
             for slot, (name, kind) in enumerate(zip(names, spec["output"]))
         ]
-    for order, key in enumerate(sorted(graph, key=lambda k: (columns[k], int(k)))):
+    fed = {key for key, node in graph.items() if any(isinstance(value, list) for value in node["inputs"].values())}
+    # reading order: by column; in a column, a node with no inputs (moved there by _columns) last, next to its consumer
+    for order, key in enumerate(sorted(graph, key=lambda k: (columns[k], k not in fed, int(k)))):
         next(n for n in nodes if n["id"] == int(key))["order"] = order
     if note is not None:
         note_node = {
@@ -674,16 +676,15 @@ def node_label(class_type: str) -> str:
 
 def sweep_values(graph: dict) -> tuple[str, list[float], tuple[str, str]] | None:
     """What a template sweeps, for its thumbnail: (axis name, values, (what 0 means, what 1 means)) for a Degree
-    Slider set to sweep (start..end in `count` steps) or for History Mix nodes; None when it sweeps nothing."""
+    Slider or a History Mix set to sweep (start..end in `count` steps); None when it sweeps nothing."""
+    meanings = {"DrUMDegreeSlider": ("degree", ("the prompt alone", "all taste")), "DrUMHistoryMix": ("mix", ("history A", "history B"))}
     for node in graph.values():
         inputs = node["inputs"]
-        if node["class_type"] == "DrUMDegreeSlider" and inputs.get("sweep"):
+        if node["class_type"] in meanings and inputs.get("sweep"):
             start, end, count = inputs["start"], inputs["end"], inputs["count"]
             values = [start + (end - start) * i / (count - 1) for i in range(count)] if count > 1 else [start]
-            return "degree", values, ("the prompt alone", "all taste")
-    mixes = sorted(node["inputs"]["mix"] for node in graph.values() if node["class_type"] == "DrUMHistoryMix")
-    if mixes and all(isinstance(m, (int, float)) for m in mixes):
-        return "mix", mixes, ("history A", "history B")
+            axis, ends = meanings[node["class_type"]]
+            return axis, values, ends
     return None
 
 

@@ -275,13 +275,14 @@ def nodes_of_type(page, node_type: str) -> list[dict]:
 
 
 def panel_rows(page, node_id: int, widget: str) -> dict:
-    """{summary, prompts, weights, failed} shown by one of the extension's prompt panels."""
+    """{summary, headings, prompts, weights, failed} shown by one of the extension's prompt panels."""
     return page.evaluate(
         """([id, name]) => {
             const node = window.app.graph.getNodeById(id);
             const root = node.widgets.find((widget) => widget.name === name).element;
             return {
                 summary: root.querySelector(".drum-summary").textContent,
+                headings: Array.from(root.querySelectorAll(".drum-heading"), (item) => item.textContent),
                 prompts: Array.from(root.querySelectorAll(".drum-prompt"), (span) => span.textContent),
                 weights: Array.from(root.querySelectorAll(".drum-weight"), (span) => span.textContent),
                 failed: root.classList.contains("drum-failed"),

@@ -9,7 +9,18 @@ import secrets
 from pathlib import Path
 
 import pytest
-from comfy_page import SHOWN_TEXT, load_workflow, next_frames, nodes_of_type, panel_rows, reload, run_graph, set_widgets, vue_nodes
+from comfy_page import (
+    SHOWN_TEXT,
+    load_workflow,
+    next_frames,
+    nodes_of_type,
+    panel_rows,
+    reload,
+    run_graph,
+    set_widgets,
+    vue_nodes,
+    wait_for_prompts,
+)
 
 pytestmark = pytest.mark.web
 
@@ -33,7 +44,7 @@ def long_outputs(picks: int = 18) -> dict[str, dict]:
     half = {"count": LONG // 2, "source": "long.txt", "preview": rows(LONG_PROMPTS[: LONG // 2])}
     return {
         "DrUMHistoryLoader": {"drum_history": [history]},
-        "DrUMHistoryMix": {"drum_history": [history]},
+        "DrUMHistoryMix": {"drum_history": [history | {"mix": t} for t in (0.0, 0.5, 1.0)]},  # a sweep: 150 rows
         "DrUMHistorySplit": {"drum_split": [{"likes": half, "dislikes": half}]},
         "DrUMCoresetSampler": {"drum_picks": picked},
         "DrUMProfileLoad": {"drum_picks": picked},
@@ -229,6 +240,34 @@ def test_a_real_run_on_a_long_history_keeps_the_layout(page, workflows, artifact
     assert panels_reach_every_row(page) == []
     assert text_box_height(page, ids["DrUMHistoryLoader"]) == pytest.approx(before, abs=1)
     page.screenshot(path=str(artifacts / f"long-history-{renderer}.png"))
+
+
+def test_a_mix_sweep_lists_each_mix_and_each_run_after_it(page, workflows, artifacts, renderer):
+    """drum_style_mix run for real: its History Mix sweeps 0, 0.5, 1, so its panel lists the three mixed histories and
+    the Conditioner's panel its three runs (one per item of the list), in order, and nothing overlaps."""
+    workflow = workflows["drum_style_mix"]
+    ids = open_on_tiny_models(page, workflow)
+    loader = next(node["id"] for node in workflow["nodes"] if node["type"] == "DrUMHistoryLoader")
+    text = next(node["widgets_values"][1] for node in workflow["nodes"] if node["id"] == loader)
+    # a prompt of this renderer's run only: ComfyUI resends no outputs of the nodes before one it takes from its cache
+    set_widgets(page, loader, {"text": text + f"a prompt only the {renderer} run has {RUN_TAG}\t5\n"})
+    finished = run_graph(page)
+    assert finished["type"] == "execution_success", finished
+    mix, conditioner = ids["DrUMHistoryMix"], ids["DrUMConditioner"]
+    wait_for_prompts(page, mix, "drum_history_preview")
+    wait_for_prompts(page, conditioner, "drum_picks")
+    mixes = panel_rows(page, mix, "drum_history_preview")
+    assert mixes["summary"] == "3 mixes (0, 0.5, 1): the nodes after this one run once per mix, in this order"
+    assert [heading.split(" · ")[0] for heading in mixes["headings"]] == ["mix 0", "mix 0.5", "mix 1"]
+    runs = panel_rows(page, conditioner, "drum_picks")
+    assert runs["summary"] == "3 runs, one per history of the list in"
+    assert [heading.split(" · ")[0] for heading in runs["headings"]] == ["1. sd1", "2. sd1", "3. sd1"]
+    assert all(heading.endswith("α 0.50") for heading in runs["headings"]), runs["headings"]
+    if vue_nodes(page):
+        page.wait_for_timeout(300)  # the Vue nodes settle their size after the panels filled
+    assert overlaps(node_boxes(page)) == []
+    assert panels_reach_every_row(page) == []
+    fit_view_screenshot(page, artifacts / f"style-mix-run-{renderer}.png")
 
 
 RUN_TAG = secrets.token_hex(4)

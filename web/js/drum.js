@@ -29,6 +29,11 @@ function formatNumber(value, digits = 2) {
   return Number(value).toFixed(digits);
 }
 
+/** A setting as the user typed it: 0.3, 0.5, 1 (at most 3 decimals, no trailing zeros). */
+function formatSetting(value) {
+  return String(Number(Number(value).toFixed(3)));
+}
+
 function toast(severity, detail) {
   app.extensionManager?.toast?.add({ severity, summary: "DrUM", detail, life: severity === "error" ? 8000 : 3000 });
 }
@@ -130,9 +135,19 @@ const OUTPUT_VIEWS = {
     widget: "drum_history_preview",
     empty: "history.empty",
     show(panel, output) {
-      const loaded = output.drum_history?.[0];
-      if (!loaded) return false;
-      panel.show(t("history.summary", { count: loaded.count, source: loaded.source }), [historySection(loaded)]);
+      const histories = output.drum_history ?? [];
+      if (histories.length === 0) return false;
+      if (histories.length === 1) {
+        const [loaded] = histories;
+        panel.show(t("history.summary", { count: loaded.count, source: loaded.source }), [historySection(loaded)]);
+        return true;
+      }
+      // A History Mix sweep: one history per mix, each a run of the nodes after it.
+      const mixes = histories.map((history) => formatSetting(history.mix)).join(", ");
+      panel.show(
+        t("history.mixes", { count: histories.length, mixes }),
+        histories.map((history) => historySection(history, t("history.mix", { mix: formatSetting(history.mix), count: history.count }))),
+      );
       return true;
     },
   },
@@ -140,11 +155,24 @@ const OUTPUT_VIEWS = {
     widget: "drum_picks",
     empty: "picks.empty",
     show(panel, output) {
-      const conditioning = output.drum_conditioning?.[0];
-      if (conditioning) {
-        const degrees = conditioning.degrees.map((value) => formatNumber(value)).join(", ");
-        const summary = t("picks.references", { family: conditioning.family, count: conditioning.references.length, degrees });
-        panel.show(summary, [{ rows: conditioning.references }]);
+      const conditionings = output.drum_conditioning ?? [];
+      const heading = (conditioning) =>
+        t("picks.references", {
+          family: conditioning.family,
+          count: conditioning.references.length,
+          degrees: conditioning.degrees.map((value) => formatNumber(value)).join(", "),
+        });
+      if (conditionings.length === 1) {
+        panel.show(heading(conditionings[0]), [{ rows: conditionings[0].references }]);
+        return true;
+      }
+      if (conditionings.length > 1) {
+        // A list in (a History Mix sweep): the node ran once per item, in order.
+        const sections = conditionings.map((conditioning, index) => ({
+          title: t("picks.run", { index: index + 1, heading: heading(conditioning) }),
+          rows: conditioning.references,
+        }));
+        panel.show(t("picks.runs", { count: conditionings.length }), sections);
         return true;
       }
       if (!output.drum_picks) return false;
@@ -269,7 +297,7 @@ const MAP_VIEW = {
     if (!map) return false;
     const summary = t("map.summary", { count: map.count, picks: map.picks });
     // the α of the Preview's degrees input (the Conditioner's degrees output): nothing linked, nothing guessed
-    const degrees = map.degrees?.length ? t("map.degree", { degrees: map.degrees.map((d) => Number(d.toFixed(3))).join(", ") }) : t("map.no_degree");
+    const degrees = map.degrees?.length ? t("map.degree", { degrees: map.degrees.map(formatSetting).join(", ") }) : t("map.no_degree");
     panel.show(`${degrees} · ${summary}`);
     drawMap(panel, map);
     if (map.hidden > 0) panel.list.append(element("li", "drum-more", t("history.more", { count: map.hidden })));
