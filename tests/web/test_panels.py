@@ -242,6 +242,39 @@ def test_a_real_run_on_a_long_history_keeps_the_layout(page, workflows, artifact
     page.screenshot(path=str(artifacts / f"long-history-{renderer}.png"))
 
 
+SHORT_LIST = 3  # a list of this many rows shows every one whole, without scrolling (drum_sd15 picks 3 of its 10 prompts)
+
+
+def rows_cut_off(page, node: int, widget: str) -> list[str]:
+    """The rows of a panel's list not wholly inside the list's frame as shown (scrolled to the top), at zoom 1."""
+    bring_on_screen(page, node)
+    return page.evaluate(
+        """([id, name]) => {
+            const root = window.app.graph.getNodeById(id).widgets.find((w) => w.name === name).element;
+            const list = root.querySelector(".drum-list");
+            list.scrollTop = 0;
+            const frame = list.getBoundingClientRect();
+            return Array.from(list.children)
+                .filter((row) => { const r = row.getBoundingClientRect(); return r.top < frame.top - 1 || r.bottom > frame.bottom + 1; })
+                .map((row) => row.textContent.slice(0, 40));
+        }""",
+        [node, widget],
+    )
+
+
+def test_a_short_list_shows_every_row_whole(page, workflows, renderer):
+    """The issue's classic Conditioner list was about 2.5 rows tall: the third of 3 picks was cut mid-line."""
+    ids = open_on_tiny_models(page, workflows["drum_sd15"])
+    # a seed of this run's own: ComfyUI samples again and resends the conditioner's output even if it is cached
+    set_widgets(page, ids["KSampler"], {"seed": secrets.randbelow(2**31)})
+    finished = run_graph(page)
+    assert finished["type"] == "execution_success", finished
+    conditioner = ids["DrUMConditioner"]
+    wait_for_prompts(page, conditioner, "drum_picks")
+    assert len(panel_rows(page, conditioner, "drum_picks")["prompts"]) == SHORT_LIST
+    assert rows_cut_off(page, conditioner, "drum_picks") == []
+
+
 def test_a_mix_sweep_lists_each_mix_and_each_run_after_it(page, workflows, artifacts, renderer):
     """drum_style_mix run for real: its History Mix sweeps 0, 0.5, 1, so its panel lists the three mixed histories and
     the Conditioner's panel its three runs (one per item of the list), in order, and nothing overlaps."""
