@@ -546,6 +546,20 @@ def test_the_profile_map_is_drawn_in_the_page_and_reads_on_hover(page, workflows
     page.wait_for_function(f"(id) => {map_root}.classList.contains('drum-stale-output')", arg=preview)
     assert stale_text(page, preview, "drum_map") == "From the previous run: DrUM Conditioner changed since."
 
+    # a Preview after a History Mix sweep runs once per mix: the page draws the first map and says how many there are
+    heading = page.evaluate(
+        f"""async (id) => {{
+            const history = await (await fetch("/api/history?max_items=1")).json();
+            const [run] = Object.values(history);
+            const node = window.app.graph.getNodeById(id);
+            const map = run.outputs[String(id)].drum_map[0];
+            node.onExecuted({{ drum_map: [map, map, map] }});
+            return {map_root}.querySelector(".drum-summary").textContent;
+        }}""",
+        preview,
+    )
+    assert heading.startswith("map 1 of 3 (one per history of the list in; the IMAGE output has them all) · α 0.3"), heading
+
 
 def test_the_profile_map_says_the_degrees_the_images_were_drawn_at(page, workflows, renderer):
     """drum_alpha_sweep links its Degree Slider to the Profile Preview: after a real run the map's heading names

@@ -298,7 +298,9 @@ const MAP_VIEW = {
     const summary = t("map.summary", { count: map.count, picks: map.picks });
     // the α of the Preview's degrees input (the Conditioner's degrees output): nothing linked, nothing guessed
     const degrees = map.degrees?.length ? t("map.degree", { degrees: map.degrees.map(formatSetting).join(", ") }) : t("map.no_degree");
-    panel.show(`${degrees} · ${summary}`);
+    // a list in (a History Mix sweep): one map per history; the page draws the first, the IMAGE output has them all
+    const maps = output.drum_map.length;
+    panel.show(maps > 1 ? `${t("map.first", { count: maps })} · ${degrees} · ${summary}` : `${degrees} · ${summary}`);
     drawMap(panel, map);
     if (map.hidden > 0) panel.list.append(element("li", "drum-more", t("history.more", { count: map.hidden })));
     return true;
