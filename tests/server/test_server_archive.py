@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from support.comfy_env import ARTIFACTS, ROOT
 from support.server import PACK_NAME, ComfyServer
+from support.workflows import TEMPLATES, api_path, thumbnail_paths, ui_path
 
 pytestmark = pytest.mark.server
 
@@ -48,6 +49,10 @@ def test_the_archive_ships_what_the_pack_needs_and_a_readme_that_renders(archive
     shipped = {path.relative_to(archive).as_posix() for path in archive.rglob("*") if path.is_file()}
     assert {"__init__.py", "pyproject.toml", "requirements.txt", "LICENSE", "README.md", "docs/icon.svg"} <= shipped
     assert not any(path.startswith(("tests/", "bench/", "tools/", "example_workflows/api/", "drum_core/train/")) for path in shipped)
+    # the templates the browser lists, named by their titles (support.workflows TITLES), each with its thumbnail
+    templates = {path.relative_to(ROOT).as_posix() for name in TEMPLATES for path in (ui_path(name), *thumbnail_paths(name))}
+    assert len(templates) == 2 * len(TEMPLATES) and templates <= shipped, sorted(templates - shipped)
+    assert {path for path in shipped if path.startswith("example_workflows/") and path.endswith((".json", ".jpg"))} == templates
     readme = (archive / "README.md").read_text(encoding="utf-8")
     for target in (line.split("](", 1)[1].split(")", 1)[0] for line in readme.splitlines() if "](" in line):
         target = target.split("#", 1)[0]
@@ -79,7 +84,7 @@ def template_models(templates: list[Path]) -> set[tuple[str, str]]:
 def test_the_unpacked_archive_registers_every_node(archive, tmp_path):
     """...and comfy-lint finds nothing in the API-format templates against that server's /object_info, with empty
     stand-ins for the model files the templates name (the real checkpoints are not here; only their names count)."""
-    templates = sorted((ROOT / "example_workflows" / "api").glob("*.json"))
+    templates = [api_path(name) for name in TEMPLATES]  # by slug
     for folder, name in template_models(templates):
         (tmp_path / "base" / "models" / folder).mkdir(parents=True, exist_ok=True)
         (tmp_path / "base" / "models" / folder / name).write_bytes(b"")

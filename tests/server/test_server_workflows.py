@@ -22,14 +22,19 @@ from support.workflows import (
     DRUM_PART_FAMILIES,
     MODEL_FILES,
     PROBE,
+    TEMPLATES,
     THUMBNAIL_SUFFIXES,
     TITLES,
     WORKFLOWS,
+    api_path,
     node_label,
     sweep_values,
     template_note,
+    template_title,
     thumbnail,
+    thumbnail_paths,
     tiny_template_graph,
+    ui_path,
     ui_to_api,
 )
 
@@ -45,13 +50,13 @@ NODE_IDS = [
     "DrUMTasteCheck",
     "DrUMOutputsHistory",
 ]
-TEMPLATES = sorted(path.stem for path in WORKFLOWS.glob("*.json"))
 # saved images of a run, where not 1 (the DrUM part of Chroma and LTX-Video saves none)
 IMAGES = {"drum_sd15": 2, "drum_alpha_sweep": 5, "drum_style_mix": 3, "drum_taste_check": 2, "drum_chroma": 0, "drum_ltxv": 0}
 FAMILIES = {"drum_sdxl": "sdxl", "drum_sd3": "sd3", "drum_flux": "flux", "drum_chroma": "pixart", "drum_ltxv": "ltxv"}  # where not sd1
 ADAPTER_FILES = {"sd1": ["L"], "sdxl": ["L", "bigG"], "sd3": ["L", "bigG", "T5"], "flux": ["L", "T5"], "pixart": ["T5"], "ltxv": ["T5"]}
 LOADERS = ("CheckpointLoaderSimple", "UNETLoader", "CLIPLoader", "DualCLIPLoader", "TripleCLIPLoader", "VAELoader")
 DRUM_PART_NOTE = "validated whole by a real ComfyUI; its DrUM part run on\na tiny T5 of the family (no tiny {label} model to sample)"
+DRUM_PART_LABELS = {"drum_chroma": "Chroma", "drum_ltxv": "LTX-Video"}  # the model family, in DRUM_PART_NOTE
 tiny_graph = tiny_template_graph  # the name other server tests import
 
 
@@ -80,7 +85,7 @@ def test_pack_nodes_are_registered(server):
 def validate_whole_template(server, name: str) -> None:
     """The template as saved passes the server's validation for every node: its model files are empty stand-ins
     under their names in the server's model folders (removed after), so the run stops at the first loader."""
-    graph = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text(encoding="utf-8"))
+    graph = json.loads(api_path(name).read_text(encoding="utf-8"))
     files = {value for node in graph.values() if node["class_type"] in LOADERS for value in node["inputs"].values() if value in MODEL_FILES}
     assert files, f"{name}: no model file of support.workflows MODEL_FILES in its loaders"
     stand_ins = [server.base / "models" / MODEL_FILES[file][1] / file for file in sorted(files)]
@@ -143,12 +148,13 @@ def test_every_template_validates_and_runs_without_copying_a_file(dit_models, na
             assert probe["tokens"][1] == 128 and probe["attention_mask"] is not None and "frame_rate" in probe["keys"]
         else:  # Chroma: unmasked, at ComfyUI's own length (T5TokenizerOptions' padding token included)
             assert probe["attention_mask"] is None
-        note = {"note": DRUM_PART_NOTE.format(label=TITLES[name])}
+        note = {"note": DRUM_PART_NOTE.format(label=DRUM_PART_LABELS[name])}
     candidates = server.base.parent / "thumbnails"
     candidates.mkdir(exist_ok=True)
-    workflow = json.loads((WORKFLOWS / f"{name}.json").read_text(encoding="utf-8"))
-    template = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text(encoding="utf-8"))
-    thumbnail(workflow, template, name, images, **note).save(candidates / f"{name}.jpg", quality=90)
+    workflow = json.loads(ui_path(name).read_text(encoding="utf-8"))
+    template = json.loads(api_path(name).read_text(encoding="utf-8"))
+    # named as the template's thumbnail is (its title): tools/make_thumbnails.py copies it beside the template
+    thumbnail(workflow, template, name, images, **note).save(candidates / f"{template_title(name)}.jpg", quality=90)
 
 
 def test_the_map_names_the_degree_the_conditioner_runs_at_after_it_moved(server):
@@ -170,11 +176,11 @@ def test_the_map_names_the_degree_the_conditioner_runs_at_after_it_moved(server)
 
 def test_every_template_has_a_note_and_a_thumbnail():
     for name in TEMPLATES:
-        note = template_note(json.loads((WORKFLOWS / f"{name}.json").read_text(encoding="utf-8")))
+        note = template_note(json.loads(ui_path(name).read_text(encoding="utf-8")))
         assert note and "models/drum" in note and "Queue" in note, f"{name}: no MarkdownNote saying what to do"
         family = FAMILIES.get(name, "sd1")
         assert all(f"{adapter}.safetensors" in note for adapter in ADAPTER_FILES[family]), (name, family)
-        thumbnails = [WORKFLOWS / f"{name}{suffix}" for suffix in THUMBNAIL_SUFFIXES if (WORKFLOWS / f"{name}{suffix}").is_file()]
+        thumbnails = thumbnail_paths(name)
         assert len(thumbnails) == 1, f"{name}: one thumbnail ({', '.join(THUMBNAIL_SUFFIXES)}) expected, found {thumbnails}"
         with Image.open(thumbnails[0]) as image:
             assert min(image.size) >= 256
@@ -185,26 +191,26 @@ def test_thumbnails_draw_the_graph_and_what_the_template_sweeps():
     (start..end in count steps), the History Mix values; a template that sweeps nothing has no sweep diagram."""
     assert node_label("DrUMCoresetSampler") == "Coreset Sampler" and node_label("DualCLIPLoader") == "Dual CLIP Loader"
     assert node_label("T5TokenizerOptions") == "T5 Tokenizer Options" and node_label("KSampler") == "KSampler"
-    api = {name: json.loads((WORKFLOWS / "api" / f"{name}.json").read_text(encoding="utf-8")) for name in TEMPLATES}
+    api = {name: json.loads(api_path(name).read_text(encoding="utf-8")) for name in TEMPLATES}
     slider = next(n["inputs"] for n in api["drum_alpha_sweep"].values() if n["class_type"] == "DrUMDegreeSlider")
     axis, values, _ends = sweep_values(api["drum_alpha_sweep"])
     step = (slider["end"] - slider["start"]) / (slider["count"] - 1)
     assert axis == "degree" and values == pytest.approx([slider["start"] + i * step for i in range(slider["count"])])
     assert sweep_values(api["drum_style_mix"])[:2] == ("mix", [0.0, 0.5, 1.0])
     assert sweep_values(api["drum_sd15"]) is None
-    workflow = json.loads((WORKFLOWS / "drum_style_mix.json").read_text(encoding="utf-8"))
+    workflow = json.loads(ui_path("drum_style_mix").read_text(encoding="utf-8"))
     image = np.asarray(thumbnail(workflow, api["drum_style_mix"], "drum_style_mix"))
     with_map = np.asarray(thumbnail(workflow, api["drum_style_mix"], "drum_style_mix", [Image.new("RGB", (1024, 512), "white")]))
     assert image.shape == (512, 512, 3) and np.array_equal(image, with_map)  # a sweep takes the place of the map
     boxes = np.all(image == (92, 62, 160), axis=-1).sum(), np.all(image == (62, 64, 72), axis=-1).sum()
     assert min(boxes) > 500, boxes  # DrUM nodes and the others drawn as boxes of their colours
     for name in TEMPLATES:  # nothing under the template browser's badge (the title starts below it); the title fits
-        ui = json.loads((WORKFLOWS / f"{name}.json").read_text(encoding="utf-8"))
-        note = DRUM_PART_NOTE.format(label=TITLES[name]) if FAMILIES.get(name) in DRUM_PART_FAMILIES.values() else ""
+        ui = json.loads(ui_path(name).read_text(encoding="utf-8"))
+        note = DRUM_PART_NOTE.format(label=DRUM_PART_LABELS[name]) if FAMILIES.get(name) in DRUM_PART_FAMILIES.values() else ""
         drawn = np.asarray(thumbnail(ui, api[name], name, note=note))
         assert (drawn[:BADGE_HEIGHT] == (30, 30, 34)).all(), f"{name}: drawn under the badge"
         assert (drawn[BADGE_HEIGHT : BADGE_HEIGHT + 20, 500:] == (30, 30, 34)).all(), f"{name}: title runs off the right edge"
-        with Image.open(next(WORKFLOWS.glob(f"{name}.*g"))) as shipped:
+        with Image.open(thumbnail_paths(name)[0]) as shipped:
             assert np.abs(np.asarray(shipped.convert("RGB"))[:BADGE_HEIGHT].astype(int) - (30, 30, 34)).max() < 24, name
 
 
@@ -259,9 +265,10 @@ def test_empty_history_renders_the_plain_prompt(server):
 
 def test_ui_workflows_match_their_api_copies(server):
     info = server.object_info()
-    names = sorted(path.stem for path in (WORKFLOWS / "api").glob("*.json"))
-    assert names == sorted(path.stem for path in WORKFLOWS.glob("*.json"))
-    for name in names:
-        ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
-        api = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
+    assert sorted(path.stem for path in (WORKFLOWS / "api").glob("*.json")) == TEMPLATES
+    assert sorted(path.stem for path in WORKFLOWS.glob("*.json")) == sorted(TITLES.values())  # UI files by title
+    for name in TEMPLATES:
+        ui = json.loads(ui_path(name).read_text())
+        api = json.loads(api_path(name).read_text())
         assert ui_to_api(ui, info) == api, name
+        assert next(node for node in ui["nodes"] if node["type"] == "MarkdownNote")["title"] == f"Read me · {TITLES[name]}"

@@ -1,7 +1,7 @@
 """UI-format (litegraph) workflows <-> API-format graphs, using a server's /object_info; tiny test runs of them.
 
-    python tests/support/workflows.py --object-info info.json   # writes example_workflows/<name>.json
-                                                                 # from example_workflows/api/<name>.json,
+    python tests/support/workflows.py --object-info info.json   # writes example_workflows/<title>.json (TITLES)
+                                                                 # from example_workflows/api/<slug>.json,
                                                                  # and the pack's subgraphs/<name>.json (BLUEPRINTS)
 
 The committed UI files (the templates ComfyUI lists) are made from the API copies; the server
@@ -10,6 +10,8 @@ values follow /object_info's input order; an INT with control_after_generate (a 
 one extra value ("fixed"). A template's MarkdownNote (UI only: the API format has no notes) is
 kept when its UI file is rewritten; widget inputs an API copy lacks get the node's default.
 
+A template is named by its slug (`drum_sd15`) in code, tests and its API copy; its UI file and thumbnail carry its
+title (`TITLES`, `ui_path`), which is what the template browser shows.
 `tiny_template_graph(name)` is a template's API copy set up for the tests' tiny models.
 """
 
@@ -446,7 +448,7 @@ def drum_part_graph(graph: dict, family: str) -> dict:
 def tiny_template_graph(name: str) -> dict:
     """Template `name`'s API copy (example_workflows/api/<name>.json) on the tests' tiny models of its family; for a
     family without a tiny diffusion model (DRUM_PART_FAMILIES), its DrUM part only (drum_part_graph)."""
-    graph = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text(encoding="utf-8"))
+    graph = json.loads(api_path(name).read_text(encoding="utf-8"))
     family = template_family(graph)
     if family in DRUM_PART_FAMILIES.values():
         return drum_part_graph(graph, family)
@@ -635,25 +637,47 @@ def api_to_blueprint(blueprint: Blueprint, object_info: dict) -> dict:
     }
 
 
-THUMBNAIL_SUFFIXES = (".jpg", ".png", ".webp")  # what ComfyUI's template browser shows beside <name>.json
+THUMBNAIL_SUFFIXES = (".jpg", ".png", ".webp")  # what ComfyUI's template browser shows beside <title>.json
 THUMBNAIL_SIZE = 512
+# Every template: its id (slug: the API copy example_workflows/api/<slug>.json, tests, docs) -> its title, the one name
+# an artist sees: the stem of the UI file example_workflows/<title>.json and its thumbnail (the template browser titles
+# a pack's card with the file stem and nothing else: docs/comfyui.md, Template browser), drawn on the thumbnail and in
+# the note's title bar. ASCII, none of TITLE_FORBIDDEN (the frontend puts the stem in URLs without encoding it).
 TITLES = {
-    "drum_sd15": "SD1.5",
-    "drum_alpha_sweep": "SD1.5 · degree sweep",
-    "drum_sdxl": "SDXL",
-    "drum_sd3": "SD3",
-    "drum_flux": "FLUX",
-    "drum_chroma": "Chroma",
-    "drum_ltxv": "LTX-Video",
-    "drum_dislikes": "likes and dislikes",
-    "drum_style_mix": "mix two tastes",
-    "drum_my_outputs": "your outputs are your history",
+    "drum_sd15": "DrUM SD1.5",
+    "drum_alpha_sweep": "DrUM SD1.5 degree sweep",
+    "drum_sdxl": "DrUM SDXL",
+    "drum_sd3": "DrUM SD3",
+    "drum_flux": "DrUM FLUX",
+    "drum_chroma": "DrUM Chroma",
+    "drum_ltxv": "DrUM LTX-Video",
+    "drum_dislikes": "DrUM likes and dislikes",
+    "drum_style_mix": "DrUM mix two tastes",
+    "drum_my_outputs": "DrUM your outputs are your history",
+    "drum_taste_check": "DrUM taste check",
 }
+TITLE_FORBIDDEN = '#?%/\\:*"<>|'
+TEMPLATES = sorted(TITLES)  # the slugs
 
 
 def template_title(name: str) -> str:
-    """ "DrUM · SD1.5": what a template is called on its thumbnail and its note's title bar."""
-    return f"DrUM · {TITLES.get(name, name.removeprefix('drum_').replace('_', ' '))}"
+    """ "DrUM SD1.5": what template `name` (its slug) is called on its card, its thumbnail and its note's title bar."""
+    return TITLES[name]
+
+
+def ui_path(name: str, folder: Path = WORKFLOWS) -> Path:
+    """example_workflows/<title>.json: the UI-format file of template `name` (its slug), the one the browser lists."""
+    return folder / f"{TITLES[name]}.json"
+
+
+def api_path(name: str, folder: Path = WORKFLOWS) -> Path:
+    """example_workflows/api/<slug>.json: the API-format copy of template `name`."""
+    return folder / "api" / f"{name}.json"
+
+
+def thumbnail_paths(name: str, folder: Path = WORKFLOWS) -> list[Path]:
+    """The thumbnails of template `name` that exist: example_workflows/<title>.jpg (or .png, .webp)."""
+    return [path for suffix in THUMBNAIL_SUFFIXES if (path := folder / f"{TITLES[name]}{suffix}").is_file()]
 
 
 NODE_LABELS = {  # a node's words on a thumbnail where its class name split at capitals would not do
@@ -798,19 +822,25 @@ def thumbnail(workflow: dict, graph: dict, name: str, images: list = (), note: s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="write example_workflows/<name>.json from the API copies")
+    parser = argparse.ArgumentParser(description="write example_workflows/<title>.json (TITLES) from the API copies api/<slug>.json")
     parser.add_argument("--object-info", required=True, help="a saved GET /object_info answer")
     parser.add_argument("--workflows", default=str(WORKFLOWS))
     args = parser.parse_args()
     object_info = json.loads(Path(args.object_info).read_text())
     folder = Path(args.workflows)
-    for api in sorted((folder / "api").glob("*.json")):
+    apis = sorted((folder / "api").glob("*.json"))
+    untitled = [api.stem for api in apis if api.stem not in TITLES]
+    if untitled:
+        parser.error(f"no title in tests/support/workflows.py TITLES for {', '.join(untitled)}")
+    for api in apis:
         graph = with_defaults(json.loads(api.read_text(encoding="utf-8")), object_info)
         api.write_text(json.dumps(graph, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        ui_path = folder / api.name
-        note = template_note(json.loads(ui_path.read_text(encoding="utf-8"))) if ui_path.is_file() else None
+        ui_file, by_slug = ui_path(api.stem, folder), folder / api.name  # a UI file once named by its slug: its note kept
+        kept = next((path for path in (ui_file, by_slug) if path.is_file()), None)
+        note = template_note(json.loads(kept.read_text(encoding="utf-8"))) if kept else None
         ui = api_to_ui(graph, object_info, note, title=f"Read me · {template_title(api.stem)}")
-        ui_path.write_text(json.dumps(ui, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        ui_file.write_text(json.dumps(ui, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        by_slug.unlink(missing_ok=True)
     SUBGRAPHS.mkdir(exist_ok=True)
     for blueprint in BLUEPRINTS:
         path = SUBGRAPHS / f"{blueprint.name}.json"

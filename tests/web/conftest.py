@@ -17,6 +17,7 @@ from support.comfy_env import ROOT  # noqa: E402
 from support.server import ComfyServer  # noqa: E402
 from support.test_models import checkpoint  # noqa: E402
 from support.tiny_models import tiny_adapter  # noqa: E402
+from support.workflows import TEMPLATES, ui_path  # noqa: E402
 
 ARTIFACTS = TEST_ARTIFACTS / "web"
 WORKFLOWS = ROOT / "example_workflows"
@@ -47,8 +48,8 @@ def input_dir(server) -> Path:
 
 @pytest.fixture(scope="session")
 def workflows() -> dict[str, dict]:
-    """The example workflows (UI format) by name."""
-    return {path.stem: json.loads(path.read_text(encoding="utf-8")) for path in WORKFLOWS.glob("*.json")}
+    """The example workflows (UI format, example_workflows/<title>.json) by slug (drum_sd15, ...)."""
+    return {name: json.loads(ui_path(name).read_text(encoding="utf-8")) for name in TEMPLATES}
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import re
 import pytest
 from comfy_page import load_workflow, nodes_of_type, page_for, panel_rows
 from support.comfy_env import ROOT
+from support.workflows import TITLES
 
 pytestmark = pytest.mark.web
 
@@ -127,37 +128,46 @@ def test_french_page_shows_french_names_and_texts(french_page, workflows, locale
     assert page_errors == []
 
 
-def template_browser(page, label: str) -> list[str]:
-    """Opens the frontend's template browser on the entry `label` of its Extensions list; the titles of its cards.
-    Frontend 1.58.1 titles a custom node's templates by their file names (docs/comfyui.md, The template browser)."""
+def template_browser(page, label: str) -> tuple[list[str], dict[str, bool]]:
+    """Opens the frontend's template browser on the entry `label` of its Extensions list; the titles of its cards, and
+    for each card picture the frontend addresses under /api/workflow_templates/ its file name and whether fetching
+    that address (as the frontend built it) succeeds. Frontend 1.58.1 titles a custom node's templates by their file
+    stems (docs/comfyui.md, The template browser)."""
     page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
     dialog = page.locator("[role=dialog]").last
     dialog.get_by_text(label, exact=True).first.click()
     heading = dialog.locator("h2", has_text=label).first
     heading.wait_for()
-    dialog.locator("h3", has_text="drum_").first.wait_for()
+    dialog.locator("h3", has_text=TITLES["drum_sd15"]).first.wait_for()
     # the cards' titles: the <h3>s of the pane that holds the heading (the list on the left has <h3>s of its own)
-    shown = heading.evaluate(
-        """(heading) => {
+    shown, pictures = heading.evaluate(
+        """async (heading) => {
             let pane = heading.parentElement;
             while (pane && !pane.querySelector("h3")) pane = pane.parentElement;
-            return Array.from(pane?.querySelectorAll("h3") ?? [], (title) => title.innerText.trim());
+            const titles = Array.from(pane?.querySelectorAll("h3") ?? [], (title) => title.innerText.trim());
+            const addresses = Array.from(pane?.querySelectorAll("img") ?? [], (image) => image.getAttribute("src") ?? "")
+                .filter((src) => src.includes("workflow_templates/"));
+            const fetched = await Promise.all(addresses.map(async (src) =>
+                [decodeURIComponent(src.split("?")[0].split("/").pop()), (await fetch(src)).ok]));
+            return [titles, fetched];
         }"""
     )
     page.keyboard.press("Escape")
     dialog.wait_for(state="hidden")
-    return sorted(shown)
+    return sorted(shown), dict(pictures)
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_the_template_browser_names_the_pack_in_the_page_language(request, locales, renderer, language):
     """The pack's entry in the template browser is titled from its locales (templateWorkflows.category.<folder>),
-    not by the folder it is installed in, and lists every template of example_workflows."""
+    not by the folder it is installed in, and lists every template of example_workflows, each card titled by the
+    template's title (its UI file is named by it: support.workflows TITLES), not by its slug."""
     if renderer != "classic":
         pytest.skip("the template browser is the same in both renderers")
     page = request.getfixturevalue("page" if language == "en" else "french_page")
     labels = read(locales, language, "main.json")["templateWorkflows"]["category"]
     assert sorted(labels) == ["ComfyUI-DrUM", "comfyui-drum"]  # a clone's folder, and the Registry's (comfy node install)
     assert len(set(labels.values())) == 1
-    templates = sorted(path.stem for path in (ROOT / "example_workflows").glob("*.json"))
-    assert template_browser(page, labels["ComfyUI-DrUM"]) == templates
+    titles, pictures = template_browser(page, labels["ComfyUI-DrUM"])
+    assert titles == sorted(TITLES.values())
+    assert pictures == {f"{title}.jpg": True for title in TITLES.values()}  # the thumbnails, at their titled addresses

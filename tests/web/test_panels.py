@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from pathlib import Path
 
 import pytest
 from comfy_page import (
@@ -21,6 +20,7 @@ from comfy_page import (
     vue_nodes,
     wait_for_prompts,
 )
+from support.workflows import TEMPLATES  # the slugs (drum_sd15, ...); the UI files are named by their titles
 
 pytestmark = pytest.mark.web
 
@@ -29,7 +29,6 @@ LONG_PROMPTS = [
     f"prompt {i:02d}: " + ("a watercolor fox in a misty forest, soft morning light, " * (1 + i % 3)).strip() for i in range(LONG)
 ]
 LONG_HISTORY = "".join(f"{prompt}\t{1 + i % 5}\n" for i, prompt in enumerate(LONG_PROMPTS))
-TEMPLATES = sorted(path.stem for path in (Path(__file__).resolve().parents[2] / "example_workflows").glob("*.json"))
 PANEL_MAX_HEIGHT = 300  # graph units (px at zoom 1): no panel is taller (the profile map is the tallest)
 
 
