@@ -14,7 +14,7 @@ import re
 import pytest
 from comfy_page import load_workflow, nodes_of_type, page_for, panel_rows
 from support.comfy_env import ROOT
-from support.workflows import TITLES
+from support.workflows import THUMBNAIL_SIZE, TITLES
 
 pytestmark = pytest.mark.web
 
@@ -128,11 +128,11 @@ def test_french_page_shows_french_names_and_texts(french_page, workflows, locale
     assert page_errors == []
 
 
-def template_browser(page, label: str) -> tuple[list[str], dict[str, bool]]:
+def template_browser(page, label: str) -> tuple[list[str], dict[str, int]]:
     """Opens the frontend's template browser on the entry `label` of its Extensions list; the titles of its cards, and
-    for each card picture the frontend addresses under /api/workflow_templates/ its file name and whether fetching
-    that address (as the frontend built it) succeeds. Frontend 1.58.1 titles a custom node's templates by their file
-    stems (docs/comfyui.md, The template browser)."""
+    the width of each card's picture once shown (the frontend fetches <stem>.jpg from the address it builds and shows
+    it as <img alt="<title>">, loaded as its card scrolls into view). Frontend 1.58.1 titles a custom node's templates
+    by their file stems (docs/comfyui.md, The template browser)."""
     page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
     dialog = page.locator("[role=dialog]").last
     dialog.get_by_text(label, exact=True).first.click()
@@ -140,21 +140,23 @@ def template_browser(page, label: str) -> tuple[list[str], dict[str, bool]]:
     heading.wait_for()
     dialog.locator("h3", has_text=TITLES["drum_sd15"]).first.wait_for()
     # the cards' titles: the <h3>s of the pane that holds the heading (the list on the left has <h3>s of its own)
-    shown, pictures = heading.evaluate(
-        """async (heading) => {
+    shown = heading.evaluate(
+        """(heading) => {
             let pane = heading.parentElement;
             while (pane && !pane.querySelector("h3")) pane = pane.parentElement;
-            const titles = Array.from(pane?.querySelectorAll("h3") ?? [], (title) => title.innerText.trim());
-            const addresses = Array.from(pane?.querySelectorAll("img") ?? [], (image) => image.getAttribute("src") ?? "")
-                .filter((src) => src.includes("workflow_templates/"));
-            const fetched = await Promise.all(addresses.map(async (src) =>
-                [decodeURIComponent(src.split("?")[0].split("/").pop()), (await fetch(src)).ok]));
-            return [titles, fetched];
+            return Array.from(pane?.querySelectorAll("h3") ?? [], (title) => title.innerText.trim());
         }"""
     )
+    pictures = {}
+    for title in shown:
+        dialog.locator("h3").filter(has_text=re.compile(f"^{re.escape(title)}$")).first.scroll_into_view_if_needed()
+        picture = dialog.locator(f'img[alt="{title}"]').first  # titles hold no quote (support.workflows TITLE_FORBIDDEN)
+        picture.wait_for()
+        page.wait_for_function("(image) => image.complete && image.naturalWidth > 0", arg=picture.element_handle(), timeout=10_000)
+        pictures[title] = picture.evaluate("(image) => image.naturalWidth")
     page.keyboard.press("Escape")
     dialog.wait_for(state="hidden")
-    return sorted(shown), dict(pictures)
+    return sorted(shown), pictures
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
@@ -170,4 +172,4 @@ def test_the_template_browser_names_the_pack_in_the_page_language(request, local
     assert len(set(labels.values())) == 1
     titles, pictures = template_browser(page, labels["ComfyUI-DrUM"])
     assert titles == sorted(TITLES.values())
-    assert pictures == {f"{title}.jpg": True for title in TITLES.values()}  # the thumbnails, at their titled addresses
+    assert pictures == dict.fromkeys(TITLES.values(), THUMBNAIL_SIZE)  # each card shows its <title>.jpg
