@@ -835,12 +835,10 @@ def main() -> None:
     for api in apis:
         graph = with_defaults(json.loads(api.read_text(encoding="utf-8")), object_info)
         api.write_text(json.dumps(graph, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        ui_file, by_slug = ui_path(api.stem, folder), folder / api.name  # a UI file once named by its slug: its note kept
-        kept = next((path for path in (ui_file, by_slug) if path.is_file()), None)
-        note = template_note(json.loads(kept.read_text(encoding="utf-8"))) if kept else None
+        ui_file = ui_path(api.stem, folder)
+        note = template_note(json.loads(ui_file.read_text(encoding="utf-8"))) if ui_file.is_file() else None
         ui = api_to_ui(graph, object_info, note, title=f"Read me · {template_title(api.stem)}")
         ui_file.write_text(json.dumps(ui, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        by_slug.unlink(missing_ok=True)
     SUBGRAPHS.mkdir(exist_ok=True)
     for blueprint in BLUEPRINTS:
         path = SUBGRAPHS / f"{blueprint.name}.json"
