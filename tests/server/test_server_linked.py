@@ -27,7 +27,10 @@ BASE = {
     "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd15.safetensors"}},
     "2": {"class_type": "DrUMHistoryLoader", "inputs": {"file": "none", "text": HISTORY}},
     "3": {"class_type": "DrUMHistorySplit", "inputs": {"history": ["2", 0], "threshold": 1.5}},
-    "4": {"class_type": "DrUMHistoryMix", "inputs": {"history_a": ["3", 0], "history_b": ["2", 0], "mix": 0.4}},
+    "4": {  # a sweep of one mix: a list of one history, the same downstream as mix 0.4
+        "class_type": "DrUMHistoryMix",
+        "inputs": {"history_a": ["3", 0], "history_b": ["2", 0], "mix": 0.7, "sweep": True, "start": 0.4, "end": 1.0, "count": 1},
+    },
     "5": {
         "class_type": "DrUMCoresetSampler",
         "inputs": {
@@ -88,6 +91,9 @@ INVALID = {  # case: ({(node, input): value}, node that must fail, words of its 
     "history file missing": ({("2", "file"): "missing.txt", ("2", "text"): ""}, "2", "not found in ComfyUI's input folder"),
     "split threshold": ({("3", "threshold"): -1.0}, "3", "threshold = -1.0 is below its minimum"),
     "mix": ({("4", "mix"): 1.5}, "4", "mix = 1.5 is above its maximum"),
+    "mix start": ({("4", "start"): -0.5}, "4", "start = -0.5 is below its minimum"),
+    "mix end": ({("4", "end"): 1.5}, "4", "end = 1.5 is above its maximum"),
+    "mix count": ({("4", "count"): 17}, "4", "count = 17 is above its maximum 16"),
     "coreset ratio": ({("5", "ratio"): 0.0}, "5", "ratio = 0.0 is below its minimum"),
     "coreset max_count": ({("5", "max_count"): -1}, "5", "max_count = -1 is below its minimum"),
     "coreset k": ({("5", "k"): 0}, "5", "k = 0 is below its minimum"),
