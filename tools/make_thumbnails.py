@@ -11,7 +11,7 @@ API copy goes through a real headless ComfyUI on the tests' tiny random models; 
 sweeps (Degree Slider, History Mix) as frames on a 0..1 axis, and the run's wide images (the profile map);
 the generated pictures themselves, noise from random weights, are left out. The
 thumbnail of each template that ran (written by the test as <title>.jpg) is copied beside it, replacing any older one
-of any format (and any named by the slug);
+of any format;
 a template whose run failed keeps its old thumbnail, and the exit status is the test run's.
 """
 
@@ -37,7 +37,6 @@ def main() -> int:
     unknown = [name for name in names if name not in TITLES]
     if unknown:
         parser.error(f"not a template slug (tests/support/workflows.py TITLES): {', '.join(unknown)}")
-    slugs = {title: slug for slug, title in TITLES.items()}
     selection = "every_template_validates" + (f" and ({' or '.join(names)})" if names else "")
     with tempfile.TemporaryDirectory(prefix="drum-thumbnails-") as artifacts:
         test = "tests/server/test_server_workflows.py"
@@ -47,9 +46,8 @@ def main() -> int:
             print("make_thumbnails: some template runs failed; their thumbnails were not replaced", file=sys.stderr)
         made = sorted((Path(artifacts) / "server" / "thumbnails").glob("*.jpg"))
         for thumbnail in made:
-            for stem in (thumbnail.stem, slugs[thumbnail.stem]):
-                for suffix in THUMBNAIL_SUFFIXES:
-                    (WORKFLOWS / f"{stem}{suffix}").unlink(missing_ok=True)
+            for suffix in THUMBNAIL_SUFFIXES:
+                (WORKFLOWS / f"{thumbnail.stem}{suffix}").unlink(missing_ok=True)
             shutil.copy(thumbnail, WORKFLOWS / thumbnail.name)
             print(f"wrote {WORKFLOWS.relative_to(ROOT) / thumbnail.name}")
     return done.returncode

@@ -37,15 +37,26 @@ def run(server, graph: dict):
     return entry
 
 
+def received_per_run(entry, probe_key: str) -> list[float]:
+    """The mean |token| of the conditioning the probe passed on, per run of it (one per item of a list input)."""
+    return [report["token_mean_abs"] for report in entry.outputs[probe_key]["drum_probe"]]
+
+
 def received(entry, probe_key: str) -> float:
     """The mean |token| of the conditioning the probe passed on (one conditioning entry)."""
-    (report,) = entry.outputs[probe_key]["drum_probe"]
-    return report["token_mean_abs"]
+    (value,) = received_per_run(entry, probe_key)
+    return value
+
+
+def references_per_run(entry, conditioner: str) -> list[list[tuple[str, float]]]:
+    """(prompt, intensity) of every reference the conditioner fused, as PeCA received them, per run of it."""
+    return [[(r["prompt"], r["weight"]) for r in run["references"]] for run in entry.outputs[conditioner]["drum_conditioning"]]
 
 
 def references(entry, conditioner: str) -> list[tuple[str, float]]:
-    """(prompt, intensity) of every reference the conditioner fused, as PeCA received them."""
-    return [(r["prompt"], r["weight"]) for r in entry.outputs[conditioner]["drum_conditioning"][0]["references"]]
+    """(prompt, intensity) of every reference the conditioner fused in its one run."""
+    (run,) = references_per_run(entry, conditioner)
+    return run
 
 
 def picks(entry, sampler: str) -> list[tuple[str, float]]:
@@ -118,14 +129,14 @@ def test_style_mix_template_sweeps_from_a_to_b_and_t0_is_exactly_a(server):
     images = saved_all(entry, server, saver)
     assert len(images) == 3 and len(pixels(entry, server)) == 3 and not np.array_equal(images[0], images[2])
     a, b = picks(entry, side_a), picks(entry, side_b)
-    runs = [[(r["prompt"], r["weight"]) for r in run["references"]] for run in entry.outputs[conditioner]["drum_conditioning"]]
+    runs = references_per_run(entry, conditioner)
     assert len(runs) == 3 and runs[0] == a and runs[2] == b
     total_a, total_b = sum(w for _, w in a), sum(w for _, w in b)
     common = 0.5 * total_a + 0.5 * total_b  # both sides scaled to one total, then weighted 1 - t and t
     expected = [(p, 0.5 * w * common / total_a) for p, w in a] + [(p, 0.5 * w * common / total_b) for p, w in b]
     assert [p for p, _ in runs[1]] == [p for p, _ in expected]
     assert [w for _, w in runs[1]] == pytest.approx([w for _, w in expected], rel=1e-12)
-    values = [report["token_mean_abs"] for report in entry.outputs[sweep_probe]["drum_probe"]]
+    values = received_per_run(entry, sweep_probe)
     assert len(values) == 3 and len(set(values)) == 3, values
 
     direct = copy.deepcopy(graph)  # history A straight into the conditioner: the first mix's conditioning and image

@@ -151,14 +151,18 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
     return graph
 
 
+def _sources(node: dict) -> list[str]:
+    """The keys of the nodes linked into an API-format `node`'s inputs (in input order, repeated per link)."""
+    return [value[0] for value in node["inputs"].values() if isinstance(value, list)]
+
+
 def _depths(graph: dict) -> dict[str, int]:
     """Column of each node: 1 + the deepest node feeding it."""
     depths: dict[str, int] = {}
 
     def depth(key: str) -> int:
         if key not in depths:
-            sources = [v[0] for v in graph[key]["inputs"].values() if isinstance(v, list)]
-            depths[key] = 1 + max((depth(s) for s in sources), default=-1)
+            depths[key] = 1 + max((depth(s) for s in _sources(graph[key])), default=-1)
         return depths[key]
 
     for key in graph:
@@ -203,12 +207,11 @@ def _columns(graph: dict) -> dict[str, int]:
     depths = _depths(graph)
     consumers: dict[str, list[str]] = {}
     for key, node in graph.items():
-        for value in node["inputs"].values():
-            if isinstance(value, list):
-                consumers.setdefault(value[0], []).append(key)
+        for source in _sources(node):
+            consumers.setdefault(source, []).append(key)
     columns = dict(depths)
     for key, node in graph.items():
-        if not any(isinstance(value, list) for value in node["inputs"].values()) and consumers.get(key):
+        if not _sources(node) and consumers.get(key):
             columns[key] = min(depths[c] for c in consumers[key]) - 1
     return columns
 
@@ -302,9 +305,8 @@ def api_to_ui(graph: dict, object_info: dict, note: str | None = None, title: st
             {"name": name, "type": kind, "links": outputs.get((str(node["id"]), slot), []), "slot_index": slot}
             for slot, (name, kind) in enumerate(zip(names, spec["output"]))
         ]
-    fed = {key for key, node in graph.items() if any(isinstance(value, list) for value in node["inputs"].values())}
     # reading order: by column; in a column, a node with no inputs (moved there by _columns) last, next to its consumer
-    for order, key in enumerate(sorted(graph, key=lambda k: (columns[k], k not in fed, int(k)))):
+    for order, key in enumerate(sorted(graph, key=lambda k: (columns[k], not _sources(graph[k]), int(k)))):
         next(n for n in nodes if n["id"] == int(key))["order"] = order
     if note is not None:
         note_node = {
@@ -430,7 +432,7 @@ def drum_part_graph(graph: dict, family: str) -> dict:
         key = pending.pop()
         if key not in keep:
             keep.add(key)
-            pending.extend(value[0] for value in graph[key]["inputs"].values() if isinstance(value, list))
+            pending.extend(_sources(graph[key]))
     part = {}
     for key in sorted(keep, key=int):
         if graph[key]["class_type"] in TEXT_ENCODER_LOADERS:
@@ -700,15 +702,16 @@ def node_label(class_type: str) -> str:
 
 def sweep_values(graph: dict) -> tuple[str, list[float], tuple[str, str]] | None:
     """What a template sweeps, for its thumbnail: (axis name, values, (what 0 means, what 1 means)) for a Degree
-    Slider or a History Mix set to sweep (start..end in `count` steps); None when it sweeps nothing."""
+    Slider or a History Mix set to sweep (start..end in `count` steps, the values the node gives); None when it
+    sweeps nothing."""
+    from drum_core.taste import unit_sweep
+
     meanings = {"DrUMDegreeSlider": ("degree", ("the prompt alone", "all taste")), "DrUMHistoryMix": ("mix", ("history A", "history B"))}
     for node in graph.values():
         inputs = node["inputs"]
         if node["class_type"] in meanings and inputs.get("sweep"):
-            start, end, count = inputs["start"], inputs["end"], inputs["count"]
-            values = [start + (end - start) * i / (count - 1) for i in range(count)] if count > 1 else [start]
             axis, ends = meanings[node["class_type"]]
-            return axis, values, ends
+            return axis, list(unit_sweep(inputs["start"], inputs["end"], inputs["count"], axis)), ends
     return None
 
 
